@@ -1,0 +1,128 @@
+"""Settings: one object built at each entry point from the environment and `.env`, then passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DAY_S = 24 * 3600
+DEFAULT_BUILD_TIMEOUT_S = 3600
+DEFAULT_RESULT_EXPIRES_S = 7 * DAY_S
+DEFAULT_LOG_RETENTION_S = 7 * DAY_S
+DEFAULT_LOG_MAX_LINES = 20_000
+DEFAULT_DOCKER_TIMEOUT_S = 300
+DEFAULT_REGISTRY_TIMEOUT_S = 30
+
+
+class SettingsError(ValueError):
+    """The environment or `.env` holds an invalid setting; the message names the variable, never its value."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; see `.env.example` for each variable and its default."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", hide_input_in_errors=True, populate_by_name=True
+    )
+
+    feature_custom_image: str = Field("", validation_alias="PRIMEHUB_FEATURE_CUSTOM_IMAGE")
+    registry_endpoint: str = Field("", validation_alias="PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT")
+    registry_username: str = Field("", validation_alias="PRIMEHUB_CUSTOM_IMAGE_REGISTRY_USERNAME")
+    registry_password: SecretStr = Field(
+        SecretStr(""), validation_alias="PRIMEHUB_CUSTOM_IMAGE_REGISTRY_PASSWORD"
+    )
+    repo_prefix: str = Field("", validation_alias="PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX")
+
+    redis_url: SecretStr = Field(
+        SecretStr("redis://localhost:6379/0"), validation_alias="IMAGEBUILDER_REDIS_URL"
+    )
+    pull_secrets_dir: Path = Field(
+        Path("/etc/imagebuilder/pull-secrets"), validation_alias="IMAGEBUILDER_PULL_SECRETS_DIR"
+    )
+    build_timeout_s: int = Field(
+        DEFAULT_BUILD_TIMEOUT_S, gt=0, validation_alias="IMAGEBUILDER_BUILD_TIMEOUT_S"
+    )
+    push_repo: str = Field("", validation_alias="IMAGEBUILDER_PUSH_REPO")
+    insecure_registries: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="IMAGEBUILDER_INSECURE_REGISTRIES"
+    )
+    build_ca_bundle: Path | None = Field(None, validation_alias="IMAGEBUILDER_BUILD_CA_BUNDLE")
+    pip_index_url: str = Field("", validation_alias="IMAGEBUILDER_PIP_INDEX_URL")
+
+    result_expires_s: int = Field(
+        DEFAULT_RESULT_EXPIRES_S, ge=DAY_S, validation_alias="IMAGEBUILDER_RESULT_EXPIRES_S"
+    )
+    log_retention_s: int = Field(
+        DEFAULT_LOG_RETENTION_S, gt=0, validation_alias="IMAGEBUILDER_LOG_RETENTION_S"
+    )
+    log_max_lines: int = Field(DEFAULT_LOG_MAX_LINES, gt=0, validation_alias="IMAGEBUILDER_LOG_MAX_LINES")
+    docker_timeout_s: int = Field(
+        DEFAULT_DOCKER_TIMEOUT_S, gt=0, validation_alias="IMAGEBUILDER_DOCKER_TIMEOUT_S"
+    )
+    registry_timeout_s: int = Field(
+        DEFAULT_REGISTRY_TIMEOUT_S, gt=0, validation_alias="IMAGEBUILDER_REGISTRY_TIMEOUT_S"
+    )
+
+    @field_validator("insecure_registries", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip() for host in value.split(",") if host.strip()]
+        return value
+
+    @field_validator("build_ca_bundle")
+    @classmethod
+    def _readable_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("must be the path of a readable PEM file")
+        return value
+
+    @field_validator("pip_index_url")
+    @classmethod
+    def _index_without_credentials(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http(s) URL")
+        if parts.username or parts.password:
+            raise ValueError("must not embed credentials: they would be baked into the image history")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        if urlsplit(value.get_secret_value()).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @property
+    def feature_enabled(self) -> bool:
+        return self.feature_custom_image.strip().lower() == "true"
+
+    @property
+    def redis_dsn(self) -> str:
+        return self.redis_url.get_secret_value()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings; errors name the variable and the rule, never the value that was given."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = [
+            f"{_variable_name(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in e.errors(include_input=False, include_url=False)
+        ]
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def _variable_name(loc: tuple[object, ...]) -> str:
+    field = Settings.model_fields.get(str(loc[0])) if loc else None
+    if field and isinstance(field.validation_alias, str):
+        return field.validation_alias
+    return ".".join(str(part) for part in loc)

@@ -1,0 +1,165 @@
+"""Start and stop real local servers: redis-server, dockerd and docker-registry with htpasswd auth."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import redis
+import requests
+
+START_TIMEOUT_S = 60
+DOCKERD_SOCKET = Path("/var/run/docker.sock")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not come up within {timeout_s} s")
+
+
+@dataclass
+class Process:
+    """A server process we started; stopped with SIGTERM, then SIGKILL."""
+
+    popen: subprocess.Popen
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def spawn(args: list[str], log_path: Path, **kwargs) -> Process:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+    return Process(popen, log_path)
+
+
+@dataclass
+class RedisServer:
+    """redis-server on loopback with AOF on, data under `workdir`."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = spawn(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+             "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"],
+            self.workdir / "redis.log",
+        )
+        wait_until(lambda: redis.Redis(port=self.port).ping(), f"redis-server on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+@dataclass
+class Registry:
+    """The CNCF distribution registry (Debian's docker-registry) on loopback, htpasswd auth if a user is given."""
+
+    workdir: Path
+    username: str | None = None
+    password: str | None = None
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Registry:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "config.yml"
+        config.write_text(self._config())
+        self.process = spawn(["docker-registry", "serve", str(config)], self.workdir / "registry.log")
+        wait_until(
+            lambda: requests.get(f"http://{self.host}/v2/", timeout=2).status_code in (200, 401),
+            f"docker-registry on {self.host}",
+        )
+        return self
+
+    def _config(self) -> str:
+        auth = ""
+        if self.username:
+            htpasswd = self.workdir / "htpasswd"
+            entry = subprocess.run(
+                ["htpasswd", "-Bbn", self.username, self.password or ""], check=True, capture_output=True, text=True
+            ).stdout.strip()
+            htpasswd.write_text(entry + "\n")
+            auth = f"auth:\n  htpasswd:\n    realm: imagebuilder-test\n    path: {htpasswd}\n"
+        return (
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {self.workdir / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n{auth}"
+        )
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+@dataclass
+class Dockerd:
+    """The machine's Docker engine: reused when one answers, else started here (as root) and stopped after."""
+
+    workdir: Path
+    process: Process | None = None
+
+    def start(self) -> Dockerd:
+        if _docker_answers():
+            return self
+        if not shutil.which("dockerd"):
+            raise RuntimeError("dockerd is not installed: run scripts/bootstrap.sh (apt-get install docker.io)")
+        self.process = spawn(["dockerd"], self.workdir / "dockerd.log", env={**os.environ})
+        wait_until(_docker_answers, "dockerd")
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+def _docker_answers() -> bool:
+    try:
+        client = docker.from_env(timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False

@@ -1,0 +1,108 @@
+"""The `imagebuilder` command: worker, submit, status, logs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from config.settings import Settings, SettingsError, load_settings
+from producer.client import BuildClient
+from producer.specfile import load_spec_file
+from worker.errors import ConfigurationError, InvalidSpec, UnknownBuild
+from worker.result import BuildResult
+
+EXIT_SUCCEEDED = 0
+EXIT_NOT_SUCCEEDED = 1
+EXIT_INVALID = 2
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """Bad input, bad settings and unknown ids: the message on stderr, exit 2, nothing queued."""
+    try:
+        yield
+    except (SettingsError, InvalidSpec, ConfigurationError, UnknownBuild) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def _settings() -> Settings:
+    with _usage_errors():
+        return load_settings()
+
+
+@click.group()
+def main() -> None:
+    """Build container images from image specs on Celery workers."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker on the builds queue; extra arguments go to `celery worker`."""
+    from worker.main import run_worker  # imports docker: only the worker command needs it
+
+    run_worker(_settings(), celery_args)
+
+
+@main.command()
+@click.argument("file")
+@click.option("--force", is_flag=True, help="Build and push even if the target image exists.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the result, showing progress on a terminal.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON.")
+def submit(file: str, force: bool, wait_: bool, as_json: bool) -> None:
+    """Submit the spec in FILE (YAML or JSON, '-' for stdin)."""
+    settings = _settings()
+    with _usage_errors(), BuildClient(settings) as client:
+        result = client.submit(load_spec_file(file), force=force)
+        if not wait_:
+            _print(result, as_json)
+            return
+        if sys.stderr.isatty():
+            _show_progress(client, result.id)
+        result = client.wait(result.id)
+        _print(result, as_json)
+        sys.exit(EXIT_SUCCEEDED if result.succeeded else EXIT_NOT_SUCCEEDED)
+
+
+@main.command()
+@click.argument("build_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON.")
+def status(build_id: str, as_json: bool) -> None:
+    """Show a build's phase, step, image and error; exit 0 only if it Succeeded."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        result = client.status(build_id)
+        _print(result, as_json)
+        sys.exit(EXIT_SUCCEEDED if result.succeeded else EXIT_NOT_SUCCEEDED)
+
+
+@main.command()
+@click.argument("build_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the build ends.")
+def logs(build_id: str, follow: bool) -> None:
+    """Print a build's pull, build and push log."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        for line in client.logs(build_id, follow=follow):
+            click.echo(line)
+
+
+def _show_progress(client: BuildClient, build_id: str) -> None:
+    for line in client.logs(build_id, follow=True):
+        click.echo(line, err=True)
+
+
+def _print(result: BuildResult, as_json: bool) -> None:
+    if as_json:
+        click.echo(result.to_json())
+        return
+    phase = result.phase.value + (" (skipped: already built)" if result.skipped else "")
+    rows = {
+        "id": result.id, "phase": phase, "step": result.step.value if result.step else None,
+        "image": result.image, "digest": result.digest, "base digest": result.base_digest, "error": result.error,
+    }
+    for key, value in rows.items():
+        if value:
+            click.echo(f"{key + ':':<13}{value}")

@@ -1,0 +1,77 @@
+"""The Python client: submit specs, read status and logs, wait for results. Never imports docker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME, redis_client
+from config.settings import Settings
+from worker.app import create_app
+from worker.logs import BuildLog
+from worker.records import BuildRecords
+from worker.result import BuildResult, utcnow
+from worker.spec import ImageSpec, parse_spec
+from worker.tagging import resolve_target
+
+WAIT_POLL_S = 0.5
+
+
+class BuildClient:
+    """Submits builds to the `builds` queue and reads their records and logs from Redis."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._app = create_app(settings)
+        self._redis = redis_client(settings)
+        self._records = BuildRecords(self._redis, expires_s=settings.result_expires_s)
+        self._log = BuildLog(self._redis, max_lines=settings.log_max_lines, retention_s=settings.log_retention_s)
+
+    def __repr__(self) -> str:
+        return f"BuildClient(settings={self._settings!r})"
+
+    def submit(self, spec: ImageSpec | Mapping[str, Any], *, force: bool = False) -> BuildResult:
+        """Validate, compute the target, record it Pending and enqueue; raises before queueing on bad input."""
+        spec = spec if isinstance(spec, ImageSpec) else parse_spec(spec)
+        target = resolve_target(spec, self._settings)
+        pending = BuildResult(id=str(uuid.uuid4()), image=str(target), submitted_at=utcnow())
+        self._records.save(pending)
+        try:
+            self._app.send_task(
+                BUILD_TASK_NAME, kwargs={"spec": spec.to_wire(), "force": force},
+                task_id=pending.id, queue=BUILD_QUEUE,
+            )
+        except Exception:
+            self._records.delete(pending.id)
+            raise
+        return pending
+
+    def status(self, build_id: str) -> BuildResult:
+        """The build's current record; UnknownBuild for an id nobody submitted."""
+        return self._records.get(build_id)
+
+    def wait(self, build_id: str, *, timeout_s: float | None = None) -> BuildResult:
+        """Block until the build reaches a final phase; TimeoutError after `timeout_s`."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not (result := self.status(build_id)).phase.is_final:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"build {build_id} still {result.phase.value} after {timeout_s} s")
+            time.sleep(WAIT_POLL_S)
+        return result
+
+    def logs(self, build_id: str, *, follow: bool = False) -> Iterator[str]:
+        """The build's log lines; with `follow`, new lines as they come until the build ends."""
+        self.status(build_id)
+        return self._log.lines(build_id, follow=follow, is_over=lambda: self.status(build_id).phase.is_final)
+
+    def close(self) -> None:
+        self._redis.close()
+        self._app.close()
+
+    def __enter__(self) -> BuildClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

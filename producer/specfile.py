@@ -1,0 +1,25 @@
+"""Reading image specs from YAML or JSON files (or stdin), in any shape the spec model accepts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from worker.errors import InvalidSpec
+from worker.spec import ImageSpec, parse_spec
+
+
+def load_spec_file(path: str) -> ImageSpec:
+    """One spec from `path` ('-' for stdin); InvalidSpec naming the file when it cannot be read."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidSpec(f"{path}: cannot read: {e.strerror if isinstance(e, OSError) else e}") from None
+    except yaml.YAMLError as e:
+        raise InvalidSpec(f"{path}: not YAML or JSON: {e}") from None
+    if len(documents) != 1:
+        raise InvalidSpec(f"{path}: expected exactly one spec, found {len(documents)}")
+    return parse_spec(documents[0])

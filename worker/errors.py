@@ -1,0 +1,65 @@
+"""The one exception hierarchy: retryable errors are retried with backoff, fatal ones end the build as Failed."""
+
+
+class ImageBuilderError(Exception):
+    """Root of every error this service raises on purpose."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class RetryableError(ImageBuilderError):
+    """A transient failure: the same build may succeed when tried again later."""
+
+
+class RegistryUnavailable(RetryableError):
+    """A registry refused the connection, timed out, answered 5xx or rate-limited us."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DaemonUnavailable(RetryableError):
+    """The Docker engine could not be reached or stopped answering."""
+
+
+class FatalError(ImageBuilderError):
+    """A failure that trying again cannot fix; the build ends Failed at once."""
+
+
+class InvalidSpec(FatalError):
+    """The image spec breaks a rule; the message names the field, the item and the rule."""
+
+
+class ConfigurationError(FatalError):
+    """The service is not configured to build (feature flag off, registry unset, inconsistent settings)."""
+
+
+class AuthFailed(FatalError):
+    """A registry rejected our credentials (401/403) for a pull, a push or a manifest check."""
+
+
+class PullSecretError(FatalError):
+    """A named pull secret is missing, unreadable, or has no entry for the base image's registry."""
+
+
+class BaseImageNotFound(FatalError):
+    """The base image (repository or tag) does not exist in its registry."""
+
+
+class BuildStepFailed(FatalError):
+    """A Dockerfile step failed (for a RUN step, the command and the last log lines are in the message)."""
+
+
+class PushFailed(FatalError):
+    """The registry rejected the pushed image for a reason other than auth or availability."""
+
+
+class BuildFailed(FatalError):
+    """The build ended Failed; the task raises it so Celery's own result is FAILURE with the same message."""
+
+
+class UnknownBuild(ImageBuilderError):
+    """No build with this id was ever submitted (or its record has expired)."""

@@ -1,0 +1,22 @@
+"""Worker entry points: the app with its task registered, and running a Celery worker on the builds queue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from config.celery_config import BUILD_QUEUE
+from config.settings import Settings
+from worker.app import ImageBuilderCelery, create_app
+from worker.tasks import register_tasks
+
+
+def create_worker_app(settings: Settings) -> ImageBuilderCelery:
+    app = create_app(settings)
+    register_tasks(app)
+    return app
+
+
+def run_worker(settings: Settings, extra_args: Sequence[str] = ()) -> None:
+    """`celery worker -Q builds` with this app; `extra_args` go to Celery as they are."""
+    app = create_worker_app(settings)
+    app.worker_main(["worker", "--queues", BUILD_QUEUE, "--loglevel", "INFO", *extra_args])

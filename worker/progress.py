@@ -1,0 +1,56 @@
+"""Progress of one build: advances its record, appends its log, and mirrors each change as a Celery state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from worker.logs import BuildLog
+from worker.records import BuildRecords
+from worker.result import BuildResult, utcnow
+from worker.states import BuildPhase, BuildStep
+
+StateSink = Callable[[str, dict[str, Any]], None]
+
+
+class Progress:
+    """The one writer of a running build's record; phases only move forward."""
+
+    def __init__(self, build_id: str, records: BuildRecords, log: BuildLog, on_state: StateSink):
+        self._records = records
+        self._log = log
+        self._on_state = on_state
+        now = utcnow()
+        known = records.find(build_id)
+        self.result = known or BuildResult(id=build_id, image="", submitted_at=now)
+
+    def start(self, image: str) -> None:
+        self._update(phase=BuildPhase.RUNNING, image=image, started_at=utcnow(), error=None, step=None)
+        self._on_state(BuildPhase.RUNNING.value.upper(), self._meta())
+
+    def step(self, step: BuildStep) -> None:
+        self._update(step=step)
+        self.line(f"==> {step.value}")
+        self._on_state(step.celery_state, self._meta())
+
+    def line(self, text: str) -> None:
+        self._log.append(self.result.id, text)
+
+    def succeed(self, **fields: Any) -> BuildResult:
+        return self._finish(BuildPhase.SUCCEEDED, **fields)
+
+    def fail(self, error: str) -> BuildResult:
+        self.line(f"ERROR: {error}")
+        return self._finish(BuildPhase.FAILED, error=error)
+
+    def _finish(self, phase: BuildPhase, **fields: Any) -> BuildResult:
+        self._update(phase=phase, finished_at=utcnow(), **fields)
+        self._log.close(self.result.id, phase.value)
+        return self.result
+
+    def _update(self, **fields: Any) -> None:
+        self.result = self.result.model_copy(update=fields)
+        self._records.save(self.result)
+
+    def _meta(self) -> dict[str, Any]:
+        return self.result.model_dump(mode="json")
