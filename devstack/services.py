@@ -94,7 +94,7 @@ class Registry:
 
     workdir: Path
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     port: int = field(default_factory=free_port)
     process: Process | None = None
 

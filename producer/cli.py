@@ -13,6 +13,7 @@ from producer.client import BuildClient
 from producer.specfile import load_spec_file
 from worker.errors import ConfigurationError, InvalidSpec, UnknownBuild
 from worker.result import BuildResult
+from worker.tagging import ensure_enabled
 
 EXIT_SUCCEEDED = 0
 EXIT_NOT_SUCCEEDED = 1
@@ -57,6 +58,7 @@ def submit(file: str, force: bool, wait_: bool, as_json: bool) -> None:
     """Submit the spec in FILE (YAML or JSON, '-' for stdin)."""
     settings = _settings()
     with _usage_errors(), BuildClient(settings) as client:
+        ensure_enabled(settings)
         result = client.submit(load_spec_file(file), force=force)
         if not wait_:
             _print(result, as_json)

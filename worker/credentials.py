@@ -42,7 +42,7 @@ class PullSecretStore:
 
     def credentials(self, secret_name: str, registry: str) -> RegistryCredentials:
         """The entry of `secret_name` for `registry`; PullSecretError naming both when there is none."""
-        auths = self._load(secret_name)
+        auths = self._load(secret_name, registry)
         for server, entry in auths.items():
             if normalise_registry(server) == registry:
                 return _entry_credentials(secret_name, registry, entry)
@@ -51,23 +51,25 @@ class PullSecretStore:
             f"(it has: {', '.join(sorted(normalise_registry(s) for s in auths)) or 'none'})"
         )
 
-    def _load(self, secret_name: str) -> dict[str, dict]:
-        path = self._path(secret_name)
+    def _load(self, secret_name: str, registry: str) -> dict[str, dict]:
+        path = self._path(secret_name, registry)
         try:
             document = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PullSecretError(f"pull secret {secret_name!r} at {path} is unreadable: {type(e).__name__}") from None
+            raise PullSecretError(
+                f"pull secret {secret_name!r} (for registry {registry!r}) at {path} is unreadable: {type(e).__name__}"
+            ) from None
         auths = document.get("auths") if isinstance(document, dict) else None
         if not isinstance(auths, dict):
-            raise PullSecretError(f"pull secret {secret_name!r} at {path} has no 'auths' object")
+            raise PullSecretError(f"pull secret {secret_name!r} (for registry {registry!r}) at {path} has no 'auths' object")
         return auths
 
-    def _path(self, secret_name: str) -> Path:
+    def _path(self, secret_name: str, registry: str) -> Path:
         for candidate in (self._root / secret_name / DOCKERCONFIG_FILE, self._root / f"{secret_name}.json"):
             if candidate.is_file():
                 return candidate
         raise PullSecretError(
-            f"pull secret {secret_name!r} not found: expected {self._root / secret_name / DOCKERCONFIG_FILE} "
+            f"pull secret {secret_name!r} (for registry {registry!r}) not found: expected {self._root / secret_name / DOCKERCONFIG_FILE} "
             f"or {self._root / (secret_name + '.json')} on the worker"
         )
 

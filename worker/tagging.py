@@ -44,12 +44,17 @@ def _reference(text: str, setting: str, name: str) -> ImageReference:
     return reference
 
 
-def resolve_target(spec: ImageSpec, settings: Settings) -> ImageReference:
-    """Refuse unless building is enabled and configured; then the target of `spec` under `settings`."""
+def ensure_enabled(settings: Settings) -> None:
+    """Refuse every build unless PRIMEHUB_FEATURE_CUSTOM_IMAGE is `true`."""
     if not settings.feature_enabled:
         raise ConfigurationError(
             "building custom images is disabled: set PRIMEHUB_FEATURE_CUSTOM_IMAGE=true to enable it"
         )
+
+
+def resolve_target(spec: ImageSpec, settings: Settings) -> ImageReference:
+    """Refuse unless building is enabled and configured; then the target of `spec` under `settings`."""
+    ensure_enabled(settings)
     if not settings.registry_endpoint:
         raise ConfigurationError(
             "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT is not set: set it to the push registry, e.g. docker.io"

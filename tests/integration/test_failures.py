@@ -1,0 +1,96 @@
+"""Failures end clearly: bad push credentials, bad input refused before queueing, the feature flag off."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import redis
+
+from tests.integration.conftest import IMAGEBUILDER, Stack, start_worker
+from tests.integration.test_builds import WAIT_S, target_digest
+from worker.states import BuildPhase
+
+pytestmark = pytest.mark.integration
+IDLE_DB = 2  # no worker listens here: anything queued by mistake stays visible
+WRONG_PUSH_DB = 1
+
+
+def cli(stack: Stack, *args: str, redis_db: int = 0, stdin: str | None = None, **env: str):
+    return subprocess.run(
+        [str(IMAGEBUILDER), *args], input=stdin, capture_output=True, text=True, timeout=WAIT_S,
+        env=stack.process_env(redis_db, **env),
+    )
+
+
+def queued_and_recorded(stack: Stack, db: int) -> tuple[int, int]:
+    conn = redis.Redis(port=stack.redis.port, db=db)
+    try:
+        return conn.llen("builds"), len(list(conn.scan_iter("imagebuilder:*")))
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def wrong_push_worker(stack: Stack):
+    worker = start_worker(
+        stack, "wrongpush", WRONG_PUSH_DB, PRIMEHUB_CUSTOM_IMAGE_REGISTRY_PASSWORD="not-the-push-password"
+    )
+    yield worker
+    worker.process.stop()
+
+
+def test_wrong_push_credentials_end_failed_never_succeeded(stack, wrong_push_worker, unique, tmp_path):
+    # Given a worker whose push password is wrong, and a spec that was never built
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({"name": unique, "baseImage": stack.busybox_base, "pullSecret": "private"}))
+    # When the spec is submitted and waited for
+    done = cli(stack, "submit", str(spec_file), "--wait", "--json", redis_db=WRONG_PUSH_DB,
+               PRIMEHUB_CUSTOM_IMAGE_REGISTRY_PASSWORD="not-the-push-password")
+    # Then it ends Failed with an auth message, the CLI exits non-zero, and nothing is at the target
+    result = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert result["phase"] == BuildPhase.FAILED.value
+    assert "rejected the credentials" in result["error"] and stack.push_registry.host in result["error"]
+    assert target_digest(stack, result["image"]) is None
+
+
+@pytest.mark.parametrize("item", ["jq; touch /x", "$(id)", "jq\ncurl", "--allow-unauthenticated"])
+@pytest.mark.parametrize("manager", ["apt", "pip", "conda"])
+def test_injection_attempts_are_refused_at_submit_and_nothing_is_queued(stack, tmp_path, manager, item):
+    # Given a spec with a hostile package item
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({"name": "evil", "baseImage": stack.busybox_base, "packages": {manager: [item]}}))
+    # When it is submitted
+    done = cli(stack, "submit", str(spec_file), redis_db=IDLE_DB)
+    # Then the CLI exits 2 naming the field and the item, and Redis holds no task and no record
+    assert done.returncode == 2, done.stdout
+    assert f"packages.{manager}[0]" in done.stderr and json.dumps(item) in done.stderr
+    assert queued_and_recorded(stack, IDLE_DB) == (0, 0)
+
+
+def test_feature_flag_off_refuses_with_how_to_enable(stack, tmp_path):
+    # Given the feature flag unset
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(f"name: flag-off\nbaseImage: {stack.busybox_base}\n")
+    # When a valid spec is submitted
+    done = cli(stack, "submit", str(spec_file), redis_db=IDLE_DB, PRIMEHUB_FEATURE_CUSTOM_IMAGE="false")
+    # Then it is refused, saying how to enable it, and nothing is queued
+    assert done.returncode == 2
+    assert "PRIMEHUB_FEATURE_CUSTOM_IMAGE=true" in done.stderr
+    assert queued_and_recorded(stack, IDLE_DB) == (0, 0)
+
+
+def test_registry_endpoint_unset_refuses_naming_the_variable(stack, tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(f"name: noendpoint\nbaseImage: {stack.busybox_base}\n")
+    done = cli(stack, "submit", str(spec_file), redis_db=IDLE_DB, PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT="")
+    assert done.returncode == 2
+    assert "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT" in done.stderr
+    assert queued_and_recorded(stack, IDLE_DB) == (0, 0)
+
+
+def test_status_of_an_unknown_id_is_an_error_not_pending(stack):
+    done = cli(stack, "status", "no-such-build", redis_db=IDLE_DB)
+    assert done.returncode == 2 and "no build with id 'no-such-build'" in done.stderr

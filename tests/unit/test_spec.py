@@ -1,0 +1,84 @@
+"""The spec contract: three input shapes, and bad input rejected naming field, item and rule."""
+
+import pytest
+
+from worker.errors import InvalidSpec
+from worker.spec import ImageSpec, parse_spec
+
+PLAIN = {
+    "name": "test-build",
+    "baseImage": "registry.gitlab.com/infuseai/docker-stacks/scipy-notebook",
+    "pullSecret": "gitlab",
+    "packages": {"apt": ["jq", "curl"], "pip": ["requests>=2.31", "pandas[parquet]==2.2.3"], "conda": []},
+}
+
+
+def test_camel_snake_and_primehub_crd_shapes_give_the_same_spec():
+    snake = {"name": PLAIN["name"], "base_image": PLAIN["baseImage"], "pull_secret": "gitlab",
+             "packages": PLAIN["packages"]}
+    crd = {
+        "apiVersion": "primehub.io/v1alpha1", "kind": "ImageSpec",
+        "metadata": {"name": "test-build", "namespace": "hub", "uid": "x"},
+        "spec": {"baseImage": PLAIN["baseImage"], "pullSecret": "gitlab", "packages": PLAIN["packages"],
+                 "updateTime": "2021-01-01T00:00:00Z"},
+        "status": {"phase": "Succeeded"},
+    }
+    assert parse_spec(PLAIN) == parse_spec(snake) == parse_spec(crd)
+
+
+def test_wire_form_round_trips_in_camel_case():
+    spec = parse_spec(PLAIN)
+    assert spec.to_wire()["baseImage"] == PLAIN["baseImage"]
+    assert ImageSpec.model_validate(spec.to_wire()) == spec
+
+
+def test_packages_and_pull_secret_are_optional():
+    spec = parse_spec({"name": "x", "baseImage": "ubuntu:22.04"})
+    assert spec.pull_secret is None and spec.packages.apt == [] == spec.packages.pip
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"name": "Test"}, "name", "lowercase"),
+        ({"name": "a" * 129}, "name", "at most 128"),
+        ({"name": "-x"}, "name", "repository component"),
+        ({"name": "a/b"}, "name", "one Docker repository component"),
+        ({"baseImage": "Ubuntu:22.04"}, "baseImage", "Docker image reference"),
+        ({"baseImage": "ubuntu:tag with space"}, "baseImage", "Docker image reference"),
+        ({"baseImage": "ubuntu@sha256:short"}, "baseImage", "Docker image reference"),
+        ({"pullSecret": "../etc"}, "pullSecret", "Kubernetes secret"),
+        ({"packages": {"apt": ["ok", "jq; touch /x"]}}, "packages.apt[1]", "Debian package"),
+        ({"packages": {"pip": ["-e ."]}}, "packages.pip[0]", "PEP 508"),
+        ({"packages": {"pip": ["pkg @ https://example.com/pkg.whl"]}}, "packages.pip[0]", "URLs"),
+        ({"packages": {"conda": ["numpy 1.2"]}}, "packages.conda[0]", "conda match spec"),
+        ({"packages": {"yum": ["x"]}}, "packages.yum", "Extra inputs"),
+        ({"extra": 1}, "extra", "Extra inputs"),
+    ],
+)
+def test_bad_input_names_the_field_and_the_rule(change, field, words):
+    with pytest.raises(InvalidSpec) as caught:
+        parse_spec({**PLAIN, **change})
+    message = str(caught.value)
+    assert f"{field}:" in message and words in message
+
+
+def test_bad_item_is_quoted_so_newlines_show():
+    with pytest.raises(InvalidSpec, match=r'"jq\\ncurl" is not allowed'):
+        parse_spec({**PLAIN, "packages": {"apt": ["jq\ncurl"]}})
+
+
+def test_every_bad_item_is_reported_not_just_the_first():
+    with pytest.raises(InvalidSpec) as caught:
+        parse_spec({**PLAIN, "packages": {"apt": ["$(id)"], "pip": ["`id`"]}})
+    assert "packages.apt[0]" in str(caught.value) and "packages.pip[0]" in str(caught.value)
+
+
+def test_a_crd_of_another_kind_is_refused():
+    with pytest.raises(InvalidSpec, match="kind ImageSpec"):
+        parse_spec({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}, "spec": {}})
+
+
+def test_spec_is_immutable():
+    with pytest.raises(Exception):
+        parse_spec(PLAIN).name = "other"

@@ -1,0 +1,71 @@
+"""PrimeHub's tag formula and the push target in both modes."""
+
+import pytest
+
+from config.settings import Settings
+from worker.errors import ConfigurationError, InvalidSpec
+from worker.spec import parse_spec
+from worker.tagging import compute_tag, resolve_target, target_for
+
+BASE = "registry.gitlab.com/infuseai/docker-stacks/scipy-notebook"
+
+
+def spec(**packages):
+    return parse_spec({"name": "test-build", "baseImage": BASE, "packages": packages})
+
+
+def test_tag_matches_primehub_for_the_same_spec():
+    # sha1("<base>;apt:[jq,curl];pip:[requests>=2.31,pandas[parquet]==2.2.3]")[:8], as PrimeHub's Go computes it
+    assert compute_tag(spec(apt=["jq", "curl"], pip=["requests>=2.31", "pandas[parquet]==2.2.3"], conda=[])) == "caa3311e"
+
+
+def test_empty_lists_are_left_out_and_conda_comes_last():
+    ubuntu = lambda **p: parse_spec({"name": "x", "baseImage": "ubuntu:22.04", "packages": p})  # noqa: E731
+    assert compute_tag(ubuntu()) == "5bbe6e32"
+    assert compute_tag(ubuntu(apt=["vim"], conda=["numpy=1.26"], pip=[])) == "6a2dd94e"
+
+
+def test_order_matters_and_the_pull_secret_does_not():
+    assert compute_tag(spec(apt=["jq", "curl"])) != compute_tag(spec(apt=["curl", "jq"]))
+    with_secret = parse_spec({"name": "test-build", "baseImage": BASE, "pullSecret": "s", "packages": {"apt": ["jq"]}})
+    assert compute_tag(with_secret) == compute_tag(spec(apt=["jq"]))
+
+
+def test_target_under_prefix_and_in_single_repository_mode():
+    s = spec(apt=["jq"])
+    tag = compute_tag(s)
+    assert str(target_for(s, repo_prefix="docker.io/acme/")) == f"docker.io/acme/test-build:{tag}"
+    assert str(target_for(s, repo_prefix="x", push_repo="quay.io/acme/all")) == f"quay.io/acme/all:test-build-{tag}"
+
+
+def test_single_repository_mode_refuses_names_too_long_for_a_tag():
+    long = parse_spec({"name": "a" * 125, "baseImage": BASE})
+    with pytest.raises(InvalidSpec, match="too long for a tag"):
+        target_for(long, repo_prefix=None, push_repo="quay.io/acme/all")
+
+
+def settings(**env):
+    values = {"PRIMEHUB_FEATURE_CUSTOM_IMAGE": "true", "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT": "docker.io",
+              "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX": "docker.io/acme"}
+    return Settings(_env_file=None, **{**values, **env})
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"PRIMEHUB_FEATURE_CUSTOM_IMAGE": "false"}, "PRIMEHUB_FEATURE_CUSTOM_IMAGE=true"),
+        ({"PRIMEHUB_FEATURE_CUSTOM_IMAGE": "1"}, "PRIMEHUB_FEATURE_CUSTOM_IMAGE=true"),
+        ({"PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT": ""}, "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT is not set"),
+        ({"PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX": ""}, "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX is not set"),
+        ({"PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX": "quay.io/acme"}, "images would go to registry quay.io"),
+    ],
+)
+def test_resolve_target_refuses_unless_enabled_and_configured(env, words):
+    with pytest.raises(ConfigurationError, match=words.replace(".", r"\.")):
+        resolve_target(spec(), settings(**env))
+
+
+def test_docker_hub_endpoint_aliases_match_a_bare_namespace_prefix():
+    target = resolve_target(spec(), settings(PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX="acme",
+                                             PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT="https://index.docker.io/v1/"))
+    assert target.registry == "docker.io" and target.repository == "acme/test-build"
