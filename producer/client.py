@@ -16,7 +16,7 @@ from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec, parse_spec
 from worker.tagging import resolve_target
 
-WAIT_POLL_S = 0.5
+WAIT_SLICE_S = 5.0
 
 
 class BuildClient:
@@ -56,9 +56,11 @@ class BuildClient:
         """Block until the build reaches a final phase; TimeoutError after `timeout_s`."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not (result := self.status(build_id)).phase.is_final:
-            if deadline is not None and time.monotonic() > deadline:
+            remaining_s = WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+            if remaining_s <= 0:
                 raise TimeoutError(f"build {build_id} still {result.phase.value} after {timeout_s} s")
-            time.sleep(WAIT_POLL_S)
+            # Wakes at the log's end marker; the record is re-read each slice in case the marker never comes.
+            self._log.wait_closed(build_id, min(remaining_s, WAIT_SLICE_S))
         return result
 
     def logs(self, build_id: str, *, follow: bool = False) -> Iterator[str]:

@@ -61,16 +61,19 @@ class PullSecretStore:
             ) from None
         auths = document.get("auths") if isinstance(document, dict) else None
         if not isinstance(auths, dict):
-            raise PullSecretError(f"pull secret {secret_name!r} (for registry {registry!r}) at {path} has no 'auths' object")
+            raise PullSecretError(
+                f"pull secret {secret_name!r} (for registry {registry!r}) at {path} has no 'auths' object"
+            )
         return auths
 
     def _path(self, secret_name: str, registry: str) -> Path:
-        for candidate in (self._root / secret_name / DOCKERCONFIG_FILE, self._root / f"{secret_name}.json"):
+        candidates = (self._root / secret_name / DOCKERCONFIG_FILE, self._root / f"{secret_name}.json")
+        for candidate in candidates:
             if candidate.is_file():
                 return candidate
         raise PullSecretError(
-            f"pull secret {secret_name!r} (for registry {registry!r}) not found: expected {self._root / secret_name / DOCKERCONFIG_FILE} "
-            f"or {self._root / (secret_name + '.json')} on the worker"
+            f"pull secret {secret_name!r} (for registry {registry!r}) not found: expected "
+            f"{candidates[0]} or {candidates[1]} on the worker"
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import redis
@@ -31,6 +32,19 @@ class BuildLog:
         key = LOG_KEY.format(id=build_id)
         self._redis.xadd(key, {END_FIELD: phase}, maxlen=self._max_lines, approximate=True)
         self._redis.expire(key, self._retention_s)
+
+    def wait_closed(self, build_id: str, timeout_s: float) -> bool:
+        """Block until the end marker is written (True) or `timeout_s` passes (False)."""
+        key, last_id = LOG_KEY.format(id=build_id), "0-0"
+        deadline = time.monotonic() + timeout_s
+        while (remaining_s := deadline - time.monotonic()) > 0:
+            block_ms = max(1, int(min(remaining_s * 1000, FOLLOW_BLOCK_MS)))
+            for _, entries in self._redis.xread({key: last_id}, block=block_ms, count=1000):
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    if END_FIELD in fields:
+                        return True
+        return False
 
     def lines(self, build_id: str, *, follow: bool = False, is_over=lambda: False) -> Iterator[str]:
         """Every line so far; with `follow`, also new ones until the end marker (or `is_over()`)."""

@@ -8,13 +8,12 @@ import subprocess
 import pytest
 import redis
 
-from tests.integration.conftest import IMAGEBUILDER, Stack, start_worker
+from tests.integration.conftest import IMAGEBUILDER, WRONG_PUSH_DB, Stack
 from tests.integration.test_builds import WAIT_S, target_digest
 from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 IDLE_DB = 2  # no worker listens here: anything queued by mistake stays visible
-WRONG_PUSH_DB = 1
 
 
 def cli(stack: Stack, *args: str, redis_db: int = 0, stdin: str | None = None, **env: str):
@@ -30,15 +29,6 @@ def queued_and_recorded(stack: Stack, db: int) -> tuple[int, int]:
         return conn.llen("builds"), len(list(conn.scan_iter("imagebuilder:*")))
     finally:
         conn.close()
-
-
-@pytest.fixture
-def wrong_push_worker(stack: Stack):
-    worker = start_worker(
-        stack, "wrongpush", WRONG_PUSH_DB, PRIMEHUB_CUSTOM_IMAGE_REGISTRY_PASSWORD="not-the-push-password"
-    )
-    yield worker
-    worker.process.stop()
 
 
 def test_wrong_push_credentials_end_failed_never_succeeded(stack, wrong_push_worker, unique, tmp_path):

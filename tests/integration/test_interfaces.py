@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Stack
 from tests.integration.test_builds import WAIT_S, pull_back
 from tests.integration.test_failures import cli
 from worker.spec import parse_spec
@@ -83,10 +82,10 @@ def test_cli_submit_wait_status_and_logs(stack, worker, unique, tmp_path):
 
 
 def test_logs_are_readable_live_while_the_build_runs(stack, client, unique):
-    # Given a build that takes a while (apt over the network)
+    # Given a build that takes a while (apt over the network, forced so no layer cache shortens it)
     spec = parse_spec({"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
                        "packages": {"apt": ["tree"]}})
-    build_id = client.submit(spec).id
+    build_id = client.submit(spec, force=True).id
     # When its log is followed from the start
     phases_while_reading = []
     lines = []
@@ -103,6 +102,7 @@ def test_logs_are_readable_live_while_the_build_runs(stack, client, unique):
 def test_running_build_reports_its_step_as_a_celery_state(stack, client, unique, settings):
     # Given a running build
     from celery.result import AsyncResult
+
     from worker.app import create_app
 
     spec = parse_spec({"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",

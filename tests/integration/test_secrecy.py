@@ -10,9 +10,8 @@ import pytest
 import redis
 
 from producer.client import BuildClient
-from tests.integration.conftest import PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER, Stack
-from tests.integration.test_builds import WAIT_S
-from tests.integration.test_failures import WRONG_PUSH_DB, cli, wrong_push_worker  # noqa: F401 (fixture)
+from tests.integration.conftest import PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER, WRONG_PUSH_DB, Stack
+from tests.integration.test_failures import cli
 
 pytestmark = pytest.mark.integration
 WRONG_PUSH_PASSWORD = "not-the-push-password"
@@ -59,7 +58,8 @@ def test_no_password_appears_in_redis_logs_results_or_errors(stack, worker, wron
         spec_file = tmp_path / f"{name}.json"
         spec_file.write_text(json.dumps({"name": name, "baseImage": stack.busybox_base, "pullSecret": secret}))
         done = cli(stack, "submit", str(spec_file), "--wait", "--json", redis_db=db, **env)
-        outputs += [done.stdout, done.stderr, cli(stack, "logs", json.loads(done.stdout)["id"], redis_db=db, **env).stdout]
+        logs = cli(stack, "logs", json.loads(done.stdout)["id"], redis_db=db, **env)
+        outputs += [done.stdout, done.stderr, logs.stdout]
     assert [json.loads(o)["phase"] for o in outputs[0::3]] == ["Succeeded", "Failed", "Failed"]
     # And the objects that carry secrets in memory
     with BuildClient(stack.settings()) as client:

@@ -1,6 +1,5 @@
 """Dockerfile rendering: install order, user restore, labels, and RUN lines that split into the intended argv."""
 
-import io
 import shlex
 import tarfile
 from datetime import datetime, timezone
@@ -29,7 +28,8 @@ def run_lines(dockerfile):
 def test_order_is_from_root_apt_conda_pip_then_the_base_user_and_labels():
     lines = render({"apt": ["jq"], "pip": ["requests"], "conda": ["numpy"]}).splitlines()
     assert lines[:2] == ["FROM quay.io/org/base:1", "USER root"]
-    assert [line.split()[1] for line in lines if line.startswith("RUN ")] == ["apt-get", "conda", "PIP_BREAK_SYSTEM_PACKAGES=1"]
+    installers = [line.split()[1] for line in lines if line.startswith("RUN ")]
+    assert installers == ["apt-get", "conda", "PIP_BREAK_SYSTEM_PACKAGES=1"]
     assert lines.index("USER jovyan") > max(i for i, line in enumerate(lines) if line.startswith("RUN "))
     assert lines[-1].strip().startswith("io.imagebuilder.tag=")
 
@@ -83,8 +83,10 @@ def test_build_context_holds_the_dockerfile_and_the_ca_bundle(tmp_path: Path):
 # arbitrary text is either refused with an error naming the field, or renders just as safely.
 _TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
 _APT = st.from_regex(r"[a-z0-9][a-z0-9+.-]{1,20}(=[0-9][a-z0-9.+~-]{0,8})?", fullmatch=True)
-_PIP = st.from_regex(r"[A-Za-z]([A-Za-z0-9._-]{0,14}[A-Za-z0-9])?(\[[a-z]{1,5}\])?((==|>=|<=|!=)[0-9]{1,3}(\.[0-9]{1,3})?)?",
-                     fullmatch=True)
+_PIP = st.from_regex(
+    r"[A-Za-z]([A-Za-z0-9._-]{0,14}[A-Za-z0-9])?(\[[a-z]{1,5}\])?((==|>=|<=|!=)[0-9]{1,3}(\.[0-9]{1,3})?)?",
+    fullmatch=True,
+)
 _CONDA = st.from_regex(r"([a-z][a-z-]{0,7}::)?[a-z0-9_][a-z0-9_.-]{0,12}((=|==|>=|<)[0-9.*]{1,6})?", fullmatch=True)
 
 

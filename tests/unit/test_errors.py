@@ -2,8 +2,15 @@
 
 import pytest
 
-from worker.errors import (AuthFailed, BaseImageNotFound, FatalError, ImageBuilderError, PushFailed,
-                           RegistryUnavailable, RetryableError)
+from worker.errors import (
+    AuthFailed,
+    BaseImageNotFound,
+    FatalError,
+    ImageBuilderError,
+    PushFailed,
+    RegistryUnavailable,
+    RetryableError,
+)
 from worker.registry import error_for_message, error_for_status
 
 

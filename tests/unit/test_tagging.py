@@ -16,7 +16,8 @@ def spec(**packages):
 
 def test_tag_matches_primehub_for_the_same_spec():
     # sha1("<base>;apt:[jq,curl];pip:[requests>=2.31,pandas[parquet]==2.2.3]")[:8], as PrimeHub's Go computes it
-    assert compute_tag(spec(apt=["jq", "curl"], pip=["requests>=2.31", "pandas[parquet]==2.2.3"], conda=[])) == "caa3311e"
+    packages = {"apt": ["jq", "curl"], "pip": ["requests>=2.31", "pandas[parquet]==2.2.3"], "conda": []}
+    assert compute_tag(spec(**packages)) == "caa3311e"
 
 
 def test_empty_lists_are_left_out_and_conda_comes_last():

@@ -1,0 +1,93 @@
+"""Shared by the benchmarks: the local stack, a worker, and the raw `docker` CLI baseline on the same engine."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from devstack.stack import PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER, Stack, local_stack, start_worker  # noqa: E402
+from producer.client import BuildClient  # noqa: E402
+from worker.dockerfile import BuildInputs, build_context, render_dockerfile  # noqa: E402
+from worker.result import utcnow  # noqa: E402
+from worker.spec import ImageSpec  # noqa: E402
+from worker.tagging import compute_tag  # noqa: E402
+
+
+class RawDocker:
+    """The baseline: what an admin would type, `docker pull/build/push`, logged in to both registries."""
+
+    def __init__(self, stack: Stack, config_dir: Path):
+        self._env = {**os.environ, "DOCKER_CONFIG": str(config_dir), "DOCKER_BUILDKIT": "0"}
+        self._run("login", "-u", PULL_USER, "--password-stdin", stack.private_registry.host, stdin=PULL_PASSWORD)
+        self._run("login", "-u", PUSH_USER, "--password-stdin", stack.push_registry.host, stdin=PUSH_PASSWORD)
+
+    def _run(self, *args: str, stdin: str | None = None) -> None:
+        subprocess.run(["docker", *args], input=stdin, text=True, env=self._env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def pull_build_push(self, base: str, context_dir: Path, target: str, *, nocache: bool) -> None:
+        self._run("pull", base)
+        self._run("build", *(["--no-cache"] if nocache else []), "-t", target, str(context_dir))
+        self._run("push", target)
+
+
+@dataclass
+class Bench:
+    stack: Stack
+    client: BuildClient
+    raw: RawDocker
+    workdir: Path
+
+    def context_dir(self, spec: ImageSpec) -> Path:
+        """The very Dockerfile (and CA bundle) the system renders for `spec`, unpacked for `docker build`."""
+        inputs = BuildInputs(tag=compute_tag(spec), created=utcnow(),
+                             ca_bundle=self.stack.settings().build_ca_bundle is not None)
+        context = self.workdir / f"context-{spec.name}"
+        context.mkdir(exist_ok=True)
+        tar = build_context(render_dockerfile(spec, inputs), self.stack.settings().build_ca_bundle)
+        subprocess.run(["tar", "-x", "-C", str(context)], input=tar.read(), check=True)
+        return context
+
+    def build(self, spec: ImageSpec, *, force: bool) -> float:
+        """Seconds from submit to a final phase through the whole system; raises unless it Succeeded."""
+        start = time.perf_counter()
+        result = self.client.wait(self.client.submit(spec, force=force).id, timeout_s=1800)
+        elapsed = time.perf_counter() - start
+        if not result.succeeded:
+            raise RuntimeError(f"benchmark build failed: {result.error}")
+        return elapsed
+
+
+@contextmanager
+def bench() -> Iterator[Bench]:
+    with tempfile.TemporaryDirectory(prefix="imagebuilder-bench-") as tmp, local_stack(Path(tmp)) as stack:
+        worker = start_worker(stack, "bench")
+        try:
+            with BuildClient(stack.settings()) as client:
+                yield Bench(stack, client, RawDocker(stack, Path(tmp) / "docker-config"), Path(tmp))
+        finally:
+            worker.process.stop()
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def report(name: str, pairs: list[tuple[float, float]]) -> None:
+    """One line per run, then the median ratio (system / raw CLI) as the last line."""
+    for i, (system, raw) in enumerate(pairs, 1):
+        print(f"run {i}: system {system:.2f} s, raw docker CLI {raw:.2f} s, ratio {system / raw:.2f}")
+    print(f"{name}: median ratio system/raw docker CLI = {statistics.median(s / r for s, r in pairs):.2f}")
