@@ -80,6 +80,11 @@ def bench() -> Iterator[Bench]:
             worker.process.stop()
 
 
+def alternate(system: Callable[[], float], raw: Callable[[], object], runs: int) -> list[tuple[float, float]]:
+    """`runs` pairs of (system seconds, raw CLI seconds), the two taking turns so drift hits both alike."""
+    return [(system(), timed(raw)) for _ in range(runs)]
+
+
 def timed(action: Callable[[], object]) -> float:
     start = time.perf_counter()
     action()

@@ -3,7 +3,7 @@ rebuild-and-push of the same Dockerfile; prints the median ratio last."""
 
 import os
 
-from bench.harness import bench, report, timed
+from bench.harness import alternate, bench, report
 from worker.spec import parse_spec
 
 RUNS = int(os.environ.get("BENCH_RUNS", "10"))
@@ -17,11 +17,11 @@ def main() -> None:
         raw_target = f"{b.stack.push_registry.host}/raw/bench-resubmit:latest"
         b.build(spec, force=False)  # both sides start from an image that is already built and pushed
         b.raw.pull_build_push(b.stack.debian_base, context, raw_target, nocache=False)
-        pairs = []
-        for _ in range(RUNS):
-            system = b.build(spec, force=False)
-            raw = timed(lambda: b.raw.pull_build_push(b.stack.debian_base, context, raw_target, nocache=False))
-            pairs.append((system, raw))
+        pairs = alternate(
+            lambda: b.build(spec, force=False),
+            lambda: b.raw.pull_build_push(b.stack.debian_base, context, raw_target, nocache=False),
+            RUNS,
+        )
         report("unchanged resubmission", pairs)
 
 

@@ -11,7 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME, redis_client
 from worker.app import ImageBuilderCelery
 from worker.build import Builder
-from worker.errors import BuildFailed, ImageBuilderError, RetryableError
+from worker.errors import BuildFailed, ImageBuilderError, InvalidSpec, RetryableError
 from worker.logs import BuildLog
 from worker.progress import Progress
 from worker.records import BuildRecords
@@ -47,7 +47,7 @@ def run_build_task(task: Task, spec: Any, force: bool) -> dict[str, Any]:
         on_state=lambda state, meta: task.update_state(state=state, meta=meta),
     )
     try:
-        result = Builder(settings, progress).run(parse_spec(spec), force=bool(force))
+        result = Builder(settings, progress).run(parse_spec(spec), force=_parse_force(force))
         return result.model_dump(mode="json")
     except RetryableError as e:
         _retry_or_fail(task, progress, e)
@@ -61,6 +61,13 @@ def run_build_task(task: Task, spec: Any, force: bool) -> dict[str, Any]:
         _fail(progress, f"internal error: {type(e).__name__}: {e}")
     finally:
         client.close()
+
+
+def _parse_force(force: Any) -> bool:
+    """Messages from other languages are re-validated too: `"false"` must not mean True."""
+    if not isinstance(force, bool):
+        raise InvalidSpec(f"force: must be a JSON boolean, got {type(force).__name__}")
+    return force
 
 
 def _retry_or_fail(task: Task, progress: Progress, error: RetryableError) -> None:

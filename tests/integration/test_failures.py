@@ -60,24 +60,19 @@ def test_injection_attempts_are_refused_at_submit_and_nothing_is_queued(stack, t
     assert queued_and_recorded(stack, IDLE_DB) == (0, 0)
 
 
-def test_feature_flag_off_refuses_with_how_to_enable(stack, tmp_path):
-    # Given the feature flag unset
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [({"PRIMEHUB_FEATURE_CUSTOM_IMAGE": "false"}, "set PRIMEHUB_FEATURE_CUSTOM_IMAGE=true to enable it"),
+     ({"PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT": ""}, "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT is not set")],
+)
+def test_disabled_or_unconfigured_service_refuses_saying_what_to_set(stack, tmp_path, env, words):
+    # Given the feature flag off, or no push registry configured
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(f"name: flag-off\nbaseImage: {stack.busybox_base}\n")
+    spec_file.write_text(f"name: refused\nbaseImage: {stack.busybox_base}\n")
     # When a valid spec is submitted
-    done = cli(stack, "submit", str(spec_file), redis_db=IDLE_DB, PRIMEHUB_FEATURE_CUSTOM_IMAGE="false")
-    # Then it is refused, saying how to enable it, and nothing is queued
-    assert done.returncode == 2
-    assert "PRIMEHUB_FEATURE_CUSTOM_IMAGE=true" in done.stderr
-    assert queued_and_recorded(stack, IDLE_DB) == (0, 0)
-
-
-def test_registry_endpoint_unset_refuses_naming_the_variable(stack, tmp_path):
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(f"name: noendpoint\nbaseImage: {stack.busybox_base}\n")
-    done = cli(stack, "submit", str(spec_file), redis_db=IDLE_DB, PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT="")
-    assert done.returncode == 2
-    assert "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT" in done.stderr
+    done = cli(stack, "submit", str(spec_file), redis_db=IDLE_DB, **env)
+    # Then it is refused with a message naming the variable, and nothing is queued
+    assert done.returncode == 2 and words in done.stderr
     assert queued_and_recorded(stack, IDLE_DB) == (0, 0)
 
 

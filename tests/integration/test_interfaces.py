@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from devstack.services import wait_until
 from tests.integration.test_builds import WAIT_S, pull_back
 from tests.integration.test_failures import cli
 from worker.spec import parse_spec
@@ -120,4 +121,27 @@ def test_running_build_reports_its_step_as_a_celery_state(stack, client, unique,
     # Then the custom states appeared and the final one is SUCCESS with the result object
     assert seen & {BuildStep.BUILDING.celery_state, BuildStep.PUSHING.celery_state}
     assert async_result.state == "SUCCESS" and async_result.result["phase"] == "Succeeded"
+    app.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [({"spec": {"name": "Bad Name", "baseImage": "x"}}, "name: \"Bad Name\" is not allowed"),
+     ({"spec": {"name": "ok", "baseImage": "busybox", "packages": {"apt": ["$(id)"]}}}, "packages.apt[0]"),
+     ({"spec": None}, "invalid image spec"),
+     ({"spec": {"name": "ok", "baseImage": "busybox"}, "force": "false"}, "force: must be a JSON boolean")],
+)
+def test_a_malformed_message_sent_by_name_fails_with_the_validation_message(stack, client, settings, kwargs, words):
+    # Given a message that bypassed the producer's validation
+    from worker.app import create_app
+
+    app = create_app(settings)
+    # When it is sent straight to the queue by task name
+    sent = app.send_task("imagebuilder.build", kwargs=kwargs, queue="builds")
+    # Then the build ends Failed with the validation message, and Celery's own result says FAILURE
+    wait_until(lambda: client.status(sent.id), "the worker's record of a raw message", WAIT_S)
+    result = client.wait(sent.id, timeout_s=WAIT_S)
+    assert result.phase is BuildPhase.FAILED and words in result.error
+    with pytest.raises(Exception, match="invalid image spec|force"):
+        sent.get(timeout=WAIT_S)
     app.close()
