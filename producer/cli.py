@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
+import kombu.exceptions
+import redis.exceptions
 
 from config.settings import Settings, SettingsError, load_settings
 from producer.client import BuildClient
@@ -28,6 +30,10 @@ def _usage_errors() -> Iterator[None]:
     except (SettingsError, InvalidSpec, ConfigurationError, UnknownBuild) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_INVALID)
+    except (redis.exceptions.ConnectionError, kombu.exceptions.OperationalError) as e:
+        # The URL may hold a password: name the setting, not its value.
+        click.echo(f"error: cannot reach Redis at IMAGEBUILDER_REDIS_URL: {type(e).__name__}", err=True)
+        sys.exit(EXIT_NOT_SUCCEEDED)
 
 
 def _settings() -> Settings:

@@ -14,15 +14,13 @@ StateSink = Callable[[str, dict[str, Any]], None]
 
 
 class Progress:
-    """The one writer of a running build's record; phases only move forward."""
+    """The one writer of a running build's record; a raw message with no record yet gets one here."""
 
     def __init__(self, build_id: str, records: BuildRecords, log: BuildLog, on_state: StateSink):
         self._records = records
         self._log = log
         self._on_state = on_state
-        now = utcnow()
-        known = records.find(build_id)
-        self.result = known or BuildResult(id=build_id, image="", submitted_at=now)
+        self.result = records.find(build_id) or BuildResult(id=build_id, image="", submitted_at=utcnow())
 
     def start(self, image: str) -> None:
         self._update(phase=BuildPhase.RUNNING, image=image, started_at=utcnow(), error=None, step=None)
