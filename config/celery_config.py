@@ -5,27 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 
 BUILD_TASK_NAME = "imagebuilder.build"
 BUILD_QUEUE = "builds"
-# The hard limit leaves the soft limit time to stop the build container and record the failure.
-HARD_LIMIT_GRACE_S = 60
-# Redis redelivers an unacknowledged task after the visibility timeout: it must outlast any build.
-VISIBILITY_MARGIN_S = 600
+REDIS_RETRIES = 3
+REDIS_PATIENT_RETRIES = 35  # about a minute with the backoff below
 
 
-def hard_time_limit_s(settings: Settings) -> int:
-    return settings.build_timeout_s + HARD_LIMIT_GRACE_S
-
-
-def visibility_timeout_s(settings: Settings) -> int:
-    return hard_time_limit_s(settings) + VISIBILITY_MARGIN_S
+def check_delivery_settings(settings: Settings) -> None:
+    """Refuse to start a worker whose broker would redeliver a build that is still running."""
+    if settings.broker_visibility_timeout_s <= settings.hard_time_limit_s:
+        raise SettingsError(
+            f"IMAGEBUILDER_VISIBILITY_TIMEOUT_S ({settings.broker_visibility_timeout_s} s) must exceed the hard "
+            f"time limit of a build ({settings.hard_time_limit_s} s = IMAGEBUILDER_BUILD_TIMEOUT_S + "
+            f"{settings.hard_time_limit_s - settings.build_timeout_s} s), or Redis would hand running builds "
+            "to a second worker"
+        )
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Broker, backend, serialisation, routing and delivery settings for producer and worker alike."""
+    visibility = {"visibility_timeout": settings.broker_visibility_timeout_s}
     return {
         "broker_url": settings.redis_dsn,
         "result_backend": settings.redis_dsn,
@@ -36,17 +40,29 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {BUILD_TASK_NAME: {"queue": BUILD_QUEUE}},
         "task_default_queue": BUILD_QUEUE,
         "result_expires": settings.result_expires_s,
+        # A build is acknowledged only when it ends; a lost pool process puts it back (capped by
+        # IMAGEBUILDER_MAX_DELIVERIES in the task), and a worker takes one build at a time per process.
         "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": visibility_timeout_s(settings)},
-        "result_backend_transport_options": {"visibility_timeout": visibility_timeout_s(settings)},
+        "broker_transport_options": visibility,
+        "result_backend_transport_options": visibility,
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_soft_time_limit": settings.build_timeout_s,
-        "task_time_limit": hard_time_limit_s(settings),
+        # The build's own watch stops it at IMAGEBUILDER_BUILD_TIMEOUT_S; these limits are the backstop.
+        "task_soft_time_limit": settings.build_timeout_s + 30,
+        "task_time_limit": settings.hard_time_limit_s,
     }
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    """A client for records and logs on the same Redis as the broker; replies decoded as text."""
-    return redis.Redis.from_url(settings.redis_dsn, decode_responses=True)
+def redis_client(settings: Settings, *, patient: bool = False) -> redis.Redis:
+    """A client for records and logs on the same Redis as the broker; replies decoded as text.
+
+    A patient client (the worker's) rides out a Redis restart of up to a minute instead of failing a build."""
+    retries = REDIS_PATIENT_RETRIES if patient else REDIS_RETRIES
+    return redis.Redis.from_url(
+        settings.redis_dsn, decode_responses=True, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )

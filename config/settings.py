@@ -16,6 +16,11 @@ DEFAULT_LOG_RETENTION_S = 7 * DAY_S
 DEFAULT_LOG_MAX_LINES = 20_000
 DEFAULT_DOCKER_TIMEOUT_S = 300
 DEFAULT_REGISTRY_TIMEOUT_S = 30
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_RETRY_BACKOFF_S = 5.0
+DEFAULT_RETRY_BACKOFF_MAX_S = 300.0
+DEFAULT_MAX_DELIVERIES = 3
+HARD_LIMIT_GRACE_S = 60  # the hard limit leaves the soft one time to stop the build and record why
 
 
 class SettingsError(ValueError):
@@ -67,6 +72,14 @@ class Settings(BaseSettings):
         DEFAULT_REGISTRY_TIMEOUT_S, gt=0, validation_alias="IMAGEBUILDER_REGISTRY_TIMEOUT_S"
     )
 
+    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, validation_alias="IMAGEBUILDER_MAX_ATTEMPTS")
+    retry_backoff_s: float = Field(DEFAULT_RETRY_BACKOFF_S, gt=0, validation_alias="IMAGEBUILDER_RETRY_BACKOFF_S")
+    retry_backoff_max_s: float = Field(
+        DEFAULT_RETRY_BACKOFF_MAX_S, gt=0, validation_alias="IMAGEBUILDER_RETRY_BACKOFF_MAX_S"
+    )
+    max_deliveries: int = Field(DEFAULT_MAX_DELIVERIES, ge=1, validation_alias="IMAGEBUILDER_MAX_DELIVERIES")
+    visibility_timeout_s: int | None = Field(None, gt=0, validation_alias="IMAGEBUILDER_VISIBILITY_TIMEOUT_S")
+
     @field_validator("insecure_registries", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
@@ -103,6 +116,15 @@ class Settings(BaseSettings):
     @property
     def feature_enabled(self) -> bool:
         return self.feature_custom_image.strip().lower() == "true"
+
+    @property
+    def hard_time_limit_s(self) -> int:
+        return self.build_timeout_s + HARD_LIMIT_GRACE_S
+
+    @property
+    def broker_visibility_timeout_s(self) -> int:
+        """Redis redelivers an unacknowledged task after this: by default ten minutes past the hard limit."""
+        return self.visibility_timeout_s or self.hard_time_limit_s + 600
 
     @property
     def redis_dsn(self) -> str:

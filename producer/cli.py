@@ -13,13 +13,15 @@ import redis.exceptions
 from config.settings import Settings, SettingsError, load_settings
 from producer.client import BuildClient
 from producer.specfile import load_spec_file
-from worker.errors import ConfigurationError, InvalidSpec, UnknownBuild
+from worker.errors import AlreadyFinished, ConfigurationError, InvalidSpec, UnknownBuild
 from worker.result import BuildResult
+from worker.states import BuildPhase
 from worker.tagging import ensure_enabled
 
 EXIT_SUCCEEDED = 0
 EXIT_NOT_SUCCEEDED = 1
 EXIT_INVALID = 2
+CANCEL_WAIT_S = 30.0
 
 
 @contextmanager
@@ -52,7 +54,8 @@ def worker(celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker on the builds queue; extra arguments go to `celery worker`."""
     from worker.main import run_worker  # imports docker: only the worker command needs it
 
-    run_worker(_settings(), celery_args)
+    with _usage_errors():
+        run_worker(_settings(), celery_args)
 
 
 @main.command()
@@ -95,6 +98,23 @@ def logs(build_id: str, follow: bool) -> None:
     with _usage_errors(), BuildClient(_settings()) as client:
         for line in client.logs(build_id, follow=follow):
             click.echo(line)
+
+
+@main.command()
+@click.argument("build_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON.")
+@click.option("--timeout", "timeout_s", default=CANCEL_WAIT_S, show_default=True, help="Seconds to wait for the stop.")
+def cancel(build_id: str, as_json: bool, timeout_s: float) -> None:
+    """Cancel a build: a queued one never starts, a running one stops and pushes nothing."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        try:
+            client.cancel(build_id)
+        except AlreadyFinished as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_NOT_SUCCEEDED)
+        result = client.wait(build_id, timeout_s=timeout_s)
+        _print(result, as_json)
+        sys.exit(EXIT_SUCCEEDED if result.phase is BuildPhase.CANCELLED else EXIT_NOT_SUCCEEDED)
 
 
 def _show_progress(client: BuildClient, build_id: str) -> None:

@@ -10,10 +10,13 @@ from typing import Any
 from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME, redis_client
 from config.settings import Settings
 from worker.app import create_app
+from worker.coordination import Coordinator
+from worker.errors import AlreadyFinished, UnknownBuild
 from worker.logs import BuildLog
 from worker.records import BuildRecords
 from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec, parse_spec
+from worker.states import BuildPhase
 from worker.tagging import resolve_target
 
 WAIT_SLICE_S = 5.0
@@ -28,6 +31,7 @@ class BuildClient:
         self._redis = redis_client(settings)
         self._records = BuildRecords(self._redis, expires_s=settings.result_expires_s)
         self._log = BuildLog(self._redis, max_lines=settings.log_max_lines, retention_s=settings.log_retention_s)
+        self._coordinator = Coordinator(self._redis, expires_s=settings.result_expires_s)
 
     def __repr__(self) -> str:
         return f"BuildClient(settings={self._settings!r})"
@@ -37,16 +41,30 @@ class BuildClient:
         spec = spec if isinstance(spec, ImageSpec) else parse_spec(spec)
         target = resolve_target(spec, self._settings)
         pending = BuildResult(id=str(uuid.uuid4()), image=str(target), submitted_at=utcnow())
-        self._records.save(pending)
+        message = {"spec": spec.to_wire(), "force": force}
+        build_id = self._coordinator.submit(pending, message)
+        if build_id != pending.id:  # the target is queued or building already (forced or not): attach to it
+            return self.status(build_id)
         try:
-            self._app.send_task(
-                BUILD_TASK_NAME, kwargs={"spec": spec.to_wire(), "force": force},
-                task_id=pending.id, queue=BUILD_QUEUE,
-            )
+            self._app.send_task(BUILD_TASK_NAME, kwargs=message, task_id=pending.id, queue=BUILD_QUEUE)
         except Exception:
+            self._coordinator.release(pending.image, pending.id)
             self._records.delete(pending.id)
             raise
         return pending
+
+    def cancel(self, build_id: str) -> BuildResult:
+        """Cancel: a queued build never starts, a running one stops and pushes nothing.
+
+        Raises AlreadyFinished (changing nothing) for a build that has ended, UnknownBuild for an unknown id."""
+        before = self._coordinator.cancel(build_id, utcnow().isoformat())
+        if not before:
+            raise UnknownBuild(f"no build with id {build_id!r} (never submitted, or its record has expired)")
+        if BuildPhase(before).is_final:
+            raise AlreadyFinished(f"build {build_id} already ended {before}: nothing to cancel, nothing changed")
+        if before == BuildPhase.PENDING.value:
+            self._log.close(build_id, BuildPhase.CANCELLED.value)
+        return self.status(build_id)
 
     def status(self, build_id: str) -> BuildResult:
         """The build's current record; UnknownBuild for an id nobody submitted."""

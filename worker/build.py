@@ -1,10 +1,11 @@
-"""One build, step by step: skip if present, pull the base, render, build, push."""
+"""One build, step by step: skip if present, pull the base, render, build, push; clean up whatever happens."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from config.settings import Settings
+from worker.coordination import ContainerLedger
 from worker.credentials import PullSecretStore, RegistryCredentials, push_credentials
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile
 from worker.engine import Engine
@@ -14,39 +15,52 @@ from worker.registry import RegistryClient
 from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec
 from worker.states import BuildStep
-from worker.tagging import compute_tag, resolve_target
+from worker.tagging import compute_tag
+from worker.watch import BuildWatch
 
-EngineFactory = Callable[[Callable[[str], None]], Engine]
+EngineFactory = Callable[..., Engine]
 
 
 class Builder:
-    """Runs one spec to its result, reporting through `progress`; raises domain errors only."""
+    """Runs one spec to its result, reporting through `progress`; raises domain errors only.
 
-    def __init__(self, settings: Settings, progress: Progress, engine_factory: EngineFactory | None = None):
+    The `watch` may stop it between steps and inside engine streams; the `ledger` remembers the build
+    containers so that none survives the build, even one left by an earlier delivery that crashed."""
+
+    def __init__(self, settings: Settings, progress: Progress, watch: BuildWatch, ledger: ContainerLedger,
+                 engine_factory: EngineFactory | None = None):
         self._settings = settings
         self._progress = progress
-        self._engine_factory = engine_factory or (
-            lambda on_line: Engine.connect(on_line, timeout_s=settings.docker_timeout_s)
-        )
+        self._watch = watch
+        self._ledger = ledger
+        self._engine_factory = engine_factory or Engine.connect
         self._push_credentials = push_credentials(settings)
 
-    def run(self, spec: ImageSpec, *, force: bool) -> BuildResult:
-        target = resolve_target(spec, self._settings)
+    def run(self, spec: ImageSpec, target: ImageReference, *, force: bool) -> BuildResult:
         self._progress.start(str(target))
         if not force:
             existing = self._registry(target.registry, self._push_credentials).manifest_digest(target)
             if existing:
                 self._progress.line(f"{target} exists with digest {existing}: nothing to build")
                 return self._progress.succeed(digest=existing, skipped=True)
-        engine = self._engine_factory(self._progress.line)
+        engine = self._engine_factory(self._progress.line, timeout_s=self._settings.docker_timeout_s,
+                                      check=self._watch.check, on_container=self._ledger.add)
+        self._watch.on_abort = engine.kill_current
+        succeeded = False
         try:
-            return self._build_and_push(engine, spec, target, force)
+            self._remove_leftovers(engine)
+            result = self._build_and_push(engine, spec, target, force)
+            succeeded = True
+            return result
         finally:
+            self._remove_leftovers(engine)
+            if not succeeded:
+                engine.remove_step_images()
             engine.close()
 
     def _build_and_push(self, engine: Engine, spec: ImageSpec, target: ImageReference, force: bool) -> BuildResult:
         base = parse_reference(spec.base_image)
-        self._progress.step(BuildStep.PULLING)
+        self._step(BuildStep.PULLING)
         base_digest = engine.pull(base, self._pull_credentials(spec, base))
         inputs = BuildInputs(
             tag=compute_tag(spec), created=utcnow(), base_user=engine.image_user(spec.base_image),
@@ -54,14 +68,21 @@ class Builder:
             pip_index_url=self._settings.pip_index_url,
         )
         dockerfile = render_dockerfile(spec, inputs)
-        self._progress.step(BuildStep.BUILDING)
+        self._step(BuildStep.BUILDING)
         for line in dockerfile.splitlines():
             self._progress.line(f"Dockerfile: {line}")
         context = build_context(dockerfile, self._settings.build_ca_bundle)
         engine.build(context, str(target), nocache=force, timeout_s=self._settings.build_timeout_s)
-        self._progress.step(BuildStep.PUSHING)
+        self._step(BuildStep.PUSHING)
         digest = engine.push(target, self._push_credentials)
         return self._progress.succeed(digest=digest, base_digest=base_digest)
+
+    def _step(self, step: BuildStep) -> None:
+        self._watch.check()  # a cancelled or timed-out build goes no further, and never pushes
+        self._progress.step(step)
+
+    def _remove_leftovers(self, engine: Engine) -> None:
+        self._ledger.forget(engine.remove_containers(self._ledger.all()))
 
     def _pull_credentials(self, spec: ImageSpec, base: ImageReference) -> RegistryCredentials | None:
         """The named pull secret; else the push user when the base lives on the push registry."""

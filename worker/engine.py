@@ -5,11 +5,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator
 
 import docker
 import requests
-from docker.errors import APIError, DockerException
+from docker.errors import APIError, DockerException, NotFound
 
 from worker.credentials import RegistryCredentials
 from worker.errors import BuildStepFailed, DaemonUnavailable, ImageBuilderError
@@ -18,22 +19,59 @@ from worker.registry import error_for_message
 
 LogSink = Callable[[str], None]
 BUILD_TAIL_LINES = 20
+KILL_TIMEOUT_S = 10
+_RUNNING_IN_RE = re.compile(r"\s*---> Running in ([0-9a-f]{12,64})")
+_STEP_IMAGE_RE = re.compile(r"\s*---> ([0-9a-f]{12,64})")
 
 
 class Engine:
-    """One Docker engine connection for one build; every line it reads goes to `on_line`."""
+    """One Docker engine connection for one build; every line it reads goes to `on_line`.
 
-    def __init__(self, api: docker.APIClient, on_line: LogSink):
+    `check` is called for every stream chunk and raises to stop the build (cancel, timeout);
+    `on_container` hears of each build container the moment the engine starts it."""
+
+    def __init__(self, api: docker.APIClient, on_line: LogSink, *, check: Callable[[], None] = lambda: None,
+                 on_container: Callable[[str], None] = lambda container_id: None):
         self._api = api
         self._on_line = on_line
+        self._check = check
+        self._on_container = on_container
+        self._container: str | None = None
+        self.step_images: list[str] = []
 
     @classmethod
-    def connect(cls, on_line: LogSink, *, timeout_s: int) -> Engine:
+    def connect(cls, on_line: LogSink, *, timeout_s: int, **hooks) -> Engine:
         """Connect as the Docker CLI would (DOCKER_HOST, ...); DaemonUnavailable if it does not answer."""
         with _daemon_errors("connect to the Docker engine"):
             client = docker.from_env(timeout=timeout_s)
             client.ping()
-        return cls(client.api, on_line)
+        return cls(client.api, on_line, **hooks)
+
+    def kill_current(self) -> None:
+        """Kill the build container running now (called from the watch thread, on its own connection)."""
+        container = self._container
+        if container:
+            with contextlib.suppress(DockerException, *_CONNECTION_ERRORS):
+                docker.from_env(timeout=KILL_TIMEOUT_S).api.kill(container)
+
+    def remove_containers(self, container_ids: set[str]) -> set[str]:
+        """Force-remove build containers; the ids that are gone now (removed, or already gone)."""
+        gone = set()
+        for container_id in container_ids:
+            try:
+                self._api.remove_container(container_id, force=True)
+            except NotFound:
+                pass
+            except (DockerException, *_CONNECTION_ERRORS):
+                continue
+            gone.add(container_id)
+        return gone
+
+    def remove_step_images(self) -> None:
+        """Drop the untagged layers a failed build left (a tagged or shared one is refused, and kept)."""
+        for image_id in reversed(self.step_images):
+            with contextlib.suppress(DockerException, *_CONNECTION_ERRORS):
+                self._api.remove_image(image_id)
 
     def close(self) -> None:
         self._api.close()
@@ -69,6 +107,7 @@ class Engine:
             )
             for chunk in self._checked(stream, lambda m: _build_failure(m, tail), tail):
                 image_id = (chunk.get("aux") or {}).get("ID", image_id)
+                self._follow_steps(chunk)
         if not image_id:
             raise BuildStepFailed(f"the engine finished building {tag} without reporting an image id")
         return image_id
@@ -88,11 +127,21 @@ class Engine:
             raise error_for_message("the registry reported no digest for the pushed image", reference.registry, action)
         return digest
 
+    def _follow_steps(self, chunk: dict) -> None:
+        for line in _lines_of(chunk):
+            if match := _RUNNING_IN_RE.fullmatch(line):
+                self._container = match[1]
+                self._on_container(match[1])
+            elif match := _STEP_IMAGE_RE.fullmatch(line):
+                self._container = None
+                self.step_images.append(match[1])
+
     def _checked(
         self, stream: Iterable[dict], to_error: Callable[[str], ImageBuilderError], tail=None
     ) -> Iterator[dict]:
         """Yield each chunk after logging it; docker-py never raises for these, so `error` is checked here."""
         for chunk in stream:
+            self._check()
             message = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message")
             if message:
                 self._log(f"ERROR: {message}", tail)

@@ -57,8 +57,24 @@ class PushFailed(FatalError):
     """The registry rejected the pushed image for a reason other than auth or availability."""
 
 
+class BuildTimedOut(FatalError):
+    """The build ran longer than IMAGEBUILDER_BUILD_TIMEOUT_S; it was stopped and pushed nothing."""
+
+
+class WorkerLost(FatalError):
+    """Every delivery of the build died with its worker, more times than IMAGEBUILDER_MAX_DELIVERIES allows."""
+
+
+class BuildCancelled(ImageBuilderError):
+    """Someone cancelled the build; it stopped (or never started) and pushed nothing."""
+
+
 class BuildFailed(FatalError):
     """The build ended Failed; the task raises it so Celery's own result is FAILURE with the same message."""
+
+
+class AlreadyFinished(ImageBuilderError):
+    """A cancel asked for a build that had already ended; nothing was changed."""
 
 
 class UnknownBuild(ImageBuilderError):

@@ -1,18 +1,22 @@
-"""Worker entry points: the app with its task registered, and running a Celery worker on the builds queue."""
+"""Worker entry points: the app with its task and reaper, and running a Celery worker on the builds queue."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from config.celery_config import BUILD_QUEUE
+from config.celery_config import BUILD_QUEUE, check_delivery_settings
 from config.settings import Settings
 from worker.app import ImageBuilderCelery, create_app
+from worker.reaper import Reaper
 from worker.tasks import register_tasks
 
 
 def create_worker_app(settings: Settings) -> ImageBuilderCelery:
+    """The worker's app; refuses settings under which Redis would hand a running build to a second worker."""
+    check_delivery_settings(settings)
     app = create_app(settings)
     register_tasks(app)
+    app.steps["worker"].add(Reaper)
     return app
 
 

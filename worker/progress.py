@@ -37,6 +37,15 @@ class Progress:
     def succeed(self, **fields: Any) -> BuildResult:
         return self._finish(BuildPhase.SUCCEEDED, **fields)
 
+    def requeue(self, reason: str) -> None:
+        """Back to Pending until the retry is delivered (a Running record would count as a lost worker)."""
+        self.line(f"transient failure, will retry: {reason}")
+        self._update(phase=BuildPhase.PENDING, step=None)
+
+    def cancel(self) -> BuildResult:
+        self.line("cancelled on request: nothing was pushed")
+        return self._finish(BuildPhase.CANCELLED)
+
     def fail(self, error: str) -> BuildResult:
         self.line(f"ERROR: {error}")
         return self._finish(BuildPhase.FAILED, error=error)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from config.celery_config import celery_config, hard_time_limit_s, visibility_timeout_s
+from config.celery_config import celery_config, check_delivery_settings
 from config.settings import Settings, SettingsError, load_settings
 
 
@@ -48,10 +48,19 @@ def test_errors_name_the_variable_and_never_echo_the_value(env, variable):
 def test_visibility_timeout_outlasts_the_hard_time_limit():
     settings = Settings(_env_file=None, IMAGEBUILDER_BUILD_TIMEOUT_S="7200")
     config = celery_config(settings)
-    assert config["task_time_limit"] == hard_time_limit_s(settings) > config["task_soft_time_limit"] == 7200
-    assert config["broker_transport_options"]["visibility_timeout"] == visibility_timeout_s(settings)
-    assert visibility_timeout_s(settings) > hard_time_limit_s(settings)
+    assert config["task_time_limit"] == settings.hard_time_limit_s > config["task_soft_time_limit"] > 7200
+    assert config["broker_transport_options"]["visibility_timeout"] == settings.broker_visibility_timeout_s
+    assert settings.broker_visibility_timeout_s > settings.hard_time_limit_s
+    assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
+    assert config["worker_prefetch_multiplier"] == 1
     assert config["accept_content"] == ["json"] and config["task_serializer"] == "json"
+    check_delivery_settings(settings)
+
+
+def test_a_visibility_timeout_shorter_than_a_build_refuses_to_start():
+    settings = Settings(_env_file=None, IMAGEBUILDER_BUILD_TIMEOUT_S="3600", IMAGEBUILDER_VISIBILITY_TIMEOUT_S="3600")
+    with pytest.raises(SettingsError, match="IMAGEBUILDER_VISIBILITY_TIMEOUT_S .3600 s. must exceed"):
+        check_delivery_settings(settings)
 
 
 def test_importing_the_producer_does_not_import_docker():
