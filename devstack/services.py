@@ -44,6 +44,12 @@ class Process:
     popen: subprocess.Popen
     log_path: Path
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a machine crash would."""
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -148,6 +154,10 @@ class Dockerd:
         self.process = spawn(["dockerd"], self.workdir / "dockerd.log", env={**os.environ})
         wait_until(_docker_answers, "dockerd")
         return self
+
+    @property
+    def started_here(self) -> bool:
+        return self.process is not None
 
     def stop(self) -> None:
         if self.process:

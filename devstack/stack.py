@@ -40,6 +40,7 @@ class Stack:
     pull_secrets_dir: Path
     debian_base: str
     busybox_base: str
+    dockerd: Dockerd
 
     def env(self, redis_db: int = 0, **overrides: str) -> dict[str, str]:
         """The service's settings as environment variables, as an operator would set them."""
@@ -86,14 +87,15 @@ def local_stack(workdir: Path) -> Iterator[Stack]:
         Registry(workdir / "private-registry", PULL_USER, PULL_PASSWORD).start(),
     ]
     try:
-        yield _prepare(workdir, *services)
+        yield _prepare(workdir, dockerd, *services)
     finally:
         for service in services:
             service.stop()
         dockerd.stop()
 
 
-def _prepare(work: Path, redis_server: RedisServer, push_registry: Registry, private: Registry) -> Stack:
+def _prepare(work: Path, dockerd: Dockerd, redis_server: RedisServer, push_registry: Registry,
+             private: Registry) -> Stack:
     client = docker.from_env()
     bases = {}
     for name, make in (("debian:bookworm", make_debian), ("busybox:1", make_busybox)):
@@ -105,7 +107,7 @@ def _prepare(work: Path, redis_server: RedisServer, push_registry: Registry, pri
         client.images.remove(bases[name])  # builds must pull it with the pull secret
     _write_pull_secrets(work / "pull-secrets", private.host)
     return Stack(work, redis_server, push_registry, private, work / "pull-secrets",
-                 bases["debian:bookworm"], bases["busybox:1"])
+                 bases["debian:bookworm"], bases["busybox:1"], dockerd)
 
 
 @dataclass
@@ -118,11 +120,17 @@ class WorkerProcess:
     def log_text(self) -> str:
         return self.process.log_path.read_text(errors="replace")
 
+    def pool_children(self) -> list[int]:
+        """The pids of the worker's pool processes (children of its main process)."""
+        pid = self.process.popen.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [int(child) for child in children]
 
-def start_worker(stack: Stack, name: str, redis_db: int = 0, **overrides: str) -> WorkerProcess:
+
+def start_worker(stack: Stack, name: str, redis_db: int = 0, concurrency: str = "2", **overrides: str) -> WorkerProcess:
     log = stack.workdir / f"worker-{name}.log"
     process = spawn(
-        [str(IMAGEBUILDER), "worker", "--concurrency", "2", "--hostname", f"{name}@%h"],
+        [str(IMAGEBUILDER), "worker", "--concurrency", concurrency, "--hostname", f"{name}@%h"],
         log, env=stack.process_env(redis_db, **overrides),
     )
     worker = WorkerProcess(process)

@@ -105,7 +105,7 @@ class Engine:
                 fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True, pull=False,
                 nocache=nocache, decode=True, timeout=timeout_s,
             )
-            for chunk in self._checked(stream, lambda m: _build_failure(m, tail), tail):
+            for chunk in self._checked(stream, lambda m: self._build_error(m, tail), tail):
                 image_id = (chunk.get("aux") or {}).get("ID", image_id)
                 self._follow_steps(chunk)
         if not image_id:
@@ -126,6 +126,12 @@ class Engine:
         if not digest:
             raise error_for_message("the registry reported no digest for the pushed image", reference.registry, action)
         return digest
+
+    def _build_error(self, message: str, tail: collections.deque[str]) -> ImageBuilderError:
+        """A step failed, unless the engine itself went away (dockerd stopping reports odd errors first)."""
+        if not _engine_answers():
+            return DaemonUnavailable(f"the Docker engine went away during the build: {message}")
+        return _build_failure(message, tail)
 
     def _follow_steps(self, chunk: dict) -> None:
         for line in _lines_of(chunk):
@@ -163,6 +169,17 @@ def _lines_of(chunk: dict) -> list[str]:
     if chunk.get("progressDetail") or "status" not in chunk:
         return []
     return [f"{chunk['id']}: {chunk['status']}" if chunk.get("id") else chunk["status"]]
+
+
+def _engine_answers() -> bool:
+    try:
+        client = docker.from_env(timeout=KILL_TIMEOUT_S)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (DockerException, *_CONNECTION_ERRORS):
+        return False
 
 
 def _build_failure(message: str, tail: collections.deque[str]) -> BuildStepFailed:
