@@ -6,6 +6,7 @@ import docker
 import pytest
 
 from tests.integration.conftest import PUSH_PASSWORD, PUSH_USER, Stack
+from tests.integration.helpers import all_containers
 from worker.dockerfile import BASE_DIGEST_LABEL, TAG_LABEL
 from worker.spec import parse_spec
 from worker.states import BuildPhase
@@ -33,6 +34,7 @@ def run_in(image: str, command: str) -> str:
 
 def test_apt_package_with_pull_secret_is_built_pushed_and_installed(stack, client, unique):
     # Given a spec whose base needs the `private` pull secret and which installs jq with apt
+    containers_before = all_containers()
     spec = parse_spec({"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
                        "packages": {"apt": ["jq"]}})
     # When it is submitted and built
@@ -47,6 +49,7 @@ def test_apt_package_with_pull_secret_is_built_pushed_and_installed(stack, clien
     assert image.labels[BASE_DIGEST_LABEL] == result.base_digest
     assert run_in(result.image, "jq --version").startswith("jq-")
     assert any("==> pushing" in line for line in client.logs(submitted.id))
+    assert all_containers() <= containers_before  # no build container left after success
 
 
 def test_pip_package_installs_on_an_externally_managed_debian_python(stack, client, unique):

@@ -1,6 +1,8 @@
 """The spec contract: three input shapes, and bad input rejected naming field, item and rule."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worker.errors import InvalidSpec
 from worker.spec import ImageSpec, parse_spec
@@ -82,3 +84,28 @@ def test_a_crd_of_another_kind_is_refused():
 def test_spec_is_immutable():
     with pytest.raises(Exception):
         parse_spec(PLAIN).name = "other"
+
+
+# Property: whatever arrives (a raw Celery message from any language), parsing gives a spec or InvalidSpec
+# naming a field, and nothing else escapes.
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+_SHAPED = st.fixed_dictionaries(
+    {"name": _JSON | st.text(max_size=20), "baseImage": _JSON | st.text(max_size=30)},
+    optional={"pullSecret": _JSON, "packages": st.dictionaries(st.sampled_from(["apt", "pip", "conda", "x"]),
+                                                                st.lists(st.text(max_size=15), max_size=3) | _JSON)},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=_JSON | _SHAPED)
+def test_any_input_parses_or_raises_only_invalid_spec_naming_a_field(data):
+    try:
+        spec = parse_spec(data)
+    except InvalidSpec as e:
+        assert str(e).startswith("invalid image spec: ") and ":" in str(e).removeprefix("invalid image spec: ")
+        return
+    assert ImageSpec.model_validate(spec.to_wire()) == spec

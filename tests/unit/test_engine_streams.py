@@ -1,0 +1,52 @@
+"""Engine stream handling: docker-py never raises for errors inside a stream, so every chunk is checked."""
+
+import pytest
+
+from worker.engine import Engine, _lines_of
+from worker.errors import BuildCancelled, PushFailed
+from worker.registry import error_for_message
+
+PUSH_STREAM = [
+    {"status": "The push refers to repository [127.0.0.1:5001/team/x]"},
+    {"status": "Preparing", "progressDetail": {}, "id": "015e76b236c7"},
+    {"status": "Pushing", "progressDetail": {"current": 512, "total": 1024}, "id": "015e76b236c7"},
+    {"status": "Pushed", "progressDetail": {}, "id": "015e76b236c7"},
+]
+
+
+def checked(stream, check=lambda: None):
+    lines = []
+    engine = Engine(api=None, on_line=lines.append, check=check)
+    chunks = list(engine._checked(iter(stream), lambda m: error_for_message(m, "r:1", "push of x")))
+    return chunks, lines
+
+
+def test_progress_bar_updates_are_not_logged_but_status_lines_are():
+    chunks, lines = checked(PUSH_STREAM)
+    assert len(chunks) == 4
+    assert lines == ["The push refers to repository [127.0.0.1:5001/team/x]", "015e76b236c7: Preparing",
+                     "015e76b236c7: Pushed"]
+
+
+@pytest.mark.parametrize("chunk", [{"error": "blob upload invalid"},
+                                   {"errorDetail": {"message": "blob upload invalid"}}])
+def test_an_error_inside_the_stream_raises_the_mapped_domain_error(chunk):
+    with pytest.raises(PushFailed, match="blob upload invalid"):
+        checked([*PUSH_STREAM, chunk])
+
+
+def test_the_check_can_stop_a_stream_between_chunks():
+    def cancelled():
+        raise BuildCancelled("cancelled on request")
+
+    with pytest.raises(BuildCancelled):
+        checked(PUSH_STREAM, check=cancelled)
+
+
+def test_build_lines_are_split_and_steps_followed():
+    engine = Engine(api=None, on_line=lambda line: None, on_container=(seen := []).append)
+    for text in ["Step 4/6 : RUN apt-get update\n ---> Running in 0327236d4653\n", "Get:1 http://deb\n",
+                 " ---> 5dd34b0fe221\n"]:
+        engine._follow_steps({"stream": text})
+    assert seen == ["0327236d4653"] and engine.step_images == ["5dd34b0fe221"]
+    assert _lines_of({"stream": "a\n\nb\n"}) == ["a", "b"]
