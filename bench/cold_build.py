@@ -3,25 +3,14 @@
 
 import os
 
-from bench.harness import alternate, bench, report
-from worker.spec import parse_spec
+from bench.harness import bench, report
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 
 
 def main() -> None:
     with bench() as b:
-        spec = parse_spec({"name": "bench-cold", "baseImage": b.stack.debian_base, "pullSecret": "private",
-                           "packages": {"apt": ["jq"]}})
-        context = b.context_dir(spec)
-        raw_target = f"{b.stack.push_registry.host}/raw/bench-cold:latest"
-        b.build(spec, force=True)  # warm-up, not counted: the first pull of the base image
-        pairs = alternate(
-            lambda: b.build(spec, force=True),
-            lambda: b.raw.pull_build_push(b.stack.debian_base, context, raw_target, nocache=True),
-            RUNS,
-        )
-        report("cold build", pairs)
+        report("cold build", b.versus_raw("bench-cold", force=True, runs=RUNS))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from devstack.stack import PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER, S
 from producer.client import BuildClient  # noqa: E402
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile  # noqa: E402
 from worker.result import utcnow  # noqa: E402
-from worker.spec import ImageSpec  # noqa: E402
+from worker.spec import ImageSpec, parse_spec  # noqa: E402
 from worker.tagging import compute_tag  # noqa: E402
 
 
@@ -58,6 +58,22 @@ class Bench:
         tar = build_context(render_dockerfile(spec, inputs), self.stack.settings().build_ca_bundle)
         subprocess.run(["tar", "-x", "-C", str(context)], input=tar.read(), check=True)
         return context
+
+    def versus_raw(self, name: str, *, force: bool, runs: int) -> list[tuple[float, float]]:
+        """Alternate the system's build of a small apt spec with the raw CLI's pull/build/push of its Dockerfile.
+
+        One untimed round first, so that both sides start from a pulled base (and, unforced, a pushed image)."""
+        spec = parse_spec({"name": name, "baseImage": self.stack.debian_base, "pullSecret": "private",
+                           "packages": {"apt": ["jq"]}})
+        context = self.context_dir(spec)
+        raw_target = f"{self.stack.push_registry.host}/raw/{name}:latest"
+
+        def raw() -> None:
+            self.raw.pull_build_push(self.stack.debian_base, context, raw_target, nocache=force)
+
+        self.build(spec, force=force)
+        raw()
+        return alternate(lambda: self.build(spec, force=force), raw, runs)
 
     def build(self, spec: ImageSpec, *, force: bool) -> float:
         """Seconds from submit to a final phase through the whole system; raises unless it Succeeded."""
