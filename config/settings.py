@@ -80,11 +80,16 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(DEFAULT_MAX_DELIVERIES, ge=1, validation_alias="IMAGEBUILDER_MAX_DELIVERIES")
     visibility_timeout_s: int | None = Field(None, gt=0, validation_alias="IMAGEBUILDER_VISIBILITY_TIMEOUT_S")
 
-    @field_validator("insecure_registries", mode="before")
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias="IMAGEBUILDER_API_TOKENS"
+    )
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="IMAGEBUILDER_METRICS_PORT")
+
+    @field_validator("insecure_registries", "api_tokens", mode="before")
     @classmethod
-    def _split_hosts(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return [host.strip() for host in value.split(",") if host.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("build_ca_bundle")

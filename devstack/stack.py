@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import requests
 
 from config.settings import Settings
 from devstack.baseimage import make_busybox, make_debian, push
-from devstack.services import Dockerd, Process, RedisServer, Registry, spawn, wait_until
+from devstack.services import Dockerd, Process, RedisServer, Registry, free_port, spawn, wait_until
 
 PUSH_USER, PULL_USER = "pusher", "puller"
 # Recognisable, random secrets: the secrecy tests search every byte we can reach for them.
 PUSH_PASSWORD = f"PushPw-{secrets.token_hex(8)}"
 PULL_PASSWORD = f"PullPw-{secrets.token_hex(8)}"
+API_TOKEN = f"ApiToken-{secrets.token_hex(8)}"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 IMAGEBUILDER = Path(sys.executable).parent / "imagebuilder"
 WORKER_READY_TIMEOUT_S = 60
@@ -54,6 +56,7 @@ class Stack:
             "IMAGEBUILDER_PULL_SECRETS_DIR": str(self.pull_secrets_dir),
             "IMAGEBUILDER_BUILD_TIMEOUT_S": str(BUILD_TIMEOUT_S),
             "IMAGEBUILDER_BUILD_CA_BUNDLE": str(CA_BUNDLE),
+            "IMAGEBUILDER_API_TOKENS": f"another-token,{API_TOKEN}",
         }
         values.update(overrides)
         return values
@@ -139,3 +142,16 @@ def start_worker(stack: Stack, name: str, redis_db: int = 0, concurrency: str = 
     if process.popen.poll() is not None:
         raise RuntimeError(f"worker {name} exited:\n{worker.log_text}")
     return worker
+
+
+def start_api(stack: Stack, name: str, redis_db: int = 0, **overrides: str) -> tuple[Process, str]:
+    """`imagebuilder api` on a free loopback port; the process and its base URL."""
+    port = free_port()
+    process = spawn([str(IMAGEBUILDER), "api", "--port", str(port)], stack.workdir / f"api-{name}.log",
+                    env=stack.process_env(redis_db, **overrides))
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(f"{url}/healthz", timeout=2).status_code in (200, 503)
+               or process.popen.poll() is not None, f"api {name}")
+    if process.popen.poll() is not None:
+        raise RuntimeError(f"api {name} exited:\n{process.log_path.read_text()}")
+    return process, url

@@ -117,6 +117,20 @@ def cancel(build_id: str, as_json: bool, timeout_s: float) -> None:
         sys.exit(EXIT_SUCCEEDED if result.phase is BuildPhase.CANCELLED else EXIT_NOT_SUCCEEDED)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API (POST /builds, GET /builds/{id}, logs, cancel, /healthz, /metrics)."""
+    import uvicorn
+
+    from producer.api import create_api
+
+    with _usage_errors():
+        app = create_api(_settings())
+    uvicorn.run(app, host=host, port=port)
+
+
 def _show_progress(client: BuildClient, build_id: str) -> None:
     for line in client.logs(build_id, follow=True):
         click.echo(line, err=True)

@@ -36,6 +36,11 @@ class BuildClient:
     def __repr__(self) -> str:
         return f"BuildClient(settings={self._settings!r})"
 
+    @property
+    def redis(self):
+        """The Redis connection (records, logs, metrics) this client uses."""
+        return self._redis
+
     def submit(self, spec: ImageSpec | Mapping[str, Any], *, force: bool = False) -> BuildResult:
         """Validate, compute the target, record it Pending and enqueue; raises before queueing on bad input."""
         spec = spec if isinstance(spec, ImageSpec) else parse_spec(spec)

@@ -37,6 +37,10 @@ class ConfigurationError(FatalError):
     """The service is not configured to build (feature flag off, registry unset, inconsistent settings)."""
 
 
+class FeatureDisabled(ConfigurationError):
+    """PRIMEHUB_FEATURE_CUSTOM_IMAGE is not `true`: every submission is refused."""
+
+
 class AuthFailed(FatalError):
     """A registry rejected our credentials (401/403) for a pull, a push or a manifest check."""
 

@@ -9,14 +9,17 @@ import logging
 import threading
 
 from celery import bootsteps
+from prometheus_client import start_http_server
 
 from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME, redis_client
 from worker.coordination import Coordinator
+from worker.metrics import Metrics, metrics_registry
 from worker.records import BuildRecords
 
 logger = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 5.0
+WORKER_SEEN_TTL_S = 30.0
 
 
 def reap_once(app, coordinator: Coordinator, records: BuildRecords) -> list[str]:
@@ -33,7 +36,8 @@ def reap_once(app, coordinator: Coordinator, records: BuildRecords) -> list[str]
 
 
 class Reaper(bootsteps.StartStopStep):
-    """A worker bootstep running `reap_once` on a thread in the worker's main process."""
+    """A worker bootstep in the worker's main process: a thread that says the worker is alive and runs
+    `reap_once`, and, with IMAGEBUILDER_METRICS_PORT, the Prometheus endpoint."""
 
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)
@@ -41,6 +45,10 @@ class Reaper(bootsteps.StartStopStep):
         self._thread: threading.Thread | None = None
 
     def start(self, worker) -> None:
+        self._hostname = worker.hostname
+        port = worker.app.settings.metrics_port
+        if port:
+            start_http_server(port, registry=metrics_registry(redis_client(worker.app.settings, patient=True)))
         self._thread = threading.Thread(target=self._loop, args=(worker.app,), name="imagebuilder-reaper", daemon=True)
         self._thread.start()
 
@@ -51,8 +59,12 @@ class Reaper(bootsteps.StartStopStep):
         client = redis_client(app.settings, patient=True)
         coordinator = Coordinator(client, expires_s=app.settings.result_expires_s)
         records = BuildRecords(client, expires_s=app.settings.result_expires_s)
-        while not self._stop.wait(REAP_INTERVAL_S):
+        metrics = Metrics(client)
+        while True:
             try:
+                metrics.worker_alive(self._hostname, WORKER_SEEN_TTL_S)
                 reap_once(app, coordinator, records)
             except Exception:
                 logger.warning("reaper round failed; trying again", exc_info=True)
+            if self._stop.wait(REAP_INTERVAL_S):
+                return

@@ -25,6 +25,7 @@ class BuildResult(BaseModel):
     digest: str | None = None
     base_digest: str | None = None
     skipped: bool = False
+    worker: str | None = None
     error: str | None = None
     submitted_at: datetime
     started_at: datetime | None = None

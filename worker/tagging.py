@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from config.settings import Settings
-from worker.errors import ConfigurationError, InvalidSpec
+from worker.errors import ConfigurationError, FeatureDisabled, InvalidSpec
 from worker.reference import ImageReference, is_valid_tag, normalise_registry, parse_reference
 from worker.spec import ImageSpec
 
@@ -47,7 +47,7 @@ def _reference(text: str, setting: str, name: str) -> ImageReference:
 def ensure_enabled(settings: Settings) -> None:
     """Refuse every build unless PRIMEHUB_FEATURE_CUSTOM_IMAGE is `true`."""
     if not settings.feature_enabled:
-        raise ConfigurationError(
+        raise FeatureDisabled(
             "building custom images is disabled: set PRIMEHUB_FEATURE_CUSTOM_IMAGE=true to enable it"
         )
 

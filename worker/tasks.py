@@ -16,8 +16,20 @@ from config.settings import Settings
 from worker.app import ImageBuilderCelery
 from worker.build import Builder
 from worker.coordination import LOCK_TTL_S, ContainerLedger, Coordinator
-from worker.errors import BuildCancelled, BuildFailed, ImageBuilderError, InvalidSpec, RetryableError, WorkerLost
+from worker.errors import (
+    AuthFailed,
+    BaseImageNotFound,
+    BuildCancelled,
+    BuildFailed,
+    ImageBuilderError,
+    InvalidSpec,
+    PushFailed,
+    RegistryUnavailable,
+    RetryableError,
+    WorkerLost,
+)
 from worker.logs import BuildLog
+from worker.metrics import Metrics
 from worker.progress import Progress
 from worker.records import BuildRecords
 from worker.reference import ImageReference
@@ -27,6 +39,7 @@ from worker.tagging import resolve_target
 from worker.watch import BuildWatch, backoff_s
 
 logger = logging.getLogger(__name__)
+REGISTRY_ERRORS = (RegistryUnavailable, AuthFailed, BaseImageNotFound, PushFailed)
 
 
 def register_tasks(app: ImageBuilderCelery) -> Task:
@@ -51,11 +64,13 @@ class Delivery:
         self._settings: Settings = task.app.settings
         self._id: str = task.request.id
         self._coordinator = Coordinator(client, expires_s=self._settings.result_expires_s)
+        self._metrics = Metrics(client)
         self._progress = Progress(
             self._id,
             BuildRecords(client, expires_s=self._settings.result_expires_s),
             BuildLog(client, max_lines=self._settings.log_max_lines, retention_s=self._settings.log_retention_s),
             on_state=lambda state, meta: task.update_state(state=state, meta=meta),
+            metrics=self._metrics, worker=task.request.hostname,
         )
 
     def run(self, spec: Any, force: Any) -> dict[str, Any]:
@@ -72,14 +87,20 @@ class Delivery:
         except BuildCancelled:
             return self._cancelled()
         except RetryableError as e:
+            self._count_registry_error(e)
             raise self._retry_or_fail(e) from None
         except ImageBuilderError as e:
+            self._count_registry_error(e)
             self._fail(e.message)
         except SoftTimeLimitExceeded:
             self._fail(f"timed out after {self._settings.build_timeout_s} s")
         except Exception as e:  # a bug must still end the build, never leave it Running
             logger.exception("build %s crashed", self._id)
             self._fail(f"internal error: {type(e).__name__}: {e}")
+
+    def _count_registry_error(self, error: ImageBuilderError) -> None:
+        if isinstance(error, REGISTRY_ERRORS):
+            self._metrics.registry_error(type(error).__name__)
 
     def _validate(self, spec: Any, force: Any) -> tuple[ImageSpec, ImageReference, bool]:
         """Messages from other languages are re-validated like the producer's: `"false"` is not a boolean."""

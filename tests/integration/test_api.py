@@ -1,0 +1,112 @@
+"""The HTTP API, served by uvicorn as `imagebuilder api`, against the session's Redis, worker and registries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from devstack.stack import API_TOKEN, start_api
+from tests.integration.test_builds import WAIT_S
+from tests.integration.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+IDLE_DB = 10  # for the schemathesis run: what it queues is never built
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def api(stack, worker):
+    process, url = start_api(stack, "main")
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as http:
+        yield http
+    process.stop()
+
+
+def busybox(stack, name):
+    return {"name": name, "baseImage": stack.busybox_base, "pullSecret": "private"}
+
+
+def finished(api, build_id):
+    return api.get(f"/builds/{build_id}").json()["phase"] in {"Succeeded", "Failed", "Cancelled"}
+
+
+def test_every_route_but_healthz_needs_a_valid_bearer_token(api, stack):
+    for token in (None, "wrong", API_TOKEN + "x"):
+        headers = {"Authorization": f"Bearer {token}"} if token else {"Authorization": ""}
+        for method, path in (("POST", "/builds"), ("GET", "/builds/x"), ("GET", "/builds/x/logs"),
+                             ("DELETE", "/builds/x"), ("GET", "/metrics")):
+            answer = api.request(method, path, headers=headers, json=busybox(stack, "noauth"))
+            assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer", (method, path)
+    health = api.get("/healthz", headers={"Authorization": ""})
+    assert health.status_code == 200 and health.json()["redis"] and health.json()["workers"] >= 1
+
+
+def test_submit_status_logs_and_metrics_over_http(api, stack, unique):
+    # Given a spec posted in PrimeHub's resource shape
+    crd = {"apiVersion": "primehub.io/v1alpha1", "kind": "ImageSpec", "metadata": {"name": unique},
+           "spec": {"baseImage": stack.busybox_base, "pullSecret": "private"}}
+    answer = api.post("/builds", json=crd)
+    assert answer.status_code == 202
+    build_id = answer.json()["id"]
+    # When it has been built
+    wait_for(lambda: finished(api, build_id), "the build over HTTP", WAIT_S)
+    # Then status, logs and metrics tell the same story as the CLI
+    result = api.get(f"/builds/{build_id}").json()
+    assert result["phase"] == "Succeeded" and result["image"].split("/")[-1].startswith(unique)
+    assert "==> pushing" in api.get(f"/builds/{build_id}/logs").text
+    events = api.get(f"/builds/{build_id}/logs", params={"follow": "true"}).text
+    assert events.startswith("data: ") and events.endswith("event: end\ndata: Succeeded\n\n")
+    metrics = api.get("/metrics").text
+    assert 'imagebuilder_builds_finished_total{phase="Succeeded"}' in metrics
+    assert 'imagebuilder_step_duration_seconds_count{step="pushing"}' in metrics
+
+
+def test_live_logs_as_server_sent_events_end_with_the_final_phase(api, stack, unique):
+    build_id = api.post("/builds", json=busybox(stack, unique), params={"force": "true"}).json()["id"]
+    with api.stream("GET", f"/builds/{build_id}/logs", headers={"Accept": "text/event-stream"}) as events:
+        assert events.headers["content-type"].startswith("text/event-stream")
+        text = "".join(events.iter_text())
+    assert "data: ==> building" in text and text.endswith("event: end\ndata: Succeeded\n\n")
+
+
+def test_errors_have_clear_statuses(api, stack, unique):
+    bad = api.post("/builds", json={**busybox(stack, unique), "packages": {"apt": ["jq; touch /x"]}})
+    assert bad.status_code == 422 and "packages.apt[0]" in bad.json()["detail"]
+    assert api.post("/builds", json=["not", "an", "object"]).status_code == 422
+    assert api.get("/builds/nobody-submitted-this").status_code == 404
+    assert api.delete("/builds/nobody-submitted-this").status_code == 404
+    done = api.post("/builds", json=busybox(stack, unique)).json()["id"]
+    wait_for(lambda: finished(api, done), "the build", WAIT_S)
+    conflict = api.delete(f"/builds/{done}")
+    assert conflict.status_code == 409 and "already ended" in conflict.json()["detail"]
+
+
+def test_feature_flag_off_answers_403_with_the_reason(stack):
+    process, url = start_api(stack, "flagoff", IDLE_DB, PRIMEHUB_FEATURE_CUSTOM_IMAGE="false")
+    try:
+        answer = httpx.post(f"{url}/builds", json=busybox(stack, "off"), headers=AUTH)
+        assert answer.status_code == 403 and "PRIMEHUB_FEATURE_CUSTOM_IMAGE=true" in answer.json()["detail"]
+    finally:
+        process.stop()
+
+
+def test_openapi_is_served_and_schemathesis_finds_no_5xx_or_schema_violation(stack):
+    # Given the API on a Redis database where no worker builds what the fuzzer submits
+    process, url = start_api(stack, "fuzz", IDLE_DB)
+    try:
+        schema = httpx.get(f"{url}/openapi.json").json()
+        assert {"/builds", "/builds/{build_id}", "/builds/{build_id}/logs", "/healthz", "/metrics"} <= set(schema["paths"])
+        # When schemathesis exercises every operation
+        done = subprocess.run(
+            [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--header",
+             f"Authorization: Bearer {API_TOKEN}", "--checks", "not_a_server_error,response_schema_conformance",
+             "--max-examples", "30", "--exclude-path", "/healthz"],
+            capture_output=True, text=True, timeout=600,
+        )
+        # Then it finds nothing
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    finally:
+        process.stop()
