@@ -69,29 +69,59 @@ def spawn(args: list[str], log_path: Path, **kwargs) -> Process:
 
 @dataclass
 class RedisServer:
-    """redis-server on loopback with AOF on, data under `workdir`."""
+    """redis-server on loopback with AOF on, data under `workdir`; optionally with a password and TLS only."""
 
     workdir: Path
     port: int = field(default_factory=free_port)
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
     process: Process | None = None
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+    def url(self, db: int = 0) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            ca = self.workdir / "tls" / "ca.pem"
+            return f"rediss://{auth}127.0.0.1:{self.port}/{db}?ssl_cert_reqs=required&ssl_ca_certs={ca}"
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = spawn(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"],
-            self.workdir / "redis.log",
-        )
-        wait_until(lambda: redis.Redis(port=self.port).ping(), f"redis-server on port {self.port}")
+        args = ["redis-server", "--bind", "127.0.0.1", "--dir", str(self.workdir), "--appendonly", "yes",
+                "--save", "", "--maxmemory-policy", "noeviction"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        args += self._tls_args() if self.tls else ["--port", str(self.port)]
+        self.process = spawn(args, self.workdir / "redis.log")
+        wait_until(lambda: redis.Redis.from_url(self.url()).ping(), f"redis-server on port {self.port}")
         return self
+
+    def _tls_args(self) -> list[str]:
+        tls = self.workdir / "tls"
+        if not (tls / "server.pem").exists():
+            make_tls_certificates(tls)
+        return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(tls / "server.pem"),
+                "--tls-key-file", str(tls / "server.key"), "--tls-ca-cert-file", str(tls / "ca.pem"),
+                "--tls-auth-clients", "no"]
 
     def stop(self) -> None:
         if self.process:
             self.process.stop()
+
+
+def make_tls_certificates(folder: Path) -> None:
+    """A throw-away CA and a server certificate for 127.0.0.1, made with openssl."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=imagebuilder-test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "san.cnf")
 
 
 @dataclass

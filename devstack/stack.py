@@ -52,7 +52,7 @@ class Stack:
             "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_USERNAME": PUSH_USER,
             "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_PASSWORD": PUSH_PASSWORD,
             "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX": f"{self.push_registry.host}/team",
-            "IMAGEBUILDER_REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/{redis_db}",
+            "IMAGEBUILDER_REDIS_URL": self.redis.url(redis_db),
             "IMAGEBUILDER_PULL_SECRETS_DIR": str(self.pull_secrets_dir),
             "IMAGEBUILDER_BUILD_TIMEOUT_S": str(BUILD_TIMEOUT_S),
             "IMAGEBUILDER_BUILD_CA_BUNDLE": str(CA_BUNDLE),

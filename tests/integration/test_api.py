@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -9,8 +10,8 @@ import httpx
 import pytest
 
 from devstack.stack import API_TOKEN, start_api
-from tests.integration.test_builds import WAIT_S
 from tests.integration.helpers import wait_for
+from tests.integration.test_builds import WAIT_S
 
 pytestmark = pytest.mark.integration
 IDLE_DB = 10  # for the schemathesis run: what it queues is never built
@@ -110,3 +111,32 @@ def test_openapi_is_served_and_schemathesis_finds_no_5xx_or_schema_violation(sta
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     finally:
         process.stop()
+
+
+def test_a_redis_with_a_password_over_tls_works_end_to_end(stack, tmp_path, unique):
+    # Given Redis that only speaks TLS and wants a password, and a worker and the API using it
+    from devstack.services import RedisServer
+    from tests.integration.conftest import start_worker
+    from tests.integration.test_failures import cli
+
+    secure = RedisServer(tmp_path / "redis-tls", password=f"RedisPw-{unique}", tls=True).start()
+    url = secure.url()
+    worker = start_worker(stack, f"tls{unique}", IMAGEBUILDER_REDIS_URL=url)
+    process, api_url = start_api(stack, f"tls{unique}", IMAGEBUILDER_REDIS_URL=url)
+    try:
+        assert url.startswith("rediss://:RedisPw-")
+        # When a spec is built through the CLI and read back over HTTP
+        spec = tmp_path / "spec.json"
+        spec.write_text(json.dumps(busybox(stack, unique)))
+        done = cli(stack, "submit", str(spec), "--wait", "--json", IMAGEBUILDER_REDIS_URL=url)
+        assert done.returncode == 0, done.stderr
+        build_id = json.loads(done.stdout)["id"]
+        answer = httpx.get(f"{api_url}/builds/{build_id}", headers=AUTH)
+        # Then it succeeded, and neither the worker's log nor the API's shows the Redis password
+        assert answer.status_code == 200 and answer.json()["phase"] == "Succeeded"
+        assert httpx.get(f"{api_url}/healthz").json() == {"redis": True, "workers": 1}
+        assert f"RedisPw-{unique}" not in worker.log_text + process.log_path.read_text() + done.stdout + done.stderr
+    finally:
+        process.stop()
+        worker.process.stop()
+        secure.stop()
