@@ -51,6 +51,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_max_retries": 30,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # On a cold shutdown (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT) running builds get this long to
+        # finish; then they are stopped and, acknowledged late, go back to the queue for another worker.
+        "worker_soft_shutdown_timeout": settings.soft_shutdown_s,
         # The build's own watch stops it at IMAGEBUILDER_BUILD_TIMEOUT_S; these limits are the backstop.
         "task_soft_time_limit": settings.build_timeout_s + 30,
         "task_time_limit": settings.hard_time_limit_s,

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     """Every setting of the service; see `.env.example` for each variable and its default."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", hide_input_in_errors=True, populate_by_name=True
+        env_file=".env", extra="ignore", hide_input_in_errors=True, populate_by_name=True, env_ignore_empty=True
     )
 
     feature_custom_image: str = Field("", validation_alias="PRIMEHUB_FEATURE_CUSTOM_IMAGE")
@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, validation_alias="IMAGEBUILDER_API_TOKENS"
     )
+    soft_shutdown_s: float = Field(30.0, ge=0, validation_alias="IMAGEBUILDER_SOFT_SHUTDOWN_S")
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="IMAGEBUILDER_METRICS_PORT")
 
     @field_validator("insecure_registries", "api_tokens", mode="before")
@@ -91,6 +92,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("build_ca_bundle", "metrics_port", "visibility_timeout_s", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`VAR=` (as compose passes an unset `${VAR:-}`) means the default, not an empty path or number."""
+        return None if value == "" else value
 
     @field_validator("build_ca_bundle")
     @classmethod

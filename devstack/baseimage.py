@@ -8,14 +8,18 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import docker
 from docker.errors import ImageNotFound
+
+import docker
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "imagebuilder-devstack"
 DEBIAN_MIRROR = os.environ.get("IMAGEBUILDER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 DEBIAN_SUITE = "bookworm"
 # python3-pip makes the base PEP 668 "externally managed", as Debian's own images with pip are.
-DEBIAN_PACKAGES = "python3-pip,ca-certificates"
+DEBIAN_PACKAGES = "python3-pip,python3-venv,ca-certificates"
+# Named after its packages, so that changing them makes a new image rather than reusing a stale one.
+DEBIAN_IMAGE = "imagebuilder-devstack/debian:bookworm-pip-venv"
+BUSYBOX_IMAGE = "imagebuilder-devstack/busybox:1"
 BUSYBOX = Path("/bin/busybox")
 
 
@@ -32,7 +36,7 @@ def ensure_image(client: docker.DockerClient, reference: str, make_rootfs_tar, c
 
 def debian_rootfs_tar() -> Path:
     """A Debian minbase with python3-pip, cached as a tarball between runs."""
-    tarball = CACHE_DIR / f"debian-{DEBIAN_SUITE}-pip.tar"
+    tarball = CACHE_DIR / f"debian-{DEBIAN_SUITE}-{DEBIAN_PACKAGES.replace(',', '-')}.tar"
     if tarball.exists():
         return tarball
     CACHE_DIR.mkdir(parents=True, exist_ok=True)

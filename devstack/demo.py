@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import docker
 import redis
 import requests
 import yaml
 
-from devstack.baseimage import make_debian, push
+import docker
+from devstack.baseimage import DEBIAN_IMAGE, make_debian, push
 from devstack.services import Dockerd, Process, RedisServer, Registry, spawn, wait_until
 from worker.errors import ImageBuilderError
 from worker.reference import parse_reference
@@ -86,8 +86,8 @@ def demo_spec() -> Path:
         print(f"demo: {base.registry} is unreachable; making {base.repository}:{base.tag} locally with debootstrap")
     local = f"{REGISTRY}/{base.repository}:{base.tag}"
     engine = docker.from_env()
-    make_debian(engine, "imagebuilder-devstack/debian:bookworm")
-    engine.images.get("imagebuilder-devstack/debian:bookworm").tag(local)
+    make_debian(engine, DEBIAN_IMAGE)
+    engine.images.get(DEBIAN_IMAGE).tag(local)
     push(engine, local, None, None)
     spec["baseImage"] = local
     offline = STATE / "demo.yaml"

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 import requests
 
+import docker
 from config.settings import Settings
-from devstack.baseimage import make_busybox, make_debian, push
+from devstack.baseimage import BUSYBOX_IMAGE, DEBIAN_IMAGE, make_busybox, make_debian, push
 from devstack.services import Dockerd, Process, RedisServer, Registry, free_port, spawn, wait_until
 
 PUSH_USER, PULL_USER = "pusher", "puller"
@@ -101,8 +101,8 @@ def _prepare(work: Path, dockerd: Dockerd, redis_server: RedisServer, push_regis
              private: Registry) -> Stack:
     client = docker.from_env()
     bases = {}
-    for name, make in (("debian:bookworm", make_debian), ("busybox:1", make_busybox)):
-        local = f"imagebuilder-devstack/{name}"
+    for name, local, make in (("debian:bookworm", DEBIAN_IMAGE, make_debian),
+                              ("busybox:1", BUSYBOX_IMAGE, make_busybox)):
         make(client, local)
         bases[name] = f"{private.host}/base/{name}"
         client.images.get(local).tag(bases[name])

@@ -118,6 +118,24 @@ def cancel(build_id: str, as_json: bool, timeout_s: float) -> None:
 
 
 @main.command()
+@click.option("--worker", "of_worker", is_flag=True, help="Also require the worker of this container to be alive.")
+def health(of_worker: bool) -> None:
+    """Exit 0 if Redis answers (and, with --worker, this machine's worker was seen in the last half minute)."""
+    from pathlib import Path
+
+    from worker.metrics import Metrics
+    from worker.reaper import NODE_NAME_FILE
+
+    with _usage_errors(), BuildClient(_settings()) as client:
+        client.redis.ping()
+        name = Path(NODE_NAME_FILE).read_text().strip() if of_worker and Path(NODE_NAME_FILE).exists() else None
+        if of_worker and not (name and Metrics(client.redis).worker_seen(name)):
+            click.echo("error: no live worker in this container", err=True)
+            sys.exit(EXIT_NOT_SUCCEEDED)
+        click.echo("ok")
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
 def api(host: str, port: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 from config.celery_config import BUILD_QUEUE, check_delivery_settings
@@ -23,4 +24,7 @@ def create_worker_app(settings: Settings) -> ImageBuilderCelery:
 def run_worker(settings: Settings, extra_args: Sequence[str] = ()) -> None:
     """`celery worker -Q builds` with this app; `extra_args` go to Celery as they are."""
     app = create_worker_app(settings)
-    app.worker_main(["worker", "--queues", BUILD_QUEUE, "--loglevel", "INFO", *extra_args])
+    # Several workers on one host (compose --scale, host networking) need distinct node names.
+    naming = [] if any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in extra_args) else [
+        "--hostname", f"builder-{uuid.uuid4().hex[:8]}@%h"]
+    app.worker_main(["worker", "--queues", BUILD_QUEUE, "--loglevel", "INFO", *naming, *extra_args])

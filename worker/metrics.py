@@ -45,6 +45,10 @@ class Metrics:
     def worker_alive(self, hostname: str, ttl_s: float) -> None:
         self._redis.zadd(WORKERS_KEY, {hostname: time.time() + ttl_s})
 
+    def worker_seen(self, hostname: str) -> bool:
+        score = self._redis.zscore(WORKERS_KEY, hostname)
+        return score is not None and score > time.time()
+
     def workers_seen(self) -> int:
         return int(self._redis.zcount(WORKERS_KEY, time.time(), "+inf"))
 

@@ -6,7 +6,9 @@ the heartbeat lets a surviving worker take it over within seconds instead."""
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
+from pathlib import Path
 
 from celery import bootsteps
 from prometheus_client import start_http_server
@@ -19,6 +21,7 @@ from worker.records import BuildRecords
 logger = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 5.0
+NODE_NAME_FILE = Path(tempfile.gettempdir()) / "imagebuilder-worker-name"
 WORKER_SEEN_TTL_S = 30.0
 
 
@@ -46,6 +49,7 @@ class Reaper(bootsteps.StartStopStep):
 
     def start(self, worker) -> None:
         self._hostname = worker.hostname
+        NODE_NAME_FILE.write_text(worker.hostname)  # for `imagebuilder health --worker` in the same container
         port = worker.app.settings.metrics_port
         if port:
             start_http_server(port, registry=metrics_registry(redis_client(worker.app.settings, patient=True)))

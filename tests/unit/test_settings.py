@@ -67,3 +67,11 @@ def test_importing_the_producer_does_not_import_docker():
     code = "import sys, producer.cli, producer.client; print('docker' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_empty_values_mean_unset_as_compose_passes_them(monkeypatch):
+    for name in ("IMAGEBUILDER_BUILD_CA_BUNDLE", "IMAGEBUILDER_METRICS_PORT", "IMAGEBUILDER_BUILD_TIMEOUT_S"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings(_env_file=None)
+    assert settings.build_ca_bundle is None and settings.metrics_port is None and settings.build_timeout_s == 3600
+    assert Settings(_env_file=None, IMAGEBUILDER_BUILD_CA_BUNDLE="").build_ca_bundle is None

@@ -1,0 +1,77 @@
+"""compose.yaml for real: Debian's docker-compose parses it, the project image builds on a locally made Python
+base, and the stack comes up with two workers and builds a spec end to end through its API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import httpx
+import pytest
+
+import docker
+from devstack.baseimage import push
+from devstack.compose import PYTHON_BASE, compose, prepare_images, trust_host_ca_in_project_build
+from tests.integration.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+PROJECT = "imagebuilder-compose-test"
+TOKEN = "compose-test-token"
+API = "http://127.0.0.1:8000"
+
+
+@pytest.fixture(scope="module")
+def compose_env(stack):
+    if not shutil.which("docker-compose"):
+        pytest.fail("docker-compose is not installed: scripts/bootstrap.sh installs it")
+    return {**os.environ, "IMAGEBUILDER_API_TOKENS": TOKEN, "BASE_IMAGE": PYTHON_BASE}
+
+
+def test_compose_file_parses(compose_env):
+    done = compose(PROJECT, "config", env=compose_env)
+    assert done.returncode == 0, done.stderr
+    assert "stop_grace_period: 60s" in done.stdout and "network_mode: host" in done.stdout
+
+
+def test_the_stack_comes_up_scaled_and_builds_a_spec_end_to_end(compose_env, unique):
+    # Given the project image built on a local Python base, and local stand-ins for redis and registry
+    engine = docker.from_env()
+    prepare_images(engine)
+    trust_host_ca_in_project_build()
+    compose(PROJECT, "down", "-v", "--timeout", "5", env=compose_env)  # whatever an aborted run left
+    built = compose(PROJECT, "build", env=compose_env)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    try:
+        # When the stack starts with two workers
+        up = compose(PROJECT, "up", "-d", "--scale", "worker=2", env=compose_env)
+        assert up.returncode == 0, up.stderr[-3000:]
+        wait_for(lambda: _healthy(), "the API's /healthz", 120)
+        assert httpx.get(f"{API}/healthz").json()["workers"] == 2
+        # And a spec is posted whose base sits in the stack's registry
+        base = "localhost:5000/library/debian:bookworm"
+        engine.images.get(PYTHON_BASE).tag(base)
+        push(engine, base, None, None)
+        spec = {"name": unique, "baseImage": base, "packages": {"apt": ["jq"]}}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        build_id = httpx.post(f"{API}/builds", json=spec, headers=auth).json()["id"]
+        # Then it is built and pushed to the stack's registry
+        wait_for(lambda: httpx.get(f"{API}/builds/{build_id}", headers=auth).json()["phase"] != "Pending"
+                 and httpx.get(f"{API}/builds/{build_id}", headers=auth).json()["phase"] != "Running",
+                 "the build", 600)
+        result = httpx.get(f"{API}/builds/{build_id}", headers=auth).json()
+        assert result["phase"] == "Succeeded", result
+        assert result["image"].startswith(f"localhost:5000/images/{unique}:")
+        assert httpx.get(f"http://127.0.0.1:5000/v2/images/{unique}/tags/list").json()["tags"]
+    finally:
+        logs = compose(PROJECT, "logs", "--no-color", env=compose_env).stdout
+        compose(PROJECT, "down", "-v", "--timeout", "5", env=compose_env)
+        print(logs[-5000:])
+
+
+def _healthy() -> bool:
+    try:
+        return httpx.get(f"{API}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        time.sleep(1)
+        return False
