@@ -48,6 +48,10 @@ class Bench:
     client: BuildClient
     raw: RawDocker
     workdir: Path
+    worker: object = None
+
+    def stop_default_worker(self) -> None:
+        self.worker.process.stop()
 
     def context_dir(self, spec: ImageSpec) -> Path:
         """The very Dockerfile (and CA bundle) the system renders for `spec`, unpacked for `docker build`."""
@@ -91,7 +95,7 @@ def bench() -> Iterator[Bench]:
         worker = start_worker(stack, "bench")
         try:
             with BuildClient(stack.settings()) as client:
-                yield Bench(stack, client, RawDocker(stack, Path(tmp) / "docker-config"), Path(tmp))
+                yield Bench(stack, client, RawDocker(stack, Path(tmp) / "docker-config"), Path(tmp), worker)
         finally:
             worker.process.stop()
 
