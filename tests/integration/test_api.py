@@ -141,3 +141,18 @@ def test_a_redis_with_a_password_over_tls_works_end_to_end(stack, tmp_path, uniq
         process.stop()
         worker.process.stop()
         secure.stop()
+
+
+def test_each_worker_serves_the_service_metrics_on_its_port(stack, unique):
+    from devstack.services import free_port
+    from tests.integration.conftest import start_worker
+
+    port = free_port()
+    worker = start_worker(stack, f"metrics{unique}", IDLE_DB, IMAGEBUILDER_METRICS_PORT=str(port))
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        worker.process.stop()
+    for name in ("imagebuilder_builds_finished", "imagebuilder_step_duration_seconds_bucket",
+                 "imagebuilder_builds_in_progress", "imagebuilder_queue_depth", "imagebuilder_registry_errors"):
+        assert name in text
