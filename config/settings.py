@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, validation_alias="IMAGEBUILDER_API_TOKENS"
     )
+    history_keep_succeeded: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_SUCCEEDED")
+    history_keep_failed: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_FAILED")
     soft_shutdown_s: float = Field(30.0, ge=0, validation_alias="IMAGEBUILDER_SOFT_SHUTDOWN_S")
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="IMAGEBUILDER_METRICS_PORT")
 

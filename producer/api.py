@@ -16,9 +16,10 @@ from pydantic import BaseModel
 
 from config.settings import Settings
 from producer.client import BuildClient
-from worker.errors import AlreadyFinished, ConfigurationError, FeatureDisabled, InvalidSpec, UnknownBuild
+from worker.errors import AlreadyFinished, ConfigurationError, FeatureDisabled, InvalidSpec, UnknownBuild, UnknownSpec
 from worker.metrics import Metrics, metrics_registry
 from worker.result import BuildResult
+from worker.specstore import HistoryEntry, StoredSpec
 
 SSE = "text/event-stream"
 
@@ -27,6 +28,13 @@ class ErrorBody(BaseModel):
     """Every error answer: `detail` says what is wrong (for 422, the field and the rule)."""
 
     detail: str
+
+
+class AppliedSpec(BaseModel):
+    """`PUT /specs/{name}`: the stored spec, and the build it started if it is new or its tag changed."""
+
+    stored: StoredSpec
+    build: BuildResult | None = None
 
 
 class Health(BaseModel):
@@ -45,8 +53,8 @@ NOT_FOUND = {404: {"model": ErrorBody, "description": "no build with this id"}}
 SPEC_EXAMPLE = {"name": "test-build", "baseImage": "debian:bookworm", "packages": {"apt": ["jq"]}}
 
 # Domain errors and the status each one answers with.
-STATUS_OF = [(UnknownBuild, 404), (AlreadyFinished, 409), (FeatureDisabled, 403), (InvalidSpec, 422),
-             (ConfigurationError, 503), (redis.exceptions.ConnectionError, 503)]
+STATUS_OF = [(UnknownBuild, 404), (UnknownSpec, 404), (AlreadyFinished, 409), (FeatureDisabled, 403),
+             (InvalidSpec, 422), (ConfigurationError, 503), (redis.exceptions.ConnectionError, 503)]
 
 
 def create_api(settings: Settings) -> FastAPI:
@@ -61,6 +69,7 @@ def create_api(settings: Settings) -> FastAPI:
     api.add_exception_handler(RequestValidationError, _invalid_request)
     api.add_exception_handler(_Unauthorised, _unauthorised)
     _build_routes(api, client, authorised)
+    _spec_routes(api, client, authorised)
     _service_routes(api, client, authorised)
     return api
 
@@ -133,6 +142,58 @@ def _build_routes(api: FastAPI, client: BuildClient, authorised) -> None:
     def cancel(build_id: str) -> BuildResult:
         """Cancel: a queued build never starts, a running one stops; 409 for a build that already ended."""
         return client.cancel(build_id)
+
+
+def _spec_routes(api: FastAPI, client: BuildClient, authorised) -> None:
+    no_spec = {404: {"model": ErrorBody, "description": "no stored spec with this name"}}
+
+    @api.put("/specs/{name}", response_model=AppliedSpec, dependencies=[authorised],
+             responses={**ERRORS, 403: {"model": ErrorBody, "description": "building is disabled"}})
+    def apply(name: str, spec: Annotated[dict[str, Any], Body(examples=[SPEC_EXAMPLE])]) -> AppliedSpec:
+        """Create or update a stored spec (any accepted shape; the name comes from the path if the body has
+        none); a new spec, or an edit that changes its tag, is built at once."""
+        named = _with_name(spec, name)
+        stored, build = client.apply(named)
+        return AppliedSpec(stored=stored, build=build)
+
+    @api.get("/specs", response_model=list[StoredSpec], dependencies=[authorised], responses=ERRORS)
+    def list_specs() -> list[StoredSpec]:
+        return client.specs()
+
+    @api.get("/specs/{name}", response_model=StoredSpec, dependencies=[authorised],
+             responses={**ERRORS, **no_spec})
+    def show(name: str) -> StoredSpec:
+        return client.spec(name)
+
+    @api.delete("/specs/{name}", status_code=204, dependencies=[authorised], responses={**ERRORS, **no_spec})
+    def delete(name: str) -> Response:
+        client.delete_spec(name)
+        return Response(status_code=204)
+
+    @api.post("/specs/{name}/builds", status_code=202, response_model=BuildResult, dependencies=[authorised],
+              responses={**ERRORS, **no_spec, 403: {"model": ErrorBody, "description": "building is disabled"}})
+    def build(name: str, force: Annotated[bool, Query()] = False) -> BuildResult:
+        return client.build(name, force=force)
+
+    @api.get("/specs/{name}/history", response_model=list[HistoryEntry], dependencies=[authorised],
+             responses={**ERRORS, **no_spec})
+    def history(name: str) -> list[HistoryEntry]:
+        return client.history(name)
+
+
+def _with_name(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    """The path names the spec: fill it in where the body has none; refuse a body naming another one."""
+    if spec.get("kind") == "ImageSpec":
+        metadata = {**(spec.get("metadata") or {})}
+        metadata.setdefault("name", name)
+        spec = {**spec, "metadata": metadata}
+        given = metadata["name"]
+    else:
+        spec = {**spec, "name": spec.get("name", name)}
+        given = spec["name"]
+    if given != name:
+        raise InvalidSpec(f"name: the body names {given!r} but the path names {name!r}")
+    return spec
 
 
 def _events(client: BuildClient, build_id: str, lines: Iterator[str]) -> Iterator[str]:

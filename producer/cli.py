@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,11 +10,12 @@ from contextlib import contextmanager
 import click
 import kombu.exceptions
 import redis.exceptions
+import yaml
 
 from config.settings import Settings, SettingsError, load_settings
 from producer.client import BuildClient
-from producer.specfile import load_spec_file
-from worker.errors import AlreadyFinished, ConfigurationError, InvalidSpec, UnknownBuild
+from producer.specfile import load_spec_file, load_spec_files
+from worker.errors import AlreadyFinished, ConfigurationError, InvalidSpec, UnknownBuild, UnknownSpec
 from worker.result import BuildResult
 from worker.states import BuildPhase
 from worker.tagging import ensure_enabled
@@ -29,7 +31,7 @@ def _usage_errors() -> Iterator[None]:
     """Bad input, bad settings and unknown ids: the message on stderr, exit 2, nothing queued."""
     try:
         yield
-    except (SettingsError, InvalidSpec, ConfigurationError, UnknownBuild) as e:
+    except (SettingsError, InvalidSpec, ConfigurationError, UnknownBuild, UnknownSpec) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_INVALID)
     except (redis.exceptions.ConnectionError, kombu.exceptions.OperationalError) as e:
@@ -68,15 +70,19 @@ def submit(file: str, force: bool, wait_: bool, as_json: bool) -> None:
     settings = _settings()
     with _usage_errors(), BuildClient(settings) as client:
         ensure_enabled(settings)
-        result = client.submit(load_spec_file(file), force=force)
-        if not wait_:
-            _print(result, as_json)
-            return
-        if sys.stderr.isatty():
-            _show_progress(client, result.id)
-        result = client.wait(result.id)
+        _finish(client, client.submit(load_spec_file(file), force=force), wait_, as_json)
+
+
+def _finish(client: BuildClient, result: BuildResult, wait_: bool, as_json: bool) -> None:
+    """Print the submitted build; with `wait_`, follow it to its end and exit 0 only if it Succeeded."""
+    if not wait_:
         _print(result, as_json)
-        sys.exit(EXIT_SUCCEEDED if result.succeeded else EXIT_NOT_SUCCEEDED)
+        return
+    if sys.stderr.isatty():
+        _show_progress(client, result.id)
+    result = client.wait(result.id)
+    _print(result, as_json)
+    sys.exit(EXIT_SUCCEEDED if result.succeeded else EXIT_NOT_SUCCEEDED)
 
 
 @main.command()
@@ -147,6 +153,78 @@ def api(host: str, port: int) -> None:
     with _usage_errors():
         app = create_api(_settings())
     uvicorn.run(app, host=host, port=port)
+
+
+@main.group()
+def spec() -> None:
+    """Stored specs: apply, list, show, delete."""
+
+
+@spec.command("apply")
+@click.argument("file")
+def spec_apply(file: str) -> None:
+    """Create or update the specs in FILE (several documents, or a PrimeHub List); new or changed ones build."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        for image_spec in load_spec_files(file):
+            stored, build = client.apply(image_spec)
+            outcome = f"changed, building {build.image} as {build.id}" if build else "unchanged"
+            click.echo(f"{stored.spec.name}: {outcome}")
+
+
+@spec.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def spec_list(as_json: bool) -> None:
+    """Every stored spec with its tag and base image."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        stored = client.specs()
+        if as_json:
+            click.echo(json.dumps([s.model_dump(mode="json", by_alias=True) for s in stored]))
+            return
+        for item in stored:
+            click.echo(f"{item.spec.name:<30} {item.tag}  {item.spec.base_image}")
+
+
+@spec.command("show")
+@click.argument("name")
+def spec_show(name: str) -> None:
+    """A stored spec, as YAML."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        click.echo(yaml.safe_dump(client.spec(name).spec.to_wire(), sort_keys=False), nl=False)
+
+
+@spec.command("delete")
+@click.argument("name")
+def spec_delete(name: str) -> None:
+    """Delete a stored spec, its history and its schedule."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        client.delete_spec(name)
+        click.echo(f"{name}: deleted")
+
+
+@main.command("build")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Build and push even if the target image exists.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the result, showing progress on a terminal.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON.")
+def build_stored(name: str, force: bool, wait_: bool, as_json: bool) -> None:
+    """Build the stored spec NAME."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        _finish(client, client.build(name, force=force), wait_, as_json)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def history(name: str, as_json: bool) -> None:
+    """Builds of the stored spec NAME, newest first."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        entries = client.history(name)
+        if as_json:
+            click.echo(json.dumps([e.model_dump(mode="json") for e in entries]))
+            return
+        for e in entries:
+            click.echo(f"{e.submitted_at:%Y-%m-%d %H:%M:%S}  {e.phase.value:<10} {e.trigger.value:<13} {e.tag}  "
+                       f"{e.id}  {e.error or ''}")
 
 
 def _show_progress(client: BuildClient, build_id: str) -> None:

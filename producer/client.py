@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME, redis_client
@@ -16,6 +16,7 @@ from worker.logs import BuildLog
 from worker.records import BuildRecords
 from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec, parse_spec
+from worker.specstore import HistoryEntry, SpecStore, StoredSpec, Trigger
 from worker.states import BuildPhase
 from worker.tagging import resolve_target
 
@@ -32,6 +33,8 @@ class BuildClient:
         self._records = BuildRecords(self._redis, expires_s=settings.result_expires_s)
         self._log = BuildLog(self._redis, max_lines=settings.log_max_lines, retention_s=settings.log_retention_s)
         self._coordinator = Coordinator(self._redis, expires_s=settings.result_expires_s)
+        self._specs = SpecStore(self._redis, keep_succeeded=settings.history_keep_succeeded,
+                                keep_failed=settings.history_keep_failed)
 
     def __repr__(self) -> str:
         return f"BuildClient(settings={self._settings!r})"
@@ -43,13 +46,17 @@ class BuildClient:
 
     def submit(self, spec: ImageSpec | Mapping[str, Any], *, force: bool = False) -> BuildResult:
         """Validate, compute the target, record it Pending and enqueue; raises before queueing on bad input."""
-        spec = spec if isinstance(spec, ImageSpec) else parse_spec(spec)
+        return self._submit(spec if isinstance(spec, ImageSpec) else parse_spec(spec), force=force)
+
+    def _submit(self, spec: ImageSpec, *, force: bool,
+                before_queueing: Callable[[BuildResult], None] = lambda pending: None) -> BuildResult:
         target = resolve_target(spec, self._settings)
         pending = BuildResult(id=str(uuid.uuid4()), image=str(target), submitted_at=utcnow())
         message = {"spec": spec.to_wire(), "force": force}
         build_id = self._coordinator.submit(pending, message)
         if build_id != pending.id:  # the target is queued or building already (forced or not): attach to it
             return self.status(build_id)
+        before_queueing(pending)
         try:
             self._app.send_task(BUILD_TASK_NAME, kwargs=message, task_id=pending.id, queue=BUILD_QUEUE)
         except Exception:
@@ -69,7 +76,40 @@ class BuildClient:
             raise AlreadyFinished(f"build {build_id} already ended {before}: nothing to cancel, nothing changed")
         if before == BuildPhase.PENDING.value:
             self._log.close(build_id, BuildPhase.CANCELLED.value)
+            self._specs.build_changed(self.status(build_id))
         return self.status(build_id)
+
+    # -- stored specs ----------------------------------------------------------------------------------------
+    def apply(self, spec: ImageSpec | Mapping[str, Any]) -> tuple[StoredSpec, BuildResult | None]:
+        """Create or update a stored spec; a new spec, or an edit that changes its tag, is built at once."""
+        spec = spec if isinstance(spec, ImageSpec) else parse_spec(spec)
+        resolve_target(spec, self._settings)  # refuse before storing what could never be built
+        stored, changed = self._specs.apply(spec)
+        return stored, self._build_stored(stored, Trigger.SPEC_CHANGED) if changed else None
+
+    def build(self, name: str, *, force: bool = False, trigger: Trigger = Trigger.MANUAL) -> BuildResult:
+        """Build a stored spec now."""
+        return self._build_stored(self._specs.get(name), trigger, force=force)
+
+    def _build_stored(self, stored: StoredSpec, trigger: Trigger, *, force: bool = False) -> BuildResult:
+        def remember(pending: BuildResult) -> None:
+            self._specs.record(stored.spec.name, pending, stored.tag, trigger)
+
+        return self._submit(stored.spec, force=force, before_queueing=remember)
+
+    def specs(self) -> list[StoredSpec]:
+        return self._specs.all()
+
+    def spec(self, name: str) -> StoredSpec:
+        return self._specs.get(name)
+
+    def delete_spec(self, name: str) -> None:
+        self._specs.delete(name)
+
+    def history(self, name: str) -> list[HistoryEntry]:
+        """The spec's kept builds, newest first (UnknownSpec if there is no such spec)."""
+        self._specs.get(name)
+        return self._specs.history(name)
 
     def status(self, build_id: str) -> BuildResult:
         """The build's current record; UnknownBuild for an id nobody submitted."""

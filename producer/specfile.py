@@ -13,13 +13,33 @@ from worker.spec import ImageSpec, parse_spec
 
 def load_spec_file(path: str) -> ImageSpec:
     """One spec from `path` ('-' for stdin); InvalidSpec naming the file when it cannot be read."""
+    documents = _documents(path)
+    if len(documents) != 1:
+        raise InvalidSpec(f"{path}: expected exactly one spec, found {len(documents)}")
+    return parse_spec(documents[0])
+
+
+def load_spec_files(path: str) -> list[ImageSpec]:
+    """Every spec in `path`: several YAML documents, and PrimeHub `List`s of ImageSpec objects
+    (as `kubectl get imagespec -o yaml` prints them); an error names the document it is in."""
+    items = []
+    for document in _documents(path):
+        is_list = isinstance(document, dict) and document.get("kind") == "List"
+        items.extend(document.get("items") or [] if is_list else [document])
+    specs = []
+    for index, item in enumerate(items):
+        try:
+            specs.append(parse_spec(item))
+        except InvalidSpec as e:
+            raise InvalidSpec(f"{path}: spec {index + 1}: {e}") from None
+    return specs
+
+
+def _documents(path: str) -> list:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidSpec(f"{path}: cannot read: {e.strerror if isinstance(e, OSError) else e}") from None
     except yaml.YAMLError as e:
         raise InvalidSpec(f"{path}: not YAML or JSON: {e}") from None
-    if len(documents) != 1:
-        raise InvalidSpec(f"{path}: expected exactly one spec, found {len(documents)}")
-    return parse_spec(documents[0])

@@ -81,5 +81,9 @@ class AlreadyFinished(ImageBuilderError):
     """A cancel asked for a build that had already ended; nothing was changed."""
 
 
+class UnknownSpec(ImageBuilderError):
+    """No stored spec has this name."""
+
+
 class UnknownBuild(ImageBuilderError):
     """No build with this id was ever submitted (or its record has expired)."""

@@ -19,18 +19,21 @@ class Progress:
     """The one writer of a running build's record; a raw message with no record yet gets one here."""
 
     def __init__(self, build_id: str, records: BuildRecords, log: BuildLog, on_state: StateSink,
-                 metrics: Metrics | None = None, worker: str | None = None):
+                 metrics: Metrics | None = None, worker: str | None = None,
+                 on_change: Callable[[BuildResult], None] = lambda result: None):
         self._records = records
         self._log = log
         self._on_state = on_state
         self._metrics = metrics
         self._worker = worker
+        self._on_change = on_change
         self._step_started: tuple[BuildStep, float] | None = None
         self.result = records.find(build_id) or BuildResult(id=build_id, image="", submitted_at=utcnow())
 
     def start(self, image: str) -> None:
         self._update(phase=BuildPhase.RUNNING, image=image, started_at=utcnow(), error=None, step=None,
                      worker=self._worker)
+        self._on_change(self.result)
         self._on_state(BuildPhase.RUNNING.value.upper(), self._meta())
 
     def step(self, step: BuildStep) -> None:
@@ -50,6 +53,7 @@ class Progress:
         """Back to Pending until the retry is delivered (a Running record would count as a lost worker)."""
         self.line(f"transient failure, will retry: {reason}")
         self._update(phase=BuildPhase.PENDING, step=None)
+        self._on_change(self.result)
 
     def cancel(self) -> BuildResult:
         self.line("cancelled on request: nothing was pushed")
@@ -61,11 +65,14 @@ class Progress:
 
     def _finish(self, phase: BuildPhase, **fields: Any) -> BuildResult:
         self._end_step()
-        self._update(phase=phase, finished_at=utcnow(), **fields)
-        self._log.close(self.result.id, phase.value)
+        final = self.result.model_copy(update={"phase": phase, "finished_at": utcnow(), **fields})
+        self._on_change(final)  # the history has the end before anyone who waits on the record sees it
+        self.result = final
+        self._records.save(final)
+        self._log.close(final.id, phase.value)
         if self._metrics:
             self._metrics.finished(phase.value)
-        return self.result
+        return final
 
     def _end_step(self) -> None:
         if self._step_started and self._metrics:

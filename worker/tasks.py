@@ -34,6 +34,7 @@ from worker.progress import Progress
 from worker.records import BuildRecords
 from worker.reference import ImageReference
 from worker.spec import ImageSpec, parse_spec
+from worker.specstore import SpecStore
 from worker.states import BuildPhase
 from worker.tagging import resolve_target
 from worker.watch import BuildWatch, backoff_s
@@ -65,12 +66,14 @@ class Delivery:
         self._id: str = task.request.id
         self._coordinator = Coordinator(client, expires_s=self._settings.result_expires_s)
         self._metrics = Metrics(client)
+        self._specs = SpecStore(client, keep_succeeded=self._settings.history_keep_succeeded,
+                                keep_failed=self._settings.history_keep_failed)
         self._progress = Progress(
             self._id,
             BuildRecords(client, expires_s=self._settings.result_expires_s),
             BuildLog(client, max_lines=self._settings.log_max_lines, retention_s=self._settings.log_retention_s),
             on_state=lambda state, meta: task.update_state(state=state, meta=meta),
-            metrics=self._metrics, worker=task.request.hostname,
+            metrics=self._metrics, worker=task.request.hostname, on_change=self._specs.build_changed,
         )
 
     def run(self, spec: Any, force: Any) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""Stored specs and their build history in Redis (persisted by Redis AOF), as PrimeHub kept ImageSpec objects
+with their build jobs beside them; history is pruned like OpenShift's, logs with it."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from enum import Enum
+
+import redis
+from pydantic import BaseModel
+
+from worker.errors import UnknownSpec
+from worker.logs import LOG_KEY
+from worker.result import BuildResult, utcnow
+from worker.spec import ImageSpec
+from worker.states import BuildPhase
+from worker.tagging import compute_tag
+
+SPEC_KEY = "imagebuilder:spec:{name}"  # JSON StoredSpec
+SPECS_KEY = "imagebuilder:specs"  # sorted set of stored spec names, for listing in order
+HISTORY_KEY = "imagebuilder:history:{name}"  # sorted set: build id -> submitted (epoch s)
+ENTRY_KEY = "imagebuilder:history-entry:{id}"  # JSON HistoryEntry; no expiry, pruning removes it
+
+
+class Trigger(str, Enum):
+    """Why a stored spec was built."""
+
+    MANUAL = "manual"  # someone asked for it (`imagebuilder build NAME`, POST /specs/{name}/builds)
+    SCHEDULE = "schedule"  # a schedule tick with the `always` policy
+    BASE_CHANGED = "base-changed"  # a schedule tick found a new digest behind the base image's tag
+    SPEC_CHANGED = "spec-changed"  # the spec was created or edited, which gives it a new tag
+
+
+class StoredSpec(BaseModel):
+    """A spec as stored, with the tag it builds to and when it was last applied."""
+
+    spec: ImageSpec
+    tag: str
+    updated_at: datetime
+
+
+class HistoryEntry(BaseModel):
+    """One build of a stored spec: the build's result plus why it ran."""
+
+    id: str
+    name: str
+    tag: str
+    trigger: Trigger
+    phase: BuildPhase
+    submitted_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    digest: str | None = None
+    base_digest: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, result: BuildResult, name: str, tag: str, trigger: Trigger) -> HistoryEntry:
+        fields = result.model_dump(include=set(cls.model_fields) - {"name", "tag", "trigger"})
+        return cls(name=name, tag=tag, trigger=trigger, **fields)
+
+
+class SpecStore:
+    """Stored specs, their history, and its pruning to the last N succeeded and M failed or cancelled builds."""
+
+    def __init__(self, client: redis.Redis, *, keep_succeeded: int, keep_failed: int):
+        self._redis = client
+        self._keep_succeeded = keep_succeeded
+        self._keep_failed = keep_failed
+
+    # -- specs ---------------------------------------------------------------------------------------------
+    def apply(self, spec: ImageSpec) -> tuple[StoredSpec, bool]:
+        """Create or update; True when the spec is new or its tag changed (it should then be built)."""
+        stored = StoredSpec(spec=spec, tag=compute_tag(spec), updated_at=utcnow())
+        previous = self.find(spec.name)
+        if previous is not None and previous.spec == spec:
+            return previous, False
+        pipe = self._redis.pipeline()
+        pipe.set(SPEC_KEY.format(name=spec.name), stored.model_dump_json())
+        pipe.zadd(SPECS_KEY, {spec.name: 0})
+        pipe.execute()
+        return stored, previous is None or previous.tag != stored.tag
+
+    def find(self, name: str) -> StoredSpec | None:
+        raw = self._redis.get(SPEC_KEY.format(name=name))
+        return StoredSpec.model_validate_json(raw) if raw else None
+
+    def get(self, name: str) -> StoredSpec:
+        stored = self.find(name)
+        if stored is None:
+            raise UnknownSpec(f"no stored spec named {name!r}")
+        return stored
+
+    def names(self, start: int = 0, count: int = -1) -> list[str]:
+        return self._redis.zrange(SPECS_KEY, start, start + count - 1 if count > 0 else -1)
+
+    def all(self) -> list[StoredSpec]:
+        names = self.names()
+        raws = self._redis.mget([SPEC_KEY.format(name=n) for n in names]) if names else []
+        return [StoredSpec.model_validate_json(raw) for raw in raws if raw]
+
+    def delete(self, name: str) -> None:
+        """Remove the spec and its history (entries and logs); UnknownSpec if there is none."""
+        self.get(name)
+        ids = self._redis.zrange(HISTORY_KEY.format(name=name), 0, -1)
+        self._forget(name, ids)
+        pipe = self._redis.pipeline()
+        pipe.delete(SPEC_KEY.format(name=name), HISTORY_KEY.format(name=name))
+        pipe.zrem(SPECS_KEY, name)
+        pipe.execute()
+
+    # -- history -------------------------------------------------------------------------------------------
+    def record(self, name: str, result: BuildResult, tag: str, trigger: Trigger) -> None:
+        """Add a just-submitted build to the spec's history."""
+        entry = HistoryEntry.of(result, name, tag, trigger)
+        pipe = self._redis.pipeline()
+        pipe.set(ENTRY_KEY.format(id=result.id), entry.model_dump_json())
+        pipe.zadd(HISTORY_KEY.format(name=name), {result.id: time.time()})
+        pipe.execute()
+
+    def build_changed(self, result: BuildResult) -> None:
+        """Mirror a build's new state into its history entry, if it is a stored spec's build; prune at its end."""
+        raw = self._redis.get(ENTRY_KEY.format(id=result.id))
+        if not raw:
+            return
+        entry = HistoryEntry.model_validate_json(raw)
+        updated = HistoryEntry.of(result, entry.name, entry.tag, entry.trigger)
+        self._redis.set(ENTRY_KEY.format(id=result.id), updated.model_dump_json())
+        if result.phase.is_final:
+            self.prune(entry.name)
+
+    def history(self, name: str) -> list[HistoryEntry]:
+        """Every kept build of the spec, newest first."""
+        ids = self._redis.zrevrange(HISTORY_KEY.format(name=name), 0, -1)
+        raws = self._redis.mget([ENTRY_KEY.format(id=i) for i in ids]) if ids else []
+        return [HistoryEntry.model_validate_json(raw) for raw in raws if raw]
+
+    def last_succeeded(self, name: str) -> HistoryEntry | None:
+        return next((e for e in self.history(name) if e.phase is BuildPhase.SUCCEEDED and not e.error), None)
+
+    def prune(self, name: str) -> list[str]:
+        """Keep the newest N succeeded and M failed or cancelled builds; drop the rest, with their logs."""
+        succeeded = failed = 0
+        dropped = []
+        for entry in self.history(name):
+            if entry.phase is BuildPhase.SUCCEEDED:
+                succeeded += 1
+                over = succeeded > self._keep_succeeded
+            elif entry.phase.is_final:
+                failed += 1
+                over = failed > self._keep_failed
+            else:
+                over = False
+            if over:
+                dropped.append(entry.id)
+        self._forget(name, dropped)
+        return dropped
+
+    def _forget(self, name: str, ids: list[str]) -> None:
+        if not ids:
+            return
+        pipe = self._redis.pipeline()
+        pipe.zrem(HISTORY_KEY.format(name=name), *ids)
+        pipe.delete(*[ENTRY_KEY.format(id=i) for i in ids], *[LOG_KEY.format(id=i) for i in ids])
+        pipe.execute()
