@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     )
     history_keep_succeeded: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_SUCCEEDED")
     history_keep_failed: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_FAILED")
+    schedule_pass_s: float = Field(30.0, gt=0, validation_alias="IMAGEBUILDER_SCHEDULE_PASS_S")
+    schedule_disable_after: int = Field(3, ge=1, validation_alias="IMAGEBUILDER_SCHEDULE_DISABLE_AFTER")
     soft_shutdown_s: float = Field(30.0, ge=0, validation_alias="IMAGEBUILDER_SOFT_SHUTDOWN_S")
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="IMAGEBUILDER_METRICS_PORT")
 

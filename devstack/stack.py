@@ -155,3 +155,14 @@ def start_api(stack: Stack, name: str, redis_db: int = 0, **overrides: str) -> t
     if process.popen.poll() is not None:
         raise RuntimeError(f"api {name} exited:\n{process.log_path.read_text()}")
     return process, url
+
+
+def start_beat(stack: Stack, name: str, redis_db: int = 0, **overrides: str) -> WorkerProcess:
+    """`imagebuilder beat`; its log shows when it holds the lock and sends the scheduling pass."""
+    process = spawn([str(IMAGEBUILDER), "beat"], stack.workdir / f"beat-{name}.log",
+                    env=stack.process_env(redis_db, **overrides))
+    beat = WorkerProcess(process)
+    wait_until(lambda: "beat: Starting" in beat.log_text or process.popen.poll() is not None, f"beat {name}")
+    if process.popen.poll() is not None:
+        raise RuntimeError(f"beat {name} exited:\n{beat.log_text}")
+    return beat

@@ -19,6 +19,7 @@ from producer.client import BuildClient
 from worker.errors import AlreadyFinished, ConfigurationError, FeatureDisabled, InvalidSpec, UnknownBuild, UnknownSpec
 from worker.metrics import Metrics, metrics_registry
 from worker.result import BuildResult
+from worker.schedules import Policy, Schedule
 from worker.specstore import HistoryEntry, StoredSpec
 
 SSE = "text/event-stream"
@@ -35,6 +36,15 @@ class AppliedSpec(BaseModel):
 
     stored: StoredSpec
     build: BuildResult | None = None
+
+
+class ScheduleBody(BaseModel):
+    """`PUT /specs/{name}/schedule`: a cron expression read in `tz`, or an interval in seconds."""
+
+    cron: str | None = None
+    every_s: int | None = None
+    tz: str = "UTC"
+    policy: Policy = Policy.ON_BASE_CHANGE
 
 
 class Health(BaseModel):
@@ -174,6 +184,18 @@ def _spec_routes(api: FastAPI, client: BuildClient, authorised) -> None:
               responses={**ERRORS, **no_spec, 403: {"model": ErrorBody, "description": "building is disabled"}})
     def build(name: str, force: Annotated[bool, Query()] = False) -> BuildResult:
         return client.build(name, force=force)
+
+    @api.put("/specs/{name}/schedule", response_model=Schedule, dependencies=[authorised],
+             responses={**ERRORS, **no_spec})
+    def set_schedule(name: str, body: Annotated[ScheduleBody, Body()]) -> Schedule:
+        """Schedule rebuilds: `cron` (+ `tz`) or `every_s`, with a `policy`."""
+        return client.set_schedule(name, **body.model_dump())
+
+    @api.delete("/specs/{name}/schedule", status_code=204, dependencies=[authorised],
+                responses={**ERRORS, **no_spec})
+    def remove_schedule(name: str) -> Response:
+        client.remove_schedule(name)
+        return Response(status_code=204)
 
     @api.get("/specs/{name}/history", response_model=list[HistoryEntry], dependencies=[authorised],
              responses={**ERRORS, **no_spec})

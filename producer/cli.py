@@ -17,6 +17,7 @@ from producer.client import BuildClient
 from producer.specfile import load_spec_file, load_spec_files
 from worker.errors import AlreadyFinished, ConfigurationError, InvalidSpec, UnknownBuild, UnknownSpec
 from worker.result import BuildResult
+from worker.schedules import Policy
 from worker.states import BuildPhase
 from worker.tagging import ensure_enabled
 
@@ -225,6 +226,70 @@ def history(name: str, as_json: bool) -> None:
         for e in entries:
             click.echo(f"{e.submitted_at:%Y-%m-%d %H:%M:%S}  {e.phase.value:<10} {e.trigger.value:<13} {e.tag}  "
                        f"{e.id}  {e.error or ''}")
+
+
+@main.group()
+def schedule() -> None:
+    """Scheduled rebuilds of stored specs (run `imagebuilder beat` for them to fire)."""
+
+
+@schedule.command("set")
+@click.argument("name")
+@click.argument("cron", required=False)
+@click.option("--every", "every_s", type=int, help="Instead of CRON: every so many seconds.")
+@click.option("--policy", type=click.Choice([p.value for p in Policy]), default=Policy.ON_BASE_CHANGE.value,
+              show_default=True, help="Rebuild only when the base image's digest changed, or always.")
+@click.option("--tz", default="UTC", show_default=True, help="Time zone the CRON is read in.")
+def schedule_set(name: str, cron: str | None, every_s: int | None, policy: str, tz: str) -> None:
+    """Schedule NAME with a CRON expression ("0 3 * * *") or --every SECONDS."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        _echo_schedule(client.set_schedule(name, cron=cron, every_s=every_s, tz=tz, policy=policy))
+
+
+@schedule.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def schedule_list(as_json: bool) -> None:
+    """Every schedule, with its state (a self-disabled one says why)."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        schedules = client.schedules()
+        if as_json:
+            click.echo(json.dumps([s.model_dump(mode="json") for s in schedules]))
+            return
+        for item in schedules:
+            _echo_schedule(item)
+
+
+@schedule.command("remove")
+@click.argument("name")
+def schedule_remove(name: str) -> None:
+    with _usage_errors(), BuildClient(_settings()) as client:
+        client.remove_schedule(name)
+        click.echo(f"{name}: schedule removed")
+
+
+@schedule.command("enable")
+@click.argument("name")
+def schedule_enable(name: str) -> None:
+    """Resume a schedule that disabled itself."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        _echo_schedule(client.enable_schedule(name))
+
+
+def _echo_schedule(item) -> None:
+    timing = f"cron '{item.cron}' {item.tz}" if item.cron else f"every {item.every_s} s"
+    state = "enabled" if item.enabled else f"DISABLED: {item.disabled_reason}"
+    checked = f"last checked {item.last_checked:%Y-%m-%d %H:%M:%S}" if item.last_checked else "never checked"
+    click.echo(f"{item.name:<30} {timing:<28} {item.policy.value:<15} {state}; {checked}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def beat(celery_args: tuple[str, ...]) -> None:
+    """Run the scheduler (Celery beat with celery-redbeat; several may run, one is active)."""
+    from worker.beat import run_beat
+
+    with _usage_errors():
+        run_beat(_settings(), celery_args)
 
 
 def _show_progress(client: BuildClient, build_id: str) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME, redis_client
+from config.celery_config import redis_client
 from config.settings import Settings
 from worker.app import create_app
 from worker.coordination import Coordinator
@@ -15,9 +14,11 @@ from worker.errors import AlreadyFinished, UnknownBuild
 from worker.logs import BuildLog
 from worker.records import BuildRecords
 from worker.result import BuildResult, utcnow
+from worker.schedules import Policy, Schedule, ScheduleStore, parse_schedule
 from worker.spec import ImageSpec, parse_spec
 from worker.specstore import HistoryEntry, SpecStore, StoredSpec, Trigger
 from worker.states import BuildPhase
+from worker.submission import Submitter
 from worker.tagging import resolve_target
 
 WAIT_SLICE_S = 5.0
@@ -35,6 +36,8 @@ class BuildClient:
         self._coordinator = Coordinator(self._redis, expires_s=settings.result_expires_s)
         self._specs = SpecStore(self._redis, keep_succeeded=settings.history_keep_succeeded,
                                 keep_failed=settings.history_keep_failed)
+        self._schedules = ScheduleStore(self._redis, disable_after=settings.schedule_disable_after)
+        self._submitter = Submitter(self._app, settings, self._coordinator, self._records, self._specs)
 
     def __repr__(self) -> str:
         return f"BuildClient(settings={self._settings!r})"
@@ -46,24 +49,7 @@ class BuildClient:
 
     def submit(self, spec: ImageSpec | Mapping[str, Any], *, force: bool = False) -> BuildResult:
         """Validate, compute the target, record it Pending and enqueue; raises before queueing on bad input."""
-        return self._submit(spec if isinstance(spec, ImageSpec) else parse_spec(spec), force=force)
-
-    def _submit(self, spec: ImageSpec, *, force: bool,
-                before_queueing: Callable[[BuildResult], None] = lambda pending: None) -> BuildResult:
-        target = resolve_target(spec, self._settings)
-        pending = BuildResult(id=str(uuid.uuid4()), image=str(target), submitted_at=utcnow())
-        message = {"spec": spec.to_wire(), "force": force}
-        build_id = self._coordinator.submit(pending, message)
-        if build_id != pending.id:  # the target is queued or building already (forced or not): attach to it
-            return self.status(build_id)
-        before_queueing(pending)
-        try:
-            self._app.send_task(BUILD_TASK_NAME, kwargs=message, task_id=pending.id, queue=BUILD_QUEUE)
-        except Exception:
-            self._coordinator.release(pending.image, pending.id)
-            self._records.delete(pending.id)
-            raise
-        return pending
+        return self._submitter.submit(spec if isinstance(spec, ImageSpec) else parse_spec(spec), force=force)
 
     def cancel(self, build_id: str) -> BuildResult:
         """Cancel: a queued build never starts, a running one stops and pushes nothing.
@@ -85,17 +71,11 @@ class BuildClient:
         spec = spec if isinstance(spec, ImageSpec) else parse_spec(spec)
         resolve_target(spec, self._settings)  # refuse before storing what could never be built
         stored, changed = self._specs.apply(spec)
-        return stored, self._build_stored(stored, Trigger.SPEC_CHANGED) if changed else None
+        return stored, self._submitter.submit_stored(stored, Trigger.SPEC_CHANGED) if changed else None
 
     def build(self, name: str, *, force: bool = False, trigger: Trigger = Trigger.MANUAL) -> BuildResult:
         """Build a stored spec now."""
-        return self._build_stored(self._specs.get(name), trigger, force=force)
-
-    def _build_stored(self, stored: StoredSpec, trigger: Trigger, *, force: bool = False) -> BuildResult:
-        def remember(pending: BuildResult) -> None:
-            self._specs.record(stored.spec.name, pending, stored.tag, trigger)
-
-        return self._submit(stored.spec, force=force, before_queueing=remember)
+        return self._submitter.submit_stored(self._specs.get(name), trigger, force=force)
 
     def specs(self) -> list[StoredSpec]:
         return self._specs.all()
@@ -104,7 +84,30 @@ class BuildClient:
         return self._specs.get(name)
 
     def delete_spec(self, name: str) -> None:
+        """Delete the spec, its history and its schedule."""
         self._specs.delete(name)
+        self._schedules.remove(name)
+
+    # -- schedules -------------------------------------------------------------------------------------------
+    def set_schedule(self, name: str, *, cron: str | None = None, every_s: int | None = None, tz: str = "UTC",
+                     policy: str = Policy.ON_BASE_CHANGE.value) -> Schedule:
+        """Schedule rebuilds of a stored spec: by cron in a time zone, or every `every_s` seconds."""
+        self._specs.get(name)
+        return self._schedules.set(parse_schedule(name, cron=cron, every_s=every_s, tz=tz, policy=policy))
+
+    def schedules(self) -> list[Schedule]:
+        return self._schedules.all()
+
+    def schedule(self, name: str) -> Schedule:
+        return self._schedules.get(name)
+
+    def remove_schedule(self, name: str) -> None:
+        self._schedules.get(name)
+        self._schedules.remove(name)
+
+    def enable_schedule(self, name: str) -> Schedule:
+        """Resume a schedule that disabled itself after repeated failures."""
+        return self._schedules.enable(name)
 
     def history(self, name: str) -> list[HistoryEntry]:
         """The spec's kept builds, newest first (UnknownSpec if there is no such spec)."""

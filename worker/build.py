@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from config.settings import Settings
 from worker.coordination import ContainerLedger
-from worker.credentials import PullSecretStore, RegistryCredentials, push_credentials
+from worker.credentials import RegistryCredentials, pull_credentials, push_credentials
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile
 from worker.engine import Engine
 from worker.progress import Progress
@@ -61,7 +61,7 @@ class Builder:
     def _build_and_push(self, engine: Engine, spec: ImageSpec, target: ImageReference, force: bool) -> BuildResult:
         base = parse_reference(spec.base_image)
         self._step(BuildStep.PULLING)
-        base_digest = engine.pull(base, self._pull_credentials(spec, base))
+        base_digest = engine.pull(base, pull_credentials(self._settings, spec.pull_secret, base.registry))
         inputs = BuildInputs(
             tag=compute_tag(spec), created=utcnow(), base_user=engine.image_user(spec.base_image),
             base_digest=base_digest or "", ca_bundle=self._settings.build_ca_bundle is not None,
@@ -83,13 +83,6 @@ class Builder:
 
     def _remove_leftovers(self, engine: Engine) -> None:
         self._ledger.forget(engine.remove_containers(self._ledger.all()))
-
-    def _pull_credentials(self, spec: ImageSpec, base: ImageReference) -> RegistryCredentials | None:
-        """The named pull secret; else the push user when the base lives on the push registry."""
-        if spec.pull_secret:
-            return PullSecretStore(self._settings.pull_secrets_dir).credentials(spec.pull_secret, base.registry)
-        push = self._push_credentials
-        return push if push and push.registry == base.registry else None
 
     def _registry(self, registry: str, credentials: RegistryCredentials | None) -> RegistryClient:
         return RegistryClient(

@@ -93,6 +93,14 @@ def _entry_credentials(secret_name: str, registry: str, entry: object) -> Regist
     )
 
 
+def pull_credentials(settings: Settings, pull_secret: str | None, registry: str) -> RegistryCredentials | None:
+    """The named pull secret's entry for `registry`; else the push user when the base lives on the push registry."""
+    if pull_secret:
+        return PullSecretStore(settings.pull_secrets_dir).credentials(pull_secret, registry)
+    push = push_credentials(settings)
+    return push if push and push.registry == registry else None
+
+
 def push_credentials(settings: Settings) -> RegistryCredentials | None:
     """The push user from Settings, for the endpoint's registry; None for an anonymous local registry."""
     if not settings.registry_username:

@@ -32,6 +32,9 @@ class Trigger(str, Enum):
     SPEC_CHANGED = "spec-changed"  # the spec was created or edited, which gives it a new tag
 
 
+SCHEDULED_TRIGGERS = frozenset({Trigger.SCHEDULE, Trigger.BASE_CHANGED})
+
+
 class StoredSpec(BaseModel):
     """A spec as stored, with the tag it builds to and when it was last applied."""
 
@@ -119,16 +122,17 @@ class SpecStore:
         pipe.zadd(HISTORY_KEY.format(name=name), {result.id: time.time()})
         pipe.execute()
 
-    def build_changed(self, result: BuildResult) -> None:
+    def build_changed(self, result: BuildResult) -> HistoryEntry | None:
         """Mirror a build's new state into its history entry, if it is a stored spec's build; prune at its end."""
         raw = self._redis.get(ENTRY_KEY.format(id=result.id))
         if not raw:
-            return
+            return None
         entry = HistoryEntry.model_validate_json(raw)
         updated = HistoryEntry.of(result, entry.name, entry.tag, entry.trigger)
         self._redis.set(ENTRY_KEY.format(id=result.id), updated.model_dump_json())
         if result.phase.is_final:
             self.prune(entry.name)
+        return updated
 
     def history(self, name: str) -> list[HistoryEntry]:
         """Every kept build of the spec, newest first."""

@@ -33,8 +33,9 @@ from worker.metrics import Metrics
 from worker.progress import Progress
 from worker.records import BuildRecords
 from worker.reference import ImageReference
+from worker.scheduling import SCHEDULE_PASS_TASK, SchedulingPass, spec_and_schedule_stores
 from worker.spec import ImageSpec, parse_spec
-from worker.specstore import SpecStore
+from worker.specstore import SCHEDULED_TRIGGERS
 from worker.states import BuildPhase
 from worker.tagging import resolve_target
 from worker.watch import BuildWatch, backoff_s
@@ -54,6 +55,14 @@ def register_tasks(app: ImageBuilderCelery) -> Task:
         finally:
             client.close()
 
+    @app.task(name=SCHEDULE_PASS_TASK, bind=True, queue=BUILD_QUEUE)
+    def schedule_pass(self: Task) -> dict[str, int]:
+        client = redis_client(self.app.settings, patient=True)
+        try:
+            return SchedulingPass(self.app, self.app.settings, client).run()
+        finally:
+            client.close()
+
     return build
 
 
@@ -66,14 +75,13 @@ class Delivery:
         self._id: str = task.request.id
         self._coordinator = Coordinator(client, expires_s=self._settings.result_expires_s)
         self._metrics = Metrics(client)
-        self._specs = SpecStore(client, keep_succeeded=self._settings.history_keep_succeeded,
-                                keep_failed=self._settings.history_keep_failed)
+        self._specs, self._schedules = spec_and_schedule_stores(client, self._settings)
         self._progress = Progress(
             self._id,
             BuildRecords(client, expires_s=self._settings.result_expires_s),
             BuildLog(client, max_lines=self._settings.log_max_lines, retention_s=self._settings.log_retention_s),
             on_state=lambda state, meta: task.update_state(state=state, meta=meta),
-            metrics=self._metrics, worker=task.request.hostname, on_change=self._specs.build_changed,
+            metrics=self._metrics, worker=task.request.hostname, on_change=self._history_changed,
         )
 
     def run(self, spec: Any, force: Any) -> dict[str, Any]:
@@ -100,6 +108,12 @@ class Delivery:
         except Exception as e:  # a bug must still end the build, never leave it Running
             logger.exception("build %s crashed", self._id)
             self._fail(f"internal error: {type(e).__name__}: {e}")
+
+    def _history_changed(self, result) -> None:
+        """A stored spec's build: mirror it into the history; a scheduled one's end counts for its schedule."""
+        entry = self._specs.build_changed(result)
+        if entry is not None and entry.phase.is_final and entry.trigger in SCHEDULED_TRIGGERS:
+            self._schedules.build_ended(entry.name, succeeded=entry.phase is BuildPhase.SUCCEEDED)
 
     def _count_registry_error(self, error: ImageBuilderError) -> None:
         if isinstance(error, REGISTRY_ERRORS):

@@ -1,0 +1,129 @@
+"""Scheduled rebuilds with the real beat (celery-redbeat), worker, Redis and registries."""
+
+from __future__ import annotations
+
+import time
+
+import docker
+import pytest
+
+from devstack.baseimage import BUSYBOX_IMAGE, push
+from devstack.stack import PULL_PASSWORD, PULL_USER, start_beat
+from producer.client import BuildClient
+from tests.integration.conftest import start_worker
+from tests.integration.helpers import wait_for
+from tests.integration.test_builds import WAIT_S, pull_back
+from tests.integration.test_failures import cli
+from worker.dockerfile import BASE_DIGEST_LABEL
+from worker.specstore import Trigger
+from worker.states import BuildPhase
+
+pytestmark = pytest.mark.integration
+SCHEDULE_DB = 13
+FAST = {"IMAGEBUILDER_SCHEDULE_PASS_S": "1"}
+TAKEOVER_WITHIN_S = 60
+
+
+@pytest.fixture(scope="module")
+def scheduler(stack):
+    worker = start_worker(stack, "sched", SCHEDULE_DB, **FAST)
+    yield worker
+    worker.process.stop()
+
+
+@pytest.fixture
+def beat(stack, scheduler, unique):
+    process = start_beat(stack, f"active{unique}", SCHEDULE_DB, **FAST)
+    yield process
+    process.process.stop()
+
+
+def push_base(stack, repository: str, marker: str) -> str:
+    """Push a BusyBox variant (distinct by an ENV) to the private registry; its manifest digest."""
+    engine = docker.from_env()
+    container = engine.containers.create(BUSYBOX_IMAGE, "true")
+    image = container.commit(repository=repository, tag="1", changes=[f"ENV VARIANT={marker}"])
+    container.remove()
+    push(engine, f"{repository}:1", PULL_USER, PULL_PASSWORD)
+    return engine.images.get_registry_data(f"{repository}:1", auth_config={
+        "username": PULL_USER, "password": PULL_PASSWORD}).id if image else ""
+
+
+def scheduled(client, name):
+    return [e for e in client.history(name) if e.trigger is not Trigger.SPEC_CHANGED]
+
+
+def test_a_new_base_is_rebuilt_at_the_next_tick_and_an_unchanged_one_is_not(stack, beat, unique):
+    # Given a stored spec built once on base v1, scheduled every second on base changes
+    repository = f"{stack.private_registry.host}/sched-{unique}/base"
+    first_digest = push_base(stack, repository, "1")
+    with BuildClient(stack.settings(SCHEDULE_DB, **FAST)) as client:
+        _, build = client.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": "private"})
+        assert client.wait(build.id, timeout_s=WAIT_S).base_digest == first_digest
+        client.set_schedule(unique, every_s=1)
+        # When ticks pass with the base unchanged
+        wait_for(lambda: client.schedule(unique).last_checked is not None, "a first check", 30)
+        time.sleep(3)
+        # Then nothing is built, only checked
+        assert scheduled(client, unique) == []
+        # When a new version of the base tag is pushed
+        new_digest = push_base(stack, repository, "2")
+        assert new_digest != first_digest
+        wait_for(lambda: scheduled(client, unique), "a base-changed build", 60)
+        (rebuild,) = scheduled(client, unique)
+        result = client.wait(rebuild.id, timeout_s=WAIT_S)
+    # Then exactly one build ran, marked base-changed, and the image's base digest label is the new digest
+    assert rebuild.trigger is Trigger.BASE_CHANGED and result.phase is BuildPhase.SUCCEEDED
+    assert result.base_digest == new_digest
+    assert pull_back(stack, result.image).labels[BASE_DIGEST_LABEL] == new_digest
+
+
+def test_two_beats_fire_each_tick_once_and_the_standby_takes_over(stack, beat, unique):
+    active = beat
+    wait_for(lambda: "Sending due task" in active.log_text, "the first beat to hold the lock", 30)
+    standby = start_beat(stack, f"standby{unique}", SCHEDULE_DB, **FAST)
+    try:
+        with BuildClient(stack.settings(SCHEDULE_DB, **FAST)) as client:
+            # Given an `always` schedule every 2 s, and two beats running
+            _, build = client.apply({"name": unique, "baseImage": stack.busybox_base, "pullSecret": "private"})
+            client.wait(build.id, timeout_s=WAIT_S)
+            client.set_schedule(unique, every_s=2, policy="always")
+            started = time.monotonic()
+            wait_for(lambda: len(scheduled(client, unique)) >= 3, "three scheduled builds", 60)
+            elapsed = time.monotonic() - started
+            # Then no tick built twice: at most one build per 2 s (plus the one in flight at the start)
+            assert len(scheduled(client, unique)) <= elapsed / 2 + 1
+            assert "Sending due task" not in standby.log_text  # only the lock holder sends
+            # When the active beat dies
+            active.process.kill()
+            killed = time.monotonic()
+            count = len(scheduled(client, unique))
+            # Then the standby takes over within a minute and builds go on
+            wait_for(lambda: "Sending due task" in standby.log_text, "the standby to take over", TAKEOVER_WITHIN_S)
+            wait_for(lambda: len(scheduled(client, unique)) > count, "builds after the takeover", 30)
+            assert time.monotonic() - killed < TAKEOVER_WITHIN_S
+            client.remove_schedule(unique)
+    finally:
+        standby.process.stop()
+
+
+def test_a_schedule_whose_builds_keep_failing_disables_itself_until_enabled(stack, beat, unique):
+    with BuildClient(stack.settings(SCHEDULE_DB, **FAST)) as client:
+        # Given a schedule whose builds fail (a wrong pull secret)
+        _, build = client.apply({"name": unique, "baseImage": stack.busybox_base, "pullSecret": "wrong"})
+        client.wait(build.id, timeout_s=WAIT_S)
+        client.set_schedule(unique, every_s=1, policy="always")
+        # When three scheduled builds in a row have failed
+        wait_for(lambda: not client.schedule(unique).enabled, "the schedule to disable itself", 60)
+        failures = len(scheduled(client, unique))
+        time.sleep(3)
+        # Then it stopped firing, and `schedule list` says why
+        assert failures == 3 and len(scheduled(client, unique)) == 3
+        listed = cli(stack, "schedule", "list", redis_db=SCHEDULE_DB)
+        assert f"DISABLED: disabled after 3 failed builds in a row; `imagebuilder schedule enable {unique}`" in listed.stdout
+        # And enabling it resumes it
+        assert client.enable_schedule(unique).enabled
+        wait_for(lambda: len(scheduled(client, unique)) > 3, "a build after re-enabling", 30)
+        # And deleting the spec removes its schedule
+        client.delete_spec(unique)
+        assert unique not in [s.name for s in client.schedules()]
