@@ -40,6 +40,7 @@ class SchedulingPass:
         self._specs, self._schedules = spec_and_schedule_stores(client, settings)
         self._submitter = Submitter(app, settings, Coordinator(client, expires_s=settings.result_expires_s),
                                     BuildRecords(client, expires_s=settings.result_expires_s), self._specs)
+        self._digests: dict[tuple[str, str | None], str | None] = {}  # one HEAD per base and secret per pass
 
     def run(self, now: float | None = None) -> dict[str, int]:
         """One pass; how many due schedules ended which way."""
@@ -72,6 +73,12 @@ class SchedulingPass:
         return trigger.value
 
     def _base_digest(self, stored: StoredSpec) -> str | None:
+        key = (stored.spec.base_image, stored.spec.pull_secret)
+        if key not in self._digests:
+            self._digests[key] = self._head_base(stored)
+        return self._digests[key]
+
+    def _head_base(self, stored: StoredSpec) -> str | None:
         base = parse_reference(stored.spec.base_image)
         credentials = pull_credentials(self._settings, stored.spec.pull_secret, base.registry)
         client = RegistryClient(base.registry, credentials, timeout_s=self._settings.registry_timeout_s,
