@@ -5,7 +5,6 @@ being the 1 -> 4 worker speed-up."""
 
 import concurrent.futures
 import os
-import subprocess
 import sys
 import time
 

@@ -41,6 +41,13 @@ def _usage_errors() -> Iterator[None]:
         sys.exit(EXIT_NOT_SUCCEEDED)
 
 
+@contextmanager
+def _client() -> Iterator[BuildClient]:
+    """A client on the environment's settings, with usage errors reported as such."""
+    with _usage_errors(), BuildClient(_settings()) as client:
+        yield client
+
+
 def _settings() -> Settings:
     with _usage_errors():
         return load_settings()
@@ -91,7 +98,7 @@ def _finish(client: BuildClient, result: BuildResult, wait_: bool, as_json: bool
 @click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON.")
 def status(build_id: str, as_json: bool) -> None:
     """Show a build's phase, step, image and error; exit 0 only if it Succeeded."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         result = client.status(build_id)
         _print(result, as_json)
         sys.exit(EXIT_SUCCEEDED if result.succeeded else EXIT_NOT_SUCCEEDED)
@@ -102,7 +109,7 @@ def status(build_id: str, as_json: bool) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the build ends.")
 def logs(build_id: str, follow: bool) -> None:
     """Print a build's pull, build and push log."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         for line in client.logs(build_id, follow=follow):
             click.echo(line)
 
@@ -113,7 +120,7 @@ def logs(build_id: str, follow: bool) -> None:
 @click.option("--timeout", "timeout_s", default=CANCEL_WAIT_S, show_default=True, help="Seconds to wait for the stop.")
 def cancel(build_id: str, as_json: bool, timeout_s: float) -> None:
     """Cancel a build: a queued one never starts, a running one stops and pushes nothing."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         try:
             client.cancel(build_id)
         except AlreadyFinished as e:
@@ -133,7 +140,7 @@ def health(of_worker: bool) -> None:
     from worker.metrics import Metrics
     from worker.reaper import NODE_NAME_FILE
 
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         client.redis.ping()
         name = Path(NODE_NAME_FILE).read_text().strip() if of_worker and Path(NODE_NAME_FILE).exists() else None
         if of_worker and not (name and Metrics(client.redis).worker_seen(name)):
@@ -165,7 +172,7 @@ def spec() -> None:
 @click.argument("file")
 def spec_apply(file: str) -> None:
     """Create or update the specs in FILE (several documents, or a PrimeHub List); new or changed ones build."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         for image_spec in load_spec_files(file):
             stored, build = client.apply(image_spec)
             outcome = f"changed, building {build.image} as {build.id}" if build else "unchanged"
@@ -176,7 +183,7 @@ def spec_apply(file: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def spec_list(as_json: bool) -> None:
     """Every stored spec with its tag and base image."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         stored = client.specs()
         if as_json:
             click.echo(json.dumps([s.model_dump(mode="json", by_alias=True) for s in stored]))
@@ -189,7 +196,7 @@ def spec_list(as_json: bool) -> None:
 @click.argument("name")
 def spec_show(name: str) -> None:
     """A stored spec, as YAML."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         click.echo(yaml.safe_dump(client.spec(name).spec.to_wire(), sort_keys=False), nl=False)
 
 
@@ -197,7 +204,7 @@ def spec_show(name: str) -> None:
 @click.argument("name")
 def spec_delete(name: str) -> None:
     """Delete a stored spec, its history and its schedule."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         client.delete_spec(name)
         click.echo(f"{name}: deleted")
 
@@ -209,7 +216,7 @@ def spec_delete(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON.")
 def build_stored(name: str, force: bool, wait_: bool, as_json: bool) -> None:
     """Build the stored spec NAME."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         _finish(client, client.build(name, force=force), wait_, as_json)
 
 
@@ -218,7 +225,7 @@ def build_stored(name: str, force: bool, wait_: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def history(name: str, as_json: bool) -> None:
     """Builds of the stored spec NAME, newest first."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         entries = client.history(name)
         if as_json:
             click.echo(json.dumps([e.model_dump(mode="json") for e in entries]))
@@ -242,7 +249,7 @@ def schedule() -> None:
 @click.option("--tz", default="UTC", show_default=True, help="Time zone the CRON is read in.")
 def schedule_set(name: str, cron: str | None, every_s: int | None, policy: str, tz: str) -> None:
     """Schedule NAME with a CRON expression ("0 3 * * *") or --every SECONDS."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         _echo_schedule(client.set_schedule(name, cron=cron, every_s=every_s, tz=tz, policy=policy))
 
 
@@ -250,7 +257,7 @@ def schedule_set(name: str, cron: str | None, every_s: int | None, policy: str, 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def schedule_list(as_json: bool) -> None:
     """Every schedule, with its state (a self-disabled one says why)."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         schedules = client.schedules()
         if as_json:
             click.echo(json.dumps([s.model_dump(mode="json") for s in schedules]))
@@ -262,7 +269,8 @@ def schedule_list(as_json: bool) -> None:
 @schedule.command("remove")
 @click.argument("name")
 def schedule_remove(name: str) -> None:
-    with _usage_errors(), BuildClient(_settings()) as client:
+    """Remove the schedule of NAME (the spec stays)."""
+    with _client() as client:
         client.remove_schedule(name)
         click.echo(f"{name}: schedule removed")
 
@@ -271,7 +279,7 @@ def schedule_remove(name: str) -> None:
 @click.argument("name")
 def schedule_enable(name: str) -> None:
     """Resume a schedule that disabled itself."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with _client() as client:
         _echo_schedule(client.enable_schedule(name))
 
 
