@@ -48,6 +48,8 @@ def test_the_stack_comes_up_scaled_and_builds_a_spec_end_to_end(compose_env, uni
         assert up.returncode == 0, up.stderr[-3000:]
         wait_for(lambda: _healthy(), "the API's /healthz", 120)
         assert httpx.get(f"{API}/healthz").json()["workers"] == 2
+        beat = compose(PROJECT, "ps", "beat", env=compose_env).stdout
+        assert "Up" in beat and "imagebuilder beat" in beat
         # And a spec is posted whose base sits in the stack's registry
         base = "localhost:5000/library/debian:bookworm"
         engine.images.get(PYTHON_BASE).tag(base)

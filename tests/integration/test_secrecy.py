@@ -70,7 +70,9 @@ def test_no_password_appears_in_redis_logs_results_or_errors(stack, worker, wron
         "redis files": files_text(stack.redis.workdir),
         "main worker log": worker.log_text,
         "wrong-push worker log": wrong_push_worker.log_text,
-        "every worker's log": "\n".join(p.read_text(errors="replace") for p in stack.workdir.glob("worker-*.log")),
+        "every worker's, beat's and API's log": "\n".join(
+            p.read_text(errors="replace") for pattern in ("worker-*.log", "beat-*.log", "api-*.log")
+            for p in stack.workdir.glob(pattern)),
         "cli output": "\n".join(outputs),
     }
     # Then no secret appears anywhere
