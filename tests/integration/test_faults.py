@@ -18,7 +18,7 @@ from worker.spec import parse_spec
 from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
-KILL_DB, CHILD_DB, REDIS_DB, GIVE_UP_DB = 6, 7, 8, 9
+KILL_DB, CHILD_DB, REDIS_DB, GIVE_UP_DB, CAP_DB = 6, 7, 8, 9, 14
 TAKEOVER_WITHIN_S = 60
 
 
@@ -138,3 +138,21 @@ def test_dockerd_stopped_mid_build_is_retried_and_leaves_no_orphan_container(sta
     assert result.phase is BuildPhase.SUCCEEDED, result.error
     assert any("will retry" in line for line in client.logs(build_id))
     assert all_containers() <= before
+
+
+def test_a_build_whose_worker_keeps_dying_ends_failed_after_the_delivery_cap(stack, unique):
+    # Given a worker that allows one delivery per build
+    worker = start_worker(stack, f"cap{unique}", CAP_DB, concurrency="1", IMAGEBUILDER_MAX_DELIVERIES="1")
+    try:
+        with BuildClient(stack.settings(CAP_DB)) as client:
+            build_id = client.submit(slow_spec(stack, unique), force=True).id
+            wait_for_line(client, build_id, lambda line: "Running in" in line)
+            # When its pool process dies mid-build
+            for child in worker.pool_children():
+                os.kill(child, signal.SIGKILL)
+            # Then the next delivery does not build again: it ends Failed, saying why
+            result = client.wait(build_id, timeout_s=WAIT_S)
+        assert result.phase is BuildPhase.FAILED
+        assert "delivered 2 times" in result.error and "IMAGEBUILDER_MAX_DELIVERIES is 1" in result.error
+    finally:
+        worker.process.stop()

@@ -127,3 +127,19 @@ def test_a_schedule_whose_builds_keep_failing_disables_itself_until_enabled(stac
         # And deleting the spec removes its schedule
         client.delete_spec(unique)
         assert unique not in [s.name for s in client.schedules()]
+
+
+def test_a_cron_schedule_fires_at_the_next_matching_minute(stack, beat, unique):
+    # Given a cron schedule that matches every minute, read in a time zone other than UTC
+    with BuildClient(stack.settings(SCHEDULE_DB, **FAST)) as client:
+        _, build = client.apply({"name": unique, "baseImage": stack.busybox_base, "pullSecret": "private"})
+        client.wait(build.id, timeout_s=WAIT_S)
+        schedule = client.set_schedule(unique, cron="* * * * *", tz="Asia/Kolkata", policy="always")
+        assert schedule.next_due.second == 0
+        # When that minute comes
+        wait_for(lambda: scheduled(client, unique), "the cron tick's build", 90)
+        # Then the tick built it, and the next due time moved to the following minute
+        (fired,) = scheduled(client, unique)
+        assert fired.trigger is Trigger.SCHEDULE and fired.submitted_at.timestamp() >= schedule.next_due.timestamp()
+        assert client.schedule(unique).next_due > schedule.next_due
+        client.remove_schedule(unique)
