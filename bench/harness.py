@@ -16,7 +16,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from devstack.stack import PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER, Stack, local_stack, start_worker  # noqa: E402
+from devstack.stack import (  # noqa: E402
+    PULL_PASSWORD,
+    PULL_USER,
+    PUSH_PASSWORD,
+    PUSH_USER,
+    Stack,
+    WorkerProcess,  # noqa: E402
+    local_stack,
+    start_worker,
+)
 from producer.client import BuildClient  # noqa: E402
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile  # noqa: E402
 from worker.result import utcnow  # noqa: E402
@@ -48,7 +57,7 @@ class Bench:
     client: BuildClient
     raw: RawDocker
     workdir: Path
-    worker: object = None
+    worker: WorkerProcess
 
     def stop_default_worker(self) -> None:
         self.worker.process.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 
@@ -46,7 +46,8 @@ class BuildLog:
                         return True
         return False
 
-    def lines(self, build_id: str, *, follow: bool = False, is_over=lambda: False) -> Iterator[str]:
+    def lines(self, build_id: str, *, follow: bool = False,
+              is_over: Callable[[], bool] = lambda: False) -> Iterator[str]:
         """Every line so far; with `follow`, also new ones until the end marker (or `is_over()`)."""
         key, last_id = LOG_KEY.format(id=build_id), "0-0"
         while True:

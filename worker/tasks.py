@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery import Task
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
@@ -33,6 +34,7 @@ from worker.metrics import Metrics
 from worker.progress import Progress
 from worker.records import BuildRecords
 from worker.reference import ImageReference
+from worker.result import BuildResult
 from worker.scheduling import SCHEDULE_PASS_TASK, SchedulingPass, spec_and_schedule_stores
 from worker.spec import ImageSpec, parse_spec
 from worker.specstore import SCHEDULED_TRIGGERS
@@ -45,7 +47,7 @@ REGISTRY_ERRORS = (RegistryUnavailable, AuthFailed, BaseImageNotFound, PushFaile
 
 
 def register_tasks(app: ImageBuilderCelery) -> Task:
-    """Register `imagebuilder.build` on `app`, bound to the app's Settings."""
+    """Register `imagebuilder.build` and `imagebuilder.schedule_pass` on `app`, bound to its Settings."""
 
     @app.task(name=BUILD_TASK_NAME, bind=True, queue=BUILD_QUEUE, max_retries=None, throws=(BuildFailed,))
     def build(self: Task, spec: Any = None, force: Any = False) -> dict[str, Any]:
@@ -69,7 +71,7 @@ def register_tasks(app: ImageBuilderCelery) -> Task:
 class Delivery:
     """One delivery of one build message."""
 
-    def __init__(self, task: Task, client):
+    def __init__(self, task: Task, client: redis.Redis):
         self._task = task
         self._settings: Settings = task.app.settings
         self._id: str = task.request.id
@@ -109,7 +111,7 @@ class Delivery:
             logger.exception("build %s crashed", self._id)
             self._fail(f"internal error: {type(e).__name__}: {e}")
 
-    def _history_changed(self, result) -> None:
+    def _history_changed(self, result: BuildResult) -> None:
         """A stored spec's build: mirror it into the history; a scheduled one's end counts for its schedule."""
         entry = self._specs.build_changed(result)
         if entry is not None and entry.phase.is_final and entry.trigger in SCHEDULED_TRIGGERS:
