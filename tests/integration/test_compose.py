@@ -9,11 +9,13 @@ import time
 
 import httpx
 import pytest
+import yaml
 
 import docker
 from devstack.baseimage import push
-from devstack.compose import PYTHON_BASE, compose, prepare_images, trust_host_ca_in_project_build
+from devstack.compose import PYTHON_BASE, ROOT, compose, prepare_images, trust_host_ca_in_project_build
 from tests.integration.helpers import wait_for
+from worker.reference import parse_reference
 
 pytestmark = pytest.mark.integration
 PROJECT = "imagebuilder-compose-test"
@@ -50,11 +52,13 @@ def test_the_stack_comes_up_scaled_and_builds_a_spec_end_to_end(compose_env, uni
         assert httpx.get(f"{API}/healthz").json()["workers"] == 2
         beat = compose(PROJECT, "ps", "beat", env=compose_env).stdout
         assert "Up" in beat and "imagebuilder beat" in beat
-        # And a spec is posted whose base sits in the stack's registry
-        base = "localhost:5000/library/debian:bookworm"
+        # And the example spec is posted, its Debian base made here and put in the stack's registry
+        spec = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
+        upstream = parse_reference(spec["baseImage"])
+        base = f"localhost:5000/{upstream.repository}:{upstream.tag}"
         engine.images.get(PYTHON_BASE).tag(base)
         push(engine, base, None, None)
-        spec = {"name": unique, "baseImage": base, "packages": {"apt": ["jq"]}}
+        spec.update(name=unique, baseImage=base)
         auth = {"Authorization": f"Bearer {TOKEN}"}
         build_id = httpx.post(f"{API}/builds", json=spec, headers=auth).json()["id"]
         # Then it is built and pushed to the stack's registry

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-import docker
 import pytest
 
+import docker
 from devstack.baseimage import BUSYBOX_IMAGE, push
 from devstack.stack import PULL_PASSWORD, PULL_USER, start_beat
 from producer.client import BuildClient
@@ -120,7 +120,8 @@ def test_a_schedule_whose_builds_keep_failing_disables_itself_until_enabled(stac
         # Then it stopped firing, and `schedule list` says why
         assert failures == 3 and len(scheduled(client, unique)) == 3
         listed = cli(stack, "schedule", "list", redis_db=SCHEDULE_DB)
-        assert f"DISABLED: disabled after 3 failed builds in a row; `imagebuilder schedule enable {unique}`" in listed.stdout
+        reason = f"DISABLED: disabled after 3 failed builds in a row; `imagebuilder schedule enable {unique}`"
+        assert reason in listed.stdout
         # And enabling it resumes it
         assert client.enable_schedule(unique).enabled
         wait_for(lambda: len(scheduled(client, unique)) > 3, "a build after re-enabling", 30)
