@@ -22,6 +22,15 @@ KILL_DB, CHILD_DB, REDIS_DB, GIVE_UP_DB, CAP_DB = 6, 7, 8, 9, 14
 TAKEOVER_WITHIN_S = 60
 
 
+def build_and_kill_the_pool_mid_run(stack, client: BuildClient, worker, unique: str) -> tuple[str, float]:
+    """Start a build and SIGKILL the worker's pool processes once its RUN step runs; (build id, when)."""
+    build_id = client.submit(slow_spec(stack, unique), force=True).id
+    wait_for_line(client, build_id, lambda line: "Running in" in line)
+    for child in worker.pool_children():
+        os.kill(child, signal.SIGKILL)
+    return build_id, time.time()
+
+
 def restarted(client: BuildClient, build_id: str, after: float) -> bool:
     started = client.status(build_id).started_at
     return started is not None and started.timestamp() > after
@@ -56,12 +65,8 @@ def test_sigkill_of_the_pool_child_mid_build_is_redelivered(stack, unique):
     worker = start_worker(stack, f"c{unique}", CHILD_DB, concurrency="1")
     try:
         with BuildClient(stack.settings(CHILD_DB)) as client:
-            build_id = client.submit(slow_spec(stack, unique), force=True).id
-            wait_for_line(client, build_id, lambda line: "Running in" in line)
             # When that pool process is killed
-            for child in worker.pool_children():
-                os.kill(child, signal.SIGKILL)
-            killed_at = time.time()
+            build_id, killed_at = build_and_kill_the_pool_mid_run(stack, client, worker, unique)
             # Then the build is delivered again within 60 s and succeeds, once
             wait_for(lambda: restarted(client, build_id, killed_at), "the build to be redelivered", TAKEOVER_WITHIN_S)
             result = client.wait(build_id, timeout_s=WAIT_S)
@@ -145,11 +150,8 @@ def test_a_build_whose_worker_keeps_dying_ends_failed_after_the_delivery_cap(sta
     worker = start_worker(stack, f"cap{unique}", CAP_DB, concurrency="1", IMAGEBUILDER_MAX_DELIVERIES="1")
     try:
         with BuildClient(stack.settings(CAP_DB)) as client:
-            build_id = client.submit(slow_spec(stack, unique), force=True).id
-            wait_for_line(client, build_id, lambda line: "Running in" in line)
             # When its pool process dies mid-build
-            for child in worker.pool_children():
-                os.kill(child, signal.SIGKILL)
+            build_id, _ = build_and_kill_the_pool_mid_run(stack, client, worker, unique)
             # Then the next delivery does not build again: it ends Failed, saying why
             result = client.wait(build_id, timeout_s=WAIT_S)
         assert result.phase is BuildPhase.FAILED
