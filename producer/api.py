@@ -109,8 +109,7 @@ async def _unauthorised(request: Request, error: _Unauthorised) -> JSONResponse:
 
 def _answer_with(status: int):
     async def handler(request: Request, error: Exception) -> JSONResponse:
-        detail = str(error) if status != 503 or not isinstance(error, redis.exceptions.ConnectionError) \
-            else "Redis cannot be reached"
+        detail = "Redis cannot be reached" if isinstance(error, redis.exceptions.ConnectionError) else str(error)
         return JSONResponse({"detail": detail}, status_code=status)
 
     return handler

@@ -10,13 +10,14 @@ from config.celery_config import redis_client
 from config.settings import Settings
 from worker.app import create_app
 from worker.coordination import Coordinator
-from worker.errors import AlreadyFinished, UnknownBuild
+from worker.errors import AlreadyFinished
 from worker.logs import BuildLog
-from worker.records import BuildRecords
+from worker.records import BuildRecords, unknown_build
 from worker.result import BuildResult, utcnow
-from worker.schedules import Policy, Schedule, ScheduleStore, parse_schedule
+from worker.schedules import Policy, Schedule, parse_schedule
+from worker.scheduling import spec_and_schedule_stores
 from worker.spec import ImageSpec, parse_spec
-from worker.specstore import HistoryEntry, SpecStore, StoredSpec, Trigger
+from worker.specstore import HistoryEntry, StoredSpec, Trigger
 from worker.states import BuildPhase
 from worker.submission import Submitter
 from worker.tagging import resolve_target
@@ -34,9 +35,7 @@ class BuildClient:
         self._records = BuildRecords(self._redis, expires_s=settings.result_expires_s)
         self._log = BuildLog(self._redis, max_lines=settings.log_max_lines, retention_s=settings.log_retention_s)
         self._coordinator = Coordinator(self._redis, expires_s=settings.result_expires_s)
-        self._specs = SpecStore(self._redis, keep_succeeded=settings.history_keep_succeeded,
-                                keep_failed=settings.history_keep_failed)
-        self._schedules = ScheduleStore(self._redis, disable_after=settings.schedule_disable_after)
+        self._specs, self._schedules = spec_and_schedule_stores(self._redis, settings)
         self._submitter = Submitter(self._app, settings, self._coordinator, self._records, self._specs)
 
     def __repr__(self) -> str:
@@ -57,13 +56,14 @@ class BuildClient:
         Raises AlreadyFinished (changing nothing) for a build that has ended, UnknownBuild for an unknown id."""
         before = self._coordinator.cancel(build_id, utcnow().isoformat())
         if not before:
-            raise UnknownBuild(f"no build with id {build_id!r} (never submitted, or its record has expired)")
+            raise unknown_build(build_id)
         if BuildPhase(before).is_final:
             raise AlreadyFinished(f"build {build_id} already ended {before}: nothing to cancel, nothing changed")
+        result = self.status(build_id)
         if before == BuildPhase.PENDING.value:
             self._log.close(build_id, BuildPhase.CANCELLED.value)
-            self._specs.build_changed(self.status(build_id))
-        return self.status(build_id)
+            self._specs.build_changed(result)
+        return result
 
     # -- stored specs ----------------------------------------------------------------------------------------
     def apply(self, spec: ImageSpec | Mapping[str, Any]) -> tuple[StoredSpec, BuildResult | None]:

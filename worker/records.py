@@ -10,6 +10,10 @@ from worker.result import BuildResult
 RECORD_KEY = "imagebuilder:build:{id}"
 
 
+def unknown_build(build_id: str) -> UnknownBuild:
+    return UnknownBuild(f"no build with id {build_id!r} (never submitted, or its record has expired)")
+
+
 class BuildRecords:
     """Reads and writes BuildResult records; the producer creates them, the worker advances them."""
 
@@ -27,7 +31,7 @@ class BuildRecords:
     def get(self, build_id: str) -> BuildResult:
         result = self.find(build_id)
         if result is None:
-            raise UnknownBuild(f"no build with id {build_id!r} (never submitted, or its record has expired)")
+            raise unknown_build(build_id)
         return result
 
     def delete(self, build_id: str) -> None:

@@ -83,13 +83,18 @@ class ImageSpec(BaseModel):
             return data
         if data.get("kind") != CRD_KIND or not str(data.get("apiVersion", "")).startswith(CRD_API_GROUP):
             raise ValueError(f"a custom resource must be apiVersion {CRD_API_GROUP}v1alpha1, kind {CRD_KIND}")
-        spec = dict(data.get("spec") or {})
-        spec.pop("updateTime", None)  # PrimeHub's bookkeeping, not part of the image
-        return {"name": (data.get("metadata") or {}).get("name"), **spec}
+        return _crd_fields(data)
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON body of the `spec` kwarg that the `imagebuilder.build` task takes."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+def _crd_fields(resource: dict[str, Any]) -> dict[str, Any]:
+    """The plain shape of a custom resource: its `metadata.name` and its `spec`."""
+    spec = dict(resource.get("spec") or {})
+    spec.pop("updateTime", None)  # PrimeHub's bookkeeping, not part of the image
+    return {"name": (resource.get("metadata") or {}).get("name"), **spec}
 
 
 def parse_spec(data: Any) -> ImageSpec:
@@ -124,7 +129,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
     """The offending value, found through both the plain and the CRD shape."""
     if isinstance(data, dict) and "spec" in data and "kind" in data:
-        data = {"name": (data.get("metadata") or {}).get("name"), **(data.get("spec") or {})}
+        data = _crd_fields(data)
     for part in loc:
         try:
             data = data[part] if not isinstance(data, dict) else data.get(part, data.get(to_camel(str(part))))

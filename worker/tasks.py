@@ -101,7 +101,7 @@ class Delivery:
             return self._cancelled()
         except RetryableError as e:
             self._count_registry_error(e)
-            raise self._retry_or_fail(e) from None
+            self._retry_or_fail(e)
         except ImageBuilderError as e:
             self._count_registry_error(e)
             self._fail(e.message)
@@ -158,17 +158,16 @@ class Delivery:
                 f"crashed); IMAGEBUILDER_MAX_DELIVERIES is {self._settings.max_deliveries}"
             )
 
-    def _retry_or_fail(self, error: RetryableError) -> Exception:
+    def _retry_or_fail(self, error: RetryableError) -> None:
+        """Raise Celery's Retry after a jittered backoff, or BuildFailed once the attempts are used up."""
         attempt = self._coordinator.count(self._id, "attempts")
         if attempt >= self._settings.max_attempts:
-            self._progress.fail(f"{error.message} (gave up after {attempt} attempts)")
-            self._release()
-            return BuildFailed(f"{error.message} (gave up after {attempt} attempts)")
+            self._fail(f"{error.message} (gave up after {attempt} attempts)")
         delay_s = backoff_s(attempt, base_s=self._settings.retry_backoff_s, cap_s=self._settings.retry_backoff_max_s,
                             retry_after_s=getattr(error, "retry_after_s", None))
         self._progress.requeue(f"{error.message}; attempt {attempt + 1} of {self._settings.max_attempts} "
                                f"in {delay_s:.1f} s")
-        return self._task.retry(countdown=delay_s, max_retries=None)
+        raise self._task.retry(countdown=delay_s, max_retries=None)
 
     def _cancelled(self) -> dict[str, Any]:
         self._progress.cancel()
