@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 from pathlib import Path
 
 from celery import bootsteps
@@ -39,36 +38,38 @@ def reap_once(app, coordinator: Coordinator, records: BuildRecords) -> list[str]
 
 
 class Reaper(bootsteps.StartStopStep):
-    """A worker bootstep in the worker's main process: a thread that says the worker is alive and runs
-    `reap_once`, and, with IMAGEBUILDER_METRICS_PORT, the Prometheus endpoint."""
+    """A worker bootstep in the worker's main process: each round says the worker is alive and runs
+    `reap_once`; with IMAGEBUILDER_METRICS_PORT it also serves the Prometheus endpoint.
+
+    Rounds run on the worker's own timer, in its event loop, not on a thread of their own: a thread holding a
+    lock (an SSL connection's, say) while the prefork pool forks would leave that lock held in the child."""
+
+    requires = ("celery.worker.components:Timer",)
 
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._timer_entry = None
 
     def start(self, worker) -> None:
-        self._hostname = worker.hostname
+        settings = worker.app.settings
         NODE_NAME_FILE.write_text(worker.hostname)  # for `imagebuilder health --worker` in the same container
-        port = worker.app.settings.metrics_port
-        if port:
-            start_http_server(port, registry=metrics_registry(redis_client(worker.app.settings, patient=True)))
-        self._thread = threading.Thread(target=self._loop, args=(worker.app,), name="imagebuilder-reaper", daemon=True)
-        self._thread.start()
+        if settings.metrics_port:
+            start_http_server(settings.metrics_port, registry=metrics_registry(redis_client(settings, patient=True)))
+        # Not the patient client: a round must not hold up the event loop for long while Redis is away.
+        client = redis_client(settings)
+        round_args = (worker.app, worker.hostname, Coordinator(client, expires_s=settings.result_expires_s),
+                      BuildRecords(client, expires_s=settings.result_expires_s), Metrics(client))
+        self._round(*round_args)
+        self._timer_entry = worker.timer.call_repeatedly(REAP_INTERVAL_S, self._round, round_args)
 
     def stop(self, worker) -> None:
-        self._stop.set()
+        if self._timer_entry is not None:
+            self._timer_entry.cancel()
 
-    def _loop(self, app) -> None:
-        client = redis_client(app.settings, patient=True)
-        coordinator = Coordinator(client, expires_s=app.settings.result_expires_s)
-        records = BuildRecords(client, expires_s=app.settings.result_expires_s)
-        metrics = Metrics(client)
-        while True:
-            try:
-                metrics.worker_alive(self._hostname, WORKER_SEEN_TTL_S)
-                reap_once(app, coordinator, records)
-            except Exception:
-                logger.warning("reaper round failed; trying again", exc_info=True)
-            if self._stop.wait(REAP_INTERVAL_S):
-                return
+    @staticmethod
+    def _round(app, hostname: str, coordinator: Coordinator, records: BuildRecords, metrics: Metrics) -> None:
+        try:
+            metrics.worker_alive(hostname, WORKER_SEEN_TTL_S)
+            reap_once(app, coordinator, records)
+        except Exception:
+            logger.warning("reaper round failed; trying again", exc_info=True)
