@@ -12,10 +12,11 @@ from devstack.stack import PULL_PASSWORD, PULL_USER
 from worker.app import create_app
 from worker.result import BuildResult, utcnow
 from worker.schedules import parse_schedule
-from worker.scheduling import SchedulingPass, spec_and_schedule_stores
+from worker.scheduling import SchedulingPass
 from worker.spec import parse_spec
 from worker.specstore import Trigger
 from worker.states import BuildPhase
+from worker.stores import stores_on
 
 SPECS = int(os.environ.get("BENCH_SPECS", "10000"))
 SAMPLE = 20
@@ -26,12 +27,12 @@ def main() -> None:
     with bench() as b:
         b.stop_default_worker()  # the pass only decides; with bases unchanged nothing is built
         settings = b.stack.settings()
-        specs, schedules = spec_and_schedule_stores(b.client.redis, settings)
+        stores = stores_on(b.client.redis, settings)
         base = f"{b.stack.private_registry.host}/bench/base:1"
-        seed(specs, schedules, base, publish(base))
+        seed(stores.specs, stores.schedules, base, publish(base))
         log = b.stack.private_registry.process.log_path
         before = len(log.read_text())
-        scheduling_pass = SchedulingPass(create_app(settings), settings, b.client.redis)
+        scheduling_pass = SchedulingPass(create_app(settings), settings, stores)
         start = time.perf_counter()
         outcomes = scheduling_pass.run(now=time.time() + 5)
         pass_s = time.perf_counter() - start

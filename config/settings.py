@@ -20,6 +20,9 @@ DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_RETRY_BACKOFF_S = 5.0
 DEFAULT_RETRY_BACKOFF_MAX_S = 300.0
 DEFAULT_MAX_DELIVERIES = 3
+DEFAULT_API_MAX_BODY_BYTES = 1 << 20
+DEFAULT_API_MAX_LOG_STREAMS = 16  # each holds one of the API's 40 worker threads while its build runs
+MAX_PIP_INDEX_URL_CHARS = 2048  # counted in the margin a RUN line keeps below the kernel's argument limit
 HARD_LIMIT_GRACE_S = 60  # the hard limit leaves the soft one time to stop the build and record why
 
 
@@ -56,7 +59,7 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="IMAGEBUILDER_INSECURE_REGISTRIES"
     )
     build_ca_bundle: Path | None = Field(None, validation_alias="IMAGEBUILDER_BUILD_CA_BUNDLE")
-    pip_index_url: str = Field("", validation_alias="IMAGEBUILDER_PIP_INDEX_URL")
+    pip_index_url: str = Field("", max_length=MAX_PIP_INDEX_URL_CHARS, validation_alias="IMAGEBUILDER_PIP_INDEX_URL")
 
     result_expires_s: int = Field(
         DEFAULT_RESULT_EXPIRES_S, ge=DAY_S, validation_alias="IMAGEBUILDER_RESULT_EXPIRES_S"
@@ -83,6 +86,11 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, validation_alias="IMAGEBUILDER_API_TOKENS"
     )
+    api_max_body_bytes: int = Field(DEFAULT_API_MAX_BODY_BYTES, ge=1024,
+                                    validation_alias="IMAGEBUILDER_API_MAX_BODY_BYTES")
+    api_public_docs: bool = Field(False, validation_alias="IMAGEBUILDER_API_PUBLIC_DOCS")
+    api_max_log_streams: int = Field(DEFAULT_API_MAX_LOG_STREAMS, ge=1, le=32,
+                                     validation_alias="IMAGEBUILDER_API_MAX_LOG_STREAMS")
     history_keep_succeeded: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_SUCCEEDED")
     history_keep_failed: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_FAILED")
     schedule_pass_s: float = Field(30.0, gt=0, validation_alias="IMAGEBUILDER_SCHEDULE_PASS_S")

@@ -150,7 +150,7 @@ def start_api(stack: Stack, name: str, redis_db: int = 0, **overrides: str) -> t
     process = spawn([str(IMAGEBUILDER), "api", "--port", str(port)], stack.workdir / f"api-{name}.log",
                     env=stack.process_env(redis_db, **overrides))
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: requests.get(f"{url}/healthz", timeout=2).status_code in (200, 503)
+    wait_until(lambda: requests.get(f"{url}/readyz", timeout=2).status_code in (200, 503)
                or process.popen.poll() is not None, f"api {name}")
     if process.popen.poll() is not None:
         raise RuntimeError(f"api {name} exited:\n{process.log_path.read_text()}")

@@ -1,28 +1,39 @@
-"""The HTTP API (FastAPI): the same client and the same result model as the CLI, behind bearer tokens."""
+"""The HTTP API (FastAPI): the same client and the same result model as the CLI, behind bearer tokens checked at
+the edge (producer/edge.py) before any body is read."""
 
 from __future__ import annotations
 
-import hmac
+import logging
+import re
+import threading
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-import redis.exceptions
-from fastapi import Body, Depends, FastAPI, Header, Query, Request
+from fastapi import Body, FastAPI, Header, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from config.settings import Settings
 from producer.client import BuildClient
-from worker.errors import AlreadyFinished, ConfigurationError, FeatureDisabled, InvalidSpec, UnknownBuild, UnknownSpec
-from worker.metrics import Metrics, metrics_registry
+from producer.edge import BearerTokens, Edge
+from producer.outcomes import OUTCOMES, outcome_of
+from worker.errors import ConfigurationError, ImageBuilderError
+from worker.metrics import metrics_registry
 from worker.result import BuildResult
 from worker.schedules import Policy, Schedule
+from worker.spec import spec_named
 from worker.specstore import HistoryEntry, StoredSpec
+from worker.stores import store_errors
 
+logger = logging.getLogger(__name__)
 SSE = "text/event-stream"
+_SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+SPEC_EXAMPLE = {"name": "test-build", "baseImage": "debian:bookworm", "packages": {"apt": ["jq"]}}
+# Documents the bearer scheme in OpenAPI; the Edge is what enforces it, before FastAPI sees the request.
+BEARER = Security(HTTPBearer(auto_error=False, description="one of IMAGEBUILDER_API_TOKENS"))
 
 
 class ErrorBody(BaseModel):
@@ -54,17 +65,21 @@ class Health(BaseModel):
     workers: int
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {401: "missing or unknown bearer token", 422: "invalid input: the field and the rule",
-                       503: "Redis or the build service is unavailable"}.items()
-}
-NOT_FOUND = {404: {"model": ErrorBody, "description": "no build with this id"}}
-SPEC_EXAMPLE = {"name": "test-build", "baseImage": "debian:bookworm", "packages": {"apt": ["jq"]}}
+class Readiness(BaseModel):
+    """`/readyz`: 200 when Redis answers, however many workers there are (they may be scaled to zero)."""
 
-# Domain errors and the status each one answers with.
-STATUS_OF = [(UnknownBuild, 404), (UnknownSpec, 404), (AlreadyFinished, 409), (FeatureDisabled, 403),
-             (InvalidSpec, 422), (ConfigurationError, 503), (redis.exceptions.ConnectionError, 503)]
+    redis: bool
+
+
+def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, described from the outcome table."""
+    described = {401: "missing or unknown bearer token", 413: "the request body is too large",
+                 **{outcome.status: outcome.what for _, outcome in reversed(OUTCOMES)}}
+    return {status: {"model": ErrorBody, "description": described[status]} for status in statuses}
+
+
+ERRORS = _documented(401, 422, 503)
+BODY_ERRORS = _documented(401, 413, 422, 503)
 
 
 def create_api(settings: Settings) -> FastAPI:
@@ -73,171 +88,195 @@ def create_api(settings: Settings) -> FastAPI:
         raise ConfigurationError("IMAGEBUILDER_API_TOKENS is not set: give at least one bearer token for the API")
     client = BuildClient(settings)
     api = FastAPI(title="imagebuilder", version="0.1.0", description="Submit image builds and follow them.")
-    authorised = Depends(_token_check([t.get_secret_value().encode() for t in settings.api_tokens]))
-    for error, status in STATUS_OF:
-        api.add_exception_handler(error, _answer_with(status))
+    api.add_middleware(Edge, tokens=BearerTokens(t.get_secret_value() for t in settings.api_tokens),
+                       max_body_bytes=settings.api_max_body_bytes, public_docs=settings.api_public_docs)
+    for kind, outcome in OUTCOMES:
+        api.add_exception_handler(kind, _answer_with(outcome.status))
     api.add_exception_handler(RequestValidationError, _invalid_request)
-    api.add_exception_handler(_Unauthorised, _unauthorised)
-    _build_routes(api, client, authorised)
-    _spec_routes(api, client, authorised)
-    _service_routes(api, client, authorised)
+    api.add_exception_handler(Exception, _internal_error)
+    _build_routes(api, client, LogStreams(settings.api_max_log_streams))
+    _spec_routes(api, client)
+    _service_routes(api, client)
     return api
-
-
-def _token_check(tokens: list[bytes]):
-    bearer = HTTPBearer(auto_error=False)
-
-    def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
-        given = credentials.credentials.encode() if credentials else b""
-        matched = False
-        for token in tokens:  # every token is compared, in constant time, whichever matches
-            matched |= hmac.compare_digest(given, token)
-        if not matched:
-            raise _Unauthorised()
-
-    return check
-
-
-class _Unauthorised(Exception):
-    """No bearer token, or one that matches none of IMAGEBUILDER_API_TOKENS."""
-
-
-async def _unauthorised(request: Request, error: _Unauthorised) -> JSONResponse:
-    return JSONResponse({"detail": "a valid bearer token is required"}, status_code=401,
-                        headers={"WWW-Authenticate": "Bearer"})
 
 
 def _answer_with(status: int):
     async def handler(request: Request, error: Exception) -> JSONResponse:
-        detail = "Redis cannot be reached" if isinstance(error, redis.exceptions.ConnectionError) else str(error)
-        return JSONResponse({"detail": detail}, status_code=status)
+        return JSONResponse({"detail": str(error)}, status_code=status)
 
     return handler
 
 
 async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-    )
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
     return JSONResponse({"detail": f"invalid request: {problems}"}, status_code=422)
 
 
-def _build_routes(api: FastAPI, client: BuildClient, authorised) -> None:
-    @api.post("/builds", status_code=202, response_model=BuildResult, dependencies=[authorised],
-              responses={**ERRORS, 403: {"model": ErrorBody, "description": "building is disabled"}})
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    """A bug: logged with its traceback, answered without its details."""
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
+    outcome = outcome_of(error)
+    detail = str(error) if isinstance(error, ImageBuilderError) else "internal error"
+    return JSONResponse({"detail": detail}, status_code=outcome.status)
+
+
+class LogStreams:
+    """Live log streams hold a worker thread each for as long as the build runs: at most this many at once."""
+
+    def __init__(self, most: int):
+        self._most = most
+        self._permits = threading.BoundedSemaphore(most)
+
+    def follow(self, events: Iterator[str]) -> Iterator[str] | None:
+        """The event stream with a permit held until it ends; None when every permit is taken."""
+        if not self._permits.acquire(blocking=False):
+            return None
+        return self._releasing(events)
+
+    def _releasing(self, events: Iterator[str]) -> Iterator[str]:
+        try:
+            yield from events
+        finally:
+            self._permits.release()
+
+    def busy(self) -> JSONResponse:
+        return JSONResponse({"detail": f"the API already serves {self._most} live log streams "
+                                       "(IMAGEBUILDER_API_MAX_LOG_STREAMS); try again later"}, status_code=503)
+
+
+def sse_event(data: str, event: str | None = None) -> str:
+    """One server-sent event. Every line of `data` is a `data:` field of its own, so no text in it (a log line
+    saying `event: end`, say) can ever become a field, or end the event early."""
+    fields = [f"event: {event}"] if event else []
+    fields += [f"data: {part}" for part in _SSE_LINE_BREAK.split(data)]
+    return "\n".join(fields) + "\n\n"
+
+
+def _events(client: BuildClient, build_id: str, lines: Iterator[str]) -> Iterator[str]:
+    for line in lines:
+        yield sse_event(line)
+    yield sse_event(client.status(build_id).phase.value, event="end")
+
+
+def _build_routes(api: FastAPI, client: BuildClient, streams: LogStreams) -> None:
+    @api.post("/builds", status_code=202, response_model=BuildResult, dependencies=[BEARER],
+              responses={**BODY_ERRORS, **_documented(403)})
     def submit(spec: Annotated[dict[str, Any], Body(examples=[SPEC_EXAMPLE])],
                force: Annotated[bool, Query()] = False) -> BuildResult:
         """Submit a spec in any accepted shape (plain, snake_case, PrimeHub's ImageSpec resource)."""
         return client.submit(spec, force=force)
 
-    @api.get("/builds/{build_id}", response_model=BuildResult, dependencies=[authorised],
-             responses={**ERRORS, **NOT_FOUND})
+    @api.get("/builds/{build_id}", response_model=BuildResult, dependencies=[BEARER],
+             responses={**ERRORS, **_documented(404)})
     def status(build_id: str) -> BuildResult:
         return client.status(build_id)
 
-    @api.get("/builds/{build_id}/logs", dependencies=[authorised], response_class=PlainTextResponse,
-             responses={**ERRORS, **NOT_FOUND, 200: {"content": {"text/plain": {}, SSE: {}}}})
+    @api.get("/builds/{build_id}/logs", dependencies=[BEARER], response_class=PlainTextResponse,
+             responses={**ERRORS, **_documented(404), 200: {"content": {"text/plain": {}, SSE: {}}}})
     def logs(build_id: str, follow: Annotated[bool, Query()] = False,
              accept: Annotated[str | None, Header()] = None) -> Response:
         """The build's log as text; live as server-sent events with `?follow=true` or `Accept: text/event-stream`,
-        ending with an `end` event that carries the final phase."""
-        lines = client.logs(build_id, follow=follow or SSE in (accept or ""))
-        if follow or SSE in (accept or ""):
-            return StreamingResponse(_events(client, build_id, lines), media_type=SSE)
-        return PlainTextResponse("".join(f"{line}\n" for line in lines))
+        ending with an `end` event that carries the final phase. Each log line is one event."""
+        live = follow or SSE in (accept or "")
+        lines = client.logs(build_id, follow=live)
+        if not live:
+            return PlainTextResponse("".join(f"{line}\n" for line in lines))
+        events = streams.follow(_events(client, build_id, lines))
+        return StreamingResponse(events, media_type=SSE) if events is not None else streams.busy()
 
-    @api.delete("/builds/{build_id}", status_code=202, response_model=BuildResult, dependencies=[authorised],
-                responses={**ERRORS, **NOT_FOUND, 409: {"model": ErrorBody, "description": "already finished"}})
+    @api.delete("/builds/{build_id}", status_code=202, response_model=BuildResult, dependencies=[BEARER],
+                responses={**ERRORS, **_documented(404, 409)})
     def cancel(build_id: str) -> BuildResult:
         """Cancel: a queued build never starts, a running one stops; 409 for a build that already ended."""
         return client.cancel(build_id)
 
 
-def _spec_routes(api: FastAPI, client: BuildClient, authorised) -> None:
-    no_spec = {404: {"model": ErrorBody, "description": "no stored spec with this name"}}
-
-    @api.put("/specs/{name}", response_model=AppliedSpec, dependencies=[authorised],
-             responses={**ERRORS, 403: {"model": ErrorBody, "description": "building is disabled"}})
+def _spec_routes(api: FastAPI, client: BuildClient) -> None:
+    @api.put("/specs/{name}", response_model=AppliedSpec, dependencies=[BEARER],
+             responses={**BODY_ERRORS, **_documented(403)})
     def apply(name: str, spec: Annotated[dict[str, Any], Body(examples=[SPEC_EXAMPLE])]) -> AppliedSpec:
         """Create or update a stored spec (any accepted shape; the name comes from the path if the body has
         none); a new spec, or an edit that changes its tag, is built at once."""
-        named = _with_name(spec, name)
-        stored, build = client.apply(named)
+        stored, build = client.apply(spec_named(spec, name))
         return AppliedSpec(stored=stored, build=build)
 
-    @api.get("/specs", response_model=list[StoredSpec], dependencies=[authorised], responses=ERRORS)
+    @api.get("/specs", response_model=list[StoredSpec], dependencies=[BEARER], responses=ERRORS)
     def list_specs() -> list[StoredSpec]:
         return client.specs()
 
-    @api.get("/specs/{name}", response_model=StoredSpec, dependencies=[authorised],
-             responses={**ERRORS, **no_spec})
+    @api.get("/specs/{name}", response_model=StoredSpec, dependencies=[BEARER],
+             responses={**ERRORS, **_documented(404)})
     def show(name: str) -> StoredSpec:
         return client.spec(name)
 
-    @api.delete("/specs/{name}", status_code=204, dependencies=[authorised], responses={**ERRORS, **no_spec})
+    @api.delete("/specs/{name}", status_code=204, dependencies=[BEARER], responses={**ERRORS, **_documented(404)})
     def delete(name: str) -> Response:
         client.delete_spec(name)
         return Response(status_code=204)
 
-    @api.post("/specs/{name}/builds", status_code=202, response_model=BuildResult, dependencies=[authorised],
-              responses={**ERRORS, **no_spec, 403: {"model": ErrorBody, "description": "building is disabled"}})
+    @api.post("/specs/{name}/builds", status_code=202, response_model=BuildResult, dependencies=[BEARER],
+              responses={**ERRORS, **_documented(403, 404)})
     def build(name: str, force: Annotated[bool, Query()] = False) -> BuildResult:
         return client.build(name, force=force)
 
-    @api.put("/specs/{name}/schedule", response_model=Schedule, dependencies=[authorised],
-             responses={**ERRORS, **no_spec})
+    @api.put("/specs/{name}/schedule", response_model=Schedule, dependencies=[BEARER],
+             responses={**BODY_ERRORS, **_documented(404)})
     def set_schedule(name: str, body: Annotated[ScheduleBody, Body()]) -> Schedule:
-        """Schedule rebuilds: `cron` (+ `tz`) or `every_s`, with a `policy`."""
+        """Schedule rebuilds: `cron` (+ `tz`) or `every_s`, with a `policy`; a cron that never fires is refused."""
         return client.set_schedule(name, **body.model_dump())
 
-    @api.delete("/specs/{name}/schedule", status_code=204, dependencies=[authorised],
-                responses={**ERRORS, **no_spec})
+    @api.get("/specs/{name}/schedule", response_model=Schedule, dependencies=[BEARER],
+             responses={**ERRORS, **_documented(404)})
+    def get_schedule(name: str) -> Schedule:
+        """The schedule, with its state: last check, last error, and why it disabled itself, if it did."""
+        return client.schedule(name)
+
+    @api.delete("/specs/{name}/schedule", status_code=204, dependencies=[BEARER],
+                responses={**ERRORS, **_documented(404)})
     def remove_schedule(name: str) -> Response:
         client.remove_schedule(name)
         return Response(status_code=204)
 
-    @api.get("/specs/{name}/history", response_model=list[HistoryEntry], dependencies=[authorised],
-             responses={**ERRORS, **no_spec})
+    @api.get("/specs/{name}/history", response_model=list[HistoryEntry], dependencies=[BEARER],
+             responses={**ERRORS, **_documented(404)})
     def history(name: str) -> list[HistoryEntry]:
         return client.history(name)
 
-
-def _with_name(spec: dict[str, Any], name: str) -> dict[str, Any]:
-    """The path names the spec: fill it in where the body has none; refuse a body naming another one."""
-    if spec.get("kind") == "ImageSpec":
-        metadata = {**(spec.get("metadata") or {})}
-        metadata.setdefault("name", name)
-        spec = {**spec, "metadata": metadata}
-        given = metadata["name"]
-    else:
-        spec = {**spec, "name": spec.get("name", name)}
-        given = spec["name"]
-    if given != name:
-        raise InvalidSpec(f"name: the body names {given!r} but the path names {name!r}")
-    return spec
+    @api.get("/schedules", response_model=list[Schedule], dependencies=[BEARER], responses=ERRORS)
+    def list_schedules() -> list[Schedule]:
+        """Every schedule, with its state (as `imagebuilder schedule list` shows it)."""
+        return client.schedules()
 
 
-def _events(client: BuildClient, build_id: str, lines: Iterator[str]) -> Iterator[str]:
-    for line in lines:
-        yield f"data: {line}\n\n"
-    yield f"event: end\ndata: {client.status(build_id).phase.value}\n\n"
-
-
-def _service_routes(api: FastAPI, client: BuildClient, authorised) -> None:
-    metrics = Metrics(client.redis)
+def _service_routes(api: FastAPI, client: BuildClient) -> None:
+    stores = client.stores
     registry = metrics_registry(client.redis)
+
+    @api.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}})
+    def readyz() -> JSONResponse:
+        """No token needed: ready to accept builds when Redis answers, even with every worker scaled to zero."""
+        ready = Readiness(redis=_redis_answers(client))
+        return JSONResponse(ready.model_dump(), status_code=200 if ready.redis else 503)
 
     @api.get("/healthz", response_model=Health, responses={503: {"model": Health, "description": "unhealthy"}})
     def healthz() -> JSONResponse:
         """No token needed: Redis reachable and workers seen."""
         try:
-            health = Health(redis=bool(client.redis.ping()), workers=metrics.workers_seen())
-        except redis.exceptions.RedisError:
+            health = Health(redis=bool(client.redis.ping()), workers=stores.metrics.workers_seen())
+        except Exception:  # any failure to answer means unhealthy; the probe itself must never fail
             health = Health(redis=False, workers=0)
         ok = health.redis and health.workers > 0
         return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
 
-    @api.get("/metrics", dependencies=[authorised], response_class=PlainTextResponse,
+    @api.get("/metrics", dependencies=[BEARER], response_class=PlainTextResponse,
              responses={**ERRORS, 200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     def prometheus() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        with store_errors():
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _redis_answers(client: BuildClient) -> bool:
+    try:
+        return bool(client.redis.ping())
+    except Exception:  # any failure to answer means not ready; the probe itself must never fail
+        return False

@@ -8,37 +8,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
-import kombu.exceptions
-import redis.exceptions
 import yaml
 
 from config.settings import Settings, SettingsError, load_settings
 from producer.client import BuildClient
+from producer.outcomes import EXIT_NOT_SUCCEEDED, EXIT_SUCCEEDED, outcome_of
 from producer.specfile import load_spec_file, load_spec_files
-from worker.errors import AlreadyFinished, ConfigurationError, InvalidSpec, UnknownBuild, UnknownSpec
+from worker.errors import ImageBuilderError
 from worker.result import BuildResult
 from worker.schedules import Policy
 from worker.states import BuildPhase
 from worker.tagging import ensure_enabled
 
-EXIT_SUCCEEDED = 0
-EXIT_NOT_SUCCEEDED = 1
-EXIT_INVALID = 2
 CANCEL_WAIT_S = 30.0
 
 
 @contextmanager
 def _usage_errors() -> Iterator[None]:
-    """Bad input, bad settings and unknown ids: the message on stderr, exit 2, nothing queued."""
+    """The service's errors: the message on stderr and the exit code of the outcome table (2 for bad input,
+    settings or an unknown id, when nothing was queued)."""
     try:
         yield
-    except (SettingsError, InvalidSpec, ConfigurationError, UnknownBuild, UnknownSpec) as e:
+    except (ImageBuilderError, SettingsError) as e:
         click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_INVALID)
-    except (redis.exceptions.ConnectionError, kombu.exceptions.OperationalError) as e:
-        # The URL may hold a password: name the setting, not its value.
-        click.echo(f"error: cannot reach Redis at IMAGEBUILDER_REDIS_URL: {type(e).__name__}", err=True)
-        sys.exit(EXIT_NOT_SUCCEEDED)
+        sys.exit(outcome_of(e).exit_code)
 
 
 @contextmanager
@@ -121,11 +114,7 @@ def logs(build_id: str, follow: bool) -> None:
 def cancel(build_id: str, as_json: bool, timeout_s: float) -> None:
     """Cancel a build: a queued one never starts, a running one stops and pushes nothing."""
     with _client() as client:
-        try:
-            client.cancel(build_id)
-        except AlreadyFinished as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_NOT_SUCCEEDED)
+        client.cancel(build_id)
         result = client.wait(build_id, timeout_s=timeout_s)
         _print(result, as_json)
         sys.exit(EXIT_SUCCEEDED if result.phase is BuildPhase.CANCELLED else EXIT_NOT_SUCCEEDED)
@@ -287,7 +276,8 @@ def _echo_schedule(item) -> None:
     timing = f"cron '{item.cron}' {item.tz}" if item.cron else f"every {item.every_s} s"
     state = "enabled" if item.enabled else f"DISABLED: {item.disabled_reason}"
     checked = f"last checked {item.last_checked:%Y-%m-%d %H:%M:%S}" if item.last_checked else "never checked"
-    click.echo(f"{item.name:<30} {timing:<28} {item.policy.value:<15} {state}; {checked}")
+    error = f"; last error: {item.last_error}" if item.last_error else ""
+    click.echo(f"{item.name:<30} {timing:<28} {item.policy.value:<15} {state}; {checked}{error}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -1,28 +1,42 @@
-"""The Python client: submit specs, read status and logs, wait for results. Never imports docker."""
+"""The Python client: submit specs, read status and logs, wait for results. Never imports docker.
+
+Redis's and the broker's errors are translated here, once, into the domain's StoreUnavailable."""
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
+from typing import Any, TypeVar
 
 from config.celery_config import redis_client
 from config.settings import Settings
 from worker.app import create_app
-from worker.coordination import Coordinator
+from worker.buildstate import unknown_build
 from worker.errors import AlreadyFinished
-from worker.logs import BuildLog
-from worker.records import BuildRecords, unknown_build
 from worker.result import BuildResult, utcnow
 from worker.schedules import Policy, Schedule, parse_schedule
-from worker.scheduling import spec_and_schedule_stores
 from worker.spec import ImageSpec, parse_spec
 from worker.specstore import HistoryEntry, StoredSpec, Trigger
 from worker.states import BuildPhase
+from worker.stores import Stores, store_errors, stores_on
 from worker.submission import Submitter
 from worker.tagging import resolve_target
 
 WAIT_SLICE_S = 5.0
+# A build whose end marker never came (its ender died between the record and the log) is over all the same.
+LOG_END_GRACE_S = 10.0
+T = TypeVar("T")
+
+
+def _translated(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> T:
+        with store_errors():
+            return method(*args, **kwargs)
+
+    return call
 
 
 class BuildClient:
@@ -31,12 +45,8 @@ class BuildClient:
     def __init__(self, settings: Settings):
         self._settings = settings
         self._app = create_app(settings)
-        self._redis = redis_client(settings)
-        self._records = BuildRecords(self._redis, expires_s=settings.result_expires_s)
-        self._log = BuildLog(self._redis, max_lines=settings.log_max_lines, retention_s=settings.log_retention_s)
-        self._coordinator = Coordinator(self._redis, expires_s=settings.result_expires_s)
-        self._specs, self._schedules = spec_and_schedule_stores(self._redis, settings)
-        self._submitter = Submitter(self._app, settings, self._coordinator, self._records, self._specs)
+        self._stores = stores_on(redis_client(settings), settings)
+        self._submitter = Submitter(self._app, settings, self._stores)
 
     def __repr__(self) -> str:
         return f"BuildClient(settings={self._settings!r})"
@@ -44,98 +54,127 @@ class BuildClient:
     @property
     def redis(self):
         """The Redis connection (records, logs, metrics) this client uses."""
-        return self._redis
+        return self._stores.redis
 
+    @property
+    def stores(self) -> Stores:
+        return self._stores
+
+    @_translated
     def submit(self, spec: ImageSpec | Mapping[str, Any], *, force: bool = False) -> BuildResult:
         """Validate, compute the target, record it Pending and enqueue; raises before queueing on bad input."""
         return self._submitter.submit(spec if isinstance(spec, ImageSpec) else parse_spec(spec), force=force)
 
+    @_translated
     def cancel(self, build_id: str) -> BuildResult:
-        """Cancel: a queued build never starts, a running one stops and pushes nothing.
+        """Cancel: a queued build ends Cancelled at once and never starts; a running one stops and pushes nothing.
 
         Raises AlreadyFinished (changing nothing) for a build that has ended, UnknownBuild for an unknown id."""
-        before = self._coordinator.cancel(build_id, utcnow().isoformat())
+        before = self._stores.builds.request_cancel(build_id)
         if not before:
             raise unknown_build(build_id)
         if BuildPhase(before).is_final:
             raise AlreadyFinished(f"build {build_id} already ended {before}: nothing to cancel, nothing changed")
-        result = self.status(build_id)
-        if before == BuildPhase.PENDING.value:
-            self._log.close(build_id, BuildPhase.CANCELLED.value)
-            self._specs.build_changed(result)
-        return result
+        if before == BuildPhase.PENDING.value:  # no worker has it: the canceller ends it, the one way builds end
+            queued = self.status(build_id)
+            self._stores.lifecycle.end(
+                queued.model_copy(update={"phase": BuildPhase.CANCELLED, "finished_at": utcnow()}),
+                expected=BuildPhase.PENDING, last_line="cancelled while queued: it never started")
+        return self.status(build_id)
 
     # -- stored specs ----------------------------------------------------------------------------------------
+    @_translated
     def apply(self, spec: ImageSpec | Mapping[str, Any]) -> tuple[StoredSpec, BuildResult | None]:
         """Create or update a stored spec; a new spec, or an edit that changes its tag, is built at once."""
         spec = spec if isinstance(spec, ImageSpec) else parse_spec(spec)
         resolve_target(spec, self._settings)  # refuse before storing what could never be built
-        stored, changed = self._specs.apply(spec)
+        stored, changed = self._stores.specs.apply(spec)
         return stored, self._submitter.submit_stored(stored, Trigger.SPEC_CHANGED) if changed else None
 
+    @_translated
     def build(self, name: str, *, force: bool = False, trigger: Trigger = Trigger.MANUAL) -> BuildResult:
         """Build a stored spec now."""
-        return self._submitter.submit_stored(self._specs.get(name), trigger, force=force)
+        return self._submitter.submit_stored(self._stores.specs.get(name), trigger, force=force)
 
+    @_translated
     def specs(self) -> list[StoredSpec]:
-        return self._specs.all()
+        return self._stores.specs.all()
 
+    @_translated
     def spec(self, name: str) -> StoredSpec:
-        return self._specs.get(name)
+        return self._stores.specs.get(name)
 
+    @_translated
     def delete_spec(self, name: str) -> None:
         """Delete the spec, its history and its schedule."""
-        self._specs.delete(name)
-        self._schedules.remove(name)
+        self._stores.specs.delete(name)
+        self._stores.schedules.remove(name)
 
     # -- schedules -------------------------------------------------------------------------------------------
+    @_translated
     def set_schedule(self, name: str, *, cron: str | None = None, every_s: int | None = None, tz: str = "UTC",
                      policy: str = Policy.ON_BASE_CHANGE.value) -> Schedule:
         """Schedule rebuilds of a stored spec: by cron in a time zone, or every `every_s` seconds."""
-        self._specs.get(name)
-        return self._schedules.set(parse_schedule(name, cron=cron, every_s=every_s, tz=tz, policy=policy))
+        self._stores.specs.get(name)
+        return self._stores.schedules.set(parse_schedule(name, cron=cron, every_s=every_s, tz=tz, policy=policy))
 
+    @_translated
     def schedules(self) -> list[Schedule]:
-        return self._schedules.all()
+        return self._stores.schedules.all()
 
+    @_translated
     def schedule(self, name: str) -> Schedule:
-        return self._schedules.get(name)
+        return self._stores.schedules.get(name)
 
+    @_translated
     def remove_schedule(self, name: str) -> None:
-        self._schedules.get(name)
-        self._schedules.remove(name)
+        self._stores.schedules.get(name)
+        self._stores.schedules.remove(name)
 
+    @_translated
     def enable_schedule(self, name: str) -> Schedule:
         """Resume a schedule that disabled itself after repeated failures."""
-        return self._schedules.enable(name)
+        return self._stores.schedules.enable(name)
 
+    @_translated
     def history(self, name: str) -> list[HistoryEntry]:
         """The spec's kept builds, newest first (UnknownSpec if there is no such spec)."""
-        self._specs.get(name)
-        return self._specs.history(name)
+        self._stores.specs.get(name)
+        return self._stores.specs.history(name)
 
+    @_translated
     def status(self, build_id: str) -> BuildResult:
         """The build's current record; UnknownBuild for an id nobody submitted."""
-        return self._records.get(build_id)
+        return self._stores.builds.get(build_id)
 
+    @_translated
     def wait(self, build_id: str, *, timeout_s: float | None = None) -> BuildResult:
-        """Block until the build reaches a final phase; TimeoutError after `timeout_s`."""
+        """Block until the build has ended and everything about its end is in place (history, schedule, metrics,
+        the log's end marker); TimeoutError after `timeout_s`."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not (result := self.status(build_id)).phase.is_final:
+        while not self._over(result := self.status(build_id)):
             remaining_s = WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
             if remaining_s <= 0:
                 raise TimeoutError(f"build {build_id} still {result.phase.value} after {timeout_s} s")
             # Wakes at the log's end marker; the record is re-read each slice in case the marker never comes.
-            self._log.wait_closed(build_id, min(remaining_s, WAIT_SLICE_S))
+            self._stores.log.wait_closed(build_id, min(remaining_s, WAIT_SLICE_S))
         return result
 
+    def _over(self, result: BuildResult) -> bool:
+        if not result.phase.is_final:
+            return False
+        ended_long_ago = result.finished_at and utcnow() - result.finished_at > timedelta(seconds=LOG_END_GRACE_S)
+        return bool(ended_long_ago) or self._stores.log.is_closed(result.id)
+
+    @_translated
     def logs(self, build_id: str, *, follow: bool = False) -> Iterator[str]:
         """The build's log lines; with `follow`, new lines as they come until the build ends."""
         self.status(build_id)
-        return self._log.lines(build_id, follow=follow, is_over=lambda: self.status(build_id).phase.is_final)
+        lines = self._stores.log.lines(build_id, follow=follow, is_over=lambda: self.status(build_id).phase.is_final)
+        return _translated_lines(lines)
 
     def close(self) -> None:
-        self._redis.close()
+        self._stores.close()
         self._app.close()
 
     def __enter__(self) -> BuildClient:
@@ -143,3 +182,8 @@ class BuildClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _translated_lines(lines: Iterator[str]) -> Iterator[str]:
+    with store_errors():
+        yield from lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from config.settings import Settings
-from worker.coordination import ContainerLedger
+from worker.buildstate import ContainerLedger
 from worker.credentials import RegistryCredentials, pull_credentials, push_credentials
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile
 from worker.engine import Engine

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from worker.errors import BuildStepFailed
+from worker.packages import conda_install_args, quoted_args
 from worker.spec import ImageSpec
 
 CA_CONTEXT_NAME = "imagebuilder-ca.pem"
@@ -52,21 +53,17 @@ def render_dockerfile(spec: ImageSpec, inputs: BuildInputs) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _quoted(items: list[str]) -> str:
-    return " ".join(shlex.quote(item) for item in items)
-
-
 def _apt_command(items: list[str], inputs: BuildInputs) -> str:
     ca = f" -o Acquire::https::CAInfo={CA_IMAGE_PATH}" if inputs.ca_bundle else ""
     return (
         f"apt-get{ca} update && DEBIAN_FRONTEND=noninteractive apt-get{ca} install -y "
-        f"--no-install-recommends {_quoted(items)} && {APT_CLEANUP}"
+        f"--no-install-recommends {quoted_args(items)} && {APT_CLEANUP}"
     )
 
 
 def _conda_command(items: list[str], inputs: BuildInputs) -> str:
     ca = f"CONDA_SSL_VERIFY={CA_IMAGE_PATH} " if inputs.ca_bundle else ""
-    return f"{ca}conda install --yes {_quoted(items)} && conda clean --all --yes"
+    return f"{ca}conda install --yes {quoted_args(conda_install_args(items))} && conda clean --all --yes"
 
 
 def _pip_command(items: list[str], inputs: BuildInputs) -> str:
@@ -78,7 +75,7 @@ def _pip_command(items: list[str], inputs: BuildInputs) -> str:
         options += f" --index-url {shlex.quote(inputs.pip_index_url)}"
     return (
         "PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 "
-        f"python3 -m pip install{options} {_quoted(items)}"
+        f"python3 -m pip install{options} {quoted_args(items)}"
     )
 
 

@@ -21,6 +21,10 @@ class RegistryUnavailable(RetryableError):
         self.retry_after_s = retry_after_s
 
 
+class StoreUnavailable(RetryableError):
+    """Redis (the broker and the store of every build, spec and schedule) cannot be reached or refused a write."""
+
+
 class DaemonUnavailable(RetryableError):
     """The Docker engine could not be reached or stopped answering."""
 
@@ -43,6 +47,11 @@ class FeatureDisabled(ConfigurationError):
 
 class AuthFailed(FatalError):
     """A registry rejected our credentials (401/403) for a pull, a push or a manifest check."""
+
+
+class UnsafeTokenRealm(FatalError):
+    """A registry named a token realm this service will not send credentials to: not http(s), plain http to a
+    host not allowed it, or a link-local or cloud metadata address."""
 
 
 class PullSecretError(FatalError):
@@ -78,7 +87,7 @@ class BuildFailed(FatalError):
 
 
 class AlreadyFinished(ImageBuilderError):
-    """A cancel asked for a build that had already ended; nothing was changed."""
+    """The build had already ended (when a cancel asked for it, or a delivery came to start it); nothing changed."""
 
 
 class UnknownSpec(ImageBuilderError):

@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from config.celery_config import BUILD_QUEUE
-from worker.coordination import HEARTBEATS_KEY
+from worker.buildstate import builds_running
 
 FINISHED_KEY = "imagebuilder:metrics:finished"  # hash: final phase -> builds
 STEP_KEY = "imagebuilder:metrics:step:{step}"  # hash: bucket bound -> count, plus `sum` and `count`
@@ -70,7 +70,7 @@ class RedisCollector(Collector):
             errors.add_metric([kind], float(count))
         yield errors
         yield GaugeMetricFamily("imagebuilder_builds_in_progress", "Builds running now",
-                                value=self._redis.zcard(HEARTBEATS_KEY))
+                                value=builds_running(self._redis))
         yield GaugeMetricFamily("imagebuilder_queue_depth", "Builds waiting in the queue",
                                 value=self._redis.llen(BUILD_QUEUE))
         yield GaugeMetricFamily("imagebuilder_workers", "Workers seen in the last half minute",

@@ -13,9 +13,8 @@ from celery import bootsteps
 from prometheus_client import start_http_server
 
 from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME, redis_client
-from worker.coordination import Coordinator
+from worker.buildstate import BuildState
 from worker.metrics import Metrics, metrics_registry
-from worker.records import BuildRecords
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +23,11 @@ NODE_NAME_FILE = Path(tempfile.gettempdir()) / "imagebuilder-worker-name"
 WORKER_SEEN_TTL_S = 30.0
 
 
-def reap_once(app, coordinator: Coordinator, records: BuildRecords) -> list[str]:
+def reap_once(app, state: BuildState) -> list[str]:
     """Redeliver every build whose heartbeat expired and that has not ended; the ids redelivered."""
     redelivered = []
-    for build_id in coordinator.claim_dead():
-        record, message = records.find(build_id), coordinator.message(build_id)
+    for build_id in state.claim_dead():
+        record, message = state.find(build_id), state.message(build_id)
         if record is None or record.phase.is_final or message is None:
             continue
         app.send_task(BUILD_TASK_NAME, kwargs=message, task_id=build_id, queue=BUILD_QUEUE)
@@ -57,8 +56,8 @@ class Reaper(bootsteps.StartStopStep):
             start_http_server(settings.metrics_port, registry=metrics_registry(redis_client(settings, patient=True)))
         # Not the patient client: a round must not hold up the event loop for long while Redis is away.
         client = redis_client(settings)
-        round_args = (worker.app, worker.hostname, Coordinator(client, expires_s=settings.result_expires_s),
-                      BuildRecords(client, expires_s=settings.result_expires_s), Metrics(client))
+        round_args = (worker.app, worker.hostname, BuildState(client, expires_s=settings.result_expires_s),
+                      Metrics(client))
         self._round(*round_args)
         self._timer_entry = worker.timer.call_repeatedly(REAP_INTERVAL_S, self._round, round_args)
 
@@ -67,9 +66,9 @@ class Reaper(bootsteps.StartStopStep):
             self._timer_entry.cancel()
 
     @staticmethod
-    def _round(app, hostname: str, coordinator: Coordinator, records: BuildRecords, metrics: Metrics) -> None:
+    def _round(app, hostname: str, state: BuildState, metrics: Metrics) -> None:
         try:
             metrics.worker_alive(hostname, WORKER_SEEN_TTL_S)
-            reap_once(app, coordinator, records)
+            reap_once(app, state)
         except Exception:
             logger.warning("reaper round failed; trying again", exc_info=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -94,7 +95,25 @@ def is_valid_tag(tag: str) -> bool:
     return bool(_TAG_RE.fullmatch(tag))
 
 
+def host_of(registry: str) -> str:
+    """`host[:port]` or `[v6]:port` → the host alone (brackets dropped)."""
+    if registry.startswith("["):
+        return registry[1:].split("]", 1)[0]
+    return registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+
+
 def is_loopback(registry: str) -> bool:
-    """Docker treats loopback registries as insecure (plain http) without configuration."""
-    host = registry.rsplit(":", 1)[0] if not registry.startswith("[") else registry.split("]")[0] + "]"
-    return host in {"localhost", "[::1]"} or host.startswith("127.")
+    """A loopback IP or `localhost`, which Docker speaks to over plain http without configuration.
+    A name that only looks like one (`127.evil.example`) is not."""
+    host = host_of(registry).lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_http_allowed(registry: str, insecure_registries: frozenset[str]) -> bool:
+    """Plain http: loopback, or a host (with or without its port) listed in IMAGEBUILDER_INSECURE_REGISTRIES."""
+    return is_loopback(registry) or registry in insecure_registries or host_of(registry) in insecure_registries

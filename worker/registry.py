@@ -3,13 +3,24 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
+import socket
+from urllib.parse import urlsplit
 
 import requests
 
 from worker.credentials import RegistryCredentials
-from worker.errors import AuthFailed, BaseImageNotFound, ImageBuilderError, PushFailed, RegistryUnavailable
-from worker.reference import ImageReference, is_loopback
+from worker.errors import (
+    AuthFailed,
+    BaseImageNotFound,
+    ImageBuilderError,
+    PushFailed,
+    RegistryUnavailable,
+    UnsafeTokenRealm,
+)
+from worker.reference import ImageReference, plain_http_allowed
 
 MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -19,13 +30,17 @@ MANIFEST_MEDIA_TYPES = (
 )
 DIGEST_HEADER = "Docker-Content-Digest"
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
+MAX_TOKEN_ANSWER_BYTES = 1 << 20  # Docker Hub's tokens are a few KiB; anything this large is not a token
+# Where no registry's token service lives, but a cloud's instance credentials do.
+FORBIDDEN_REALM_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"))
 
-_AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "forbidden", "401", "403", "incorrect username")
-_UNAVAILABLE_MARKERS = (
-    "connection refused", "no such host", "timeout", "timed out", "i/o timeout", "toomanyrequests",
-    "429", "500 internal", "502", "503", "504", "bad gateway", "service unavailable", "eof", "connection reset",
-    "tls handshake",
-)
+# Words the engine's relayed messages use. A status code counts only as a whole number: the registry's own
+# port (127.0.0.1:40361) must not read as HTTP 403.
+_AUTH_MARKERS = re.compile(
+    r"unauthorized|authentication required|denied|forbidden|incorrect username|(?<![\d.:])(?:401|403)(?!\d)")
+_UNAVAILABLE_MARKERS = re.compile(
+    r"connection refused|no such host|timeout|timed out|toomanyrequests|500 internal|bad gateway|"
+    r"service unavailable|\beof\b|connection reset|tls handshake|(?<![\d.:])(?:429|502|503|504)(?!\d)")
 _NOT_FOUND_MARKERS = ("not found", "manifest unknown", "name unknown", "does not exist")
 
 
@@ -33,6 +48,9 @@ def error_for_status(status: int, registry: str, action: str, retry_after: str |
     """The domain error for an HTTP status a registry answered to `action` (e.g. 'pull of x')."""
     if status in (401, 403):
         return AuthFailed(f"registry {registry} rejected the credentials for {action} (HTTP {status})")
+    if 300 <= status < 400:
+        return RegistryUnavailable(f"registry {registry} answered {action} with a redirect (HTTP {status}), "
+                                   "which is not followed")
     if status == 429 or status >= 500:
         return RegistryUnavailable(
             f"registry {registry} is unavailable for {action} (HTTP {status})", _seconds(retry_after)
@@ -45,9 +63,9 @@ def error_for_status(status: int, registry: str, action: str, retry_after: str |
 def error_for_message(message: str, registry: str, action: str) -> ImageBuilderError:
     """The domain error for a failure the Docker engine relayed from a registry, by its message."""
     lowered = message.lower()
-    if any(marker in lowered for marker in _AUTH_MARKERS):
+    if _AUTH_MARKERS.search(lowered):
         return AuthFailed(f"registry {registry} rejected the credentials for {action}: {message}")
-    if any(marker in lowered for marker in _UNAVAILABLE_MARKERS):
+    if _UNAVAILABLE_MARKERS.search(lowered):
         return RegistryUnavailable(f"registry {registry} is unavailable for {action}: {message}")
     if any(marker in lowered for marker in _NOT_FOUND_MARKERS):
         return BaseImageNotFound(f"{action}: not found in registry {registry}: {message}")
@@ -74,7 +92,8 @@ class RegistryClient:
     ):
         self._registry = registry
         self._credentials = credentials
-        self._insecure = registry in insecure_registries or is_loopback(registry)
+        self._insecure_registries = insecure_registries
+        self._insecure = plain_http_allowed(registry, insecure_registries)
         self._timeout_s = timeout_s
         self._session = requests.Session()
 
@@ -110,13 +129,69 @@ class RegistryClient:
     def _token(self, challenge: dict[str, str], scope: str, action: str) -> str:
         if "realm" not in challenge:
             raise AuthFailed(f"registry {self._registry} sent a Bearer challenge without a realm for {action}")
+        realm = self._safe_realm(challenge["realm"], action)
         params = {"service": challenge.get("service", ""), "scope": challenge.get("scope", scope)}
         auth = self._basic_auth() if self._credentials else None
-        response = self._send("GET", challenge["realm"], {}, action, params=params, auth=auth)
-        if response.status_code != 200:
-            raise error_for_status(response.status_code, self._registry, action, response.headers.get("Retry-After"))
-        body = response.json()
-        return body.get("token") or body.get("access_token") or ""
+        # Never through a redirect: it could lead the credentials somewhere the realm check never saw.
+        response = self._send("GET", realm, {}, action, params=params, auth=auth, allow_redirects=False, stream=True)
+        with response:
+            if response.status_code != 200:
+                raise error_for_status(response.status_code, self._registry, f"the token for {action}",
+                                       response.headers.get("Retry-After"))
+            return self._token_in(self._bounded_body(response, action), action)
+
+    def _token_in(self, body: bytes, action: str) -> str:
+        """The token of a token endpoint's answer, which must be a JSON object carrying one."""
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        token = (answer.get("token") or answer.get("access_token")) if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RegistryUnavailable(
+                f"registry {self._registry}'s token endpoint answered {action} with something other than a JSON "
+                "object holding a token"
+            )
+        return token
+
+    def _bounded_body(self, response: requests.Response, action: str) -> bytes:
+        body = b""
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > MAX_TOKEN_ANSWER_BYTES:
+                    raise RegistryUnavailable(f"registry {self._registry}'s token endpoint answered {action} with "
+                                              f"more than {MAX_TOKEN_ANSWER_BYTES} bytes")
+        except requests.RequestException as e:
+            raise RegistryUnavailable(
+                f"registry {self._registry}'s token endpoint broke off its answer to {action}: {type(e).__name__}"
+            ) from None
+        return body
+
+    def _safe_realm(self, realm: str, action: str) -> str:
+        """The realm, if credentials may go there: http(s), plain http only where registries may use it, and
+        never a link-local or metadata address (checked for every address the name resolves to)."""
+        parts = urlsplit(realm)
+        refused = f"registry {self._registry} asked for a token from {realm!r} for {action}: refused,"
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise UnsafeTokenRealm(f"{refused} a token realm is an http(s) URL without credentials in it")
+        metadata = f"{refused} it is a link-local or cloud metadata address"
+        if _forbidden_literal(parts.hostname):
+            raise UnsafeTokenRealm(metadata)
+        if parts.scheme == "http" and not plain_http_allowed(parts.netloc, self._insecure_registries):
+            raise UnsafeTokenRealm(f"{refused} plain http is for loopback and IMAGEBUILDER_INSECURE_REGISTRIES only")
+        if any(_forbidden(address) for address in self._addresses(parts, action)):  # a name that leads there
+            raise UnsafeTokenRealm(metadata)
+        return realm
+
+    def _addresses(self, parts, action: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+        except (OSError, ValueError, UnicodeError) as e:
+            raise RegistryUnavailable(f"registry {self._registry}'s token realm for {action} cannot be resolved: "
+                                      f"{type(e).__name__}") from None
+        return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
 
     def _basic_auth(self) -> tuple[str, str] | None:
         return (self._credentials.username, self._credentials.password) if self._credentials else None
@@ -128,3 +203,16 @@ class RegistryClient:
             raise RegistryUnavailable(
                 f"registry {self._registry} is unreachable for {action}: {type(e).__name__}"
             ) from None
+
+
+def _forbidden_literal(host: str) -> bool:
+    try:
+        return _forbidden(ipaddress.ip_address(host))
+    except ValueError:  # a name: resolved and checked once the cheaper rules have passed
+        return False
+
+
+def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    address = getattr(address, "ipv4_mapped", None) or address
+    return address.is_link_local or any(address in network for network in FORBIDDEN_REALM_NETWORKS
+                                        if network.version == address.version)

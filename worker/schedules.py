@@ -5,19 +5,23 @@ claimed by exactly one scheduling pass."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
 from enum import Enum
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import redis
 from celery.schedules import crontab
-from pydantic import BaseModel, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from worker.errors import InvalidSpec, UnknownSpec
 
 SCHEDULE_KEY = "imagebuilder:schedule:{name}"  # JSON Schedule
 DUE_KEY = "imagebuilder:schedules:due"  # sorted set: spec name -> next due time (epoch s), enabled ones only
-CRON_SEARCH_LIMIT_MIN = 366 * 24 * 60
+CRON_HORIZON_YEARS = 8  # a leap day fits in any 8 years; an expression with no minute in them never matches
+MAX_EVERY_S = 366 * 24 * 3600
+MAX_CRON_CHARS = 200
+MAX_ZONE_CHARS = 64
 
 # Claim a due schedule: move it to its next due time unless another pass already did (compare-and-set).
 _CLAIM = """
@@ -41,13 +45,14 @@ class Schedule(BaseModel):
     """When a stored spec is checked, and what happened lately."""
 
     name: str
-    cron: str | None = None
+    cron: str | None = Field(None, max_length=MAX_CRON_CHARS)
     every_s: int | None = None
-    tz: str = "UTC"
+    tz: str = Field("UTC", max_length=MAX_ZONE_CHARS)
     policy: Policy = Policy.ON_BASE_CHANGE
     enabled: bool = True
     disabled_reason: str | None = None
     consecutive_failures: int = 0
+    last_error: str | None = None
     last_checked: datetime | None = None
     last_fired: datetime | None = None
     next_due: datetime | None = None
@@ -59,12 +64,19 @@ class Schedule(BaseModel):
             _crontab(value)
         return value
 
+    @field_validator("every_s")
+    @classmethod
+    def _interval(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= MAX_EVERY_S:
+            raise ValueError(f"an interval is at least 1 second and at most {MAX_EVERY_S} seconds (a year)")
+        return value
+
     @field_validator("tz")
     @classmethod
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except Exception:  # not found, not a key, or not a readable file: all mean the same to the user
             raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from None
         return value
 
@@ -72,15 +84,17 @@ class Schedule(BaseModel):
     def _one_timing(self) -> Schedule:
         if (self.cron is None) == (self.every_s is None):
             raise ValueError("a schedule has either a cron expression or an interval in seconds")
-        if self.every_s is not None and self.every_s < 1:
-            raise ValueError("an interval is at least 1 second")
         return self
 
     def due_after(self, moment: datetime) -> datetime:
-        """The first due time strictly after `moment`."""
+        """The first due time strictly after `moment`; NeverMatches for a cron with none in the horizon."""
         if self.every_s is not None:
             return moment + timedelta(seconds=self.every_s)
         return next_cron_time(self.cron, self.tz, moment)
+
+
+class NeverMatches(ValueError):
+    """A cron expression with no minute in the next CRON_HORIZON_YEARS that fits all its fields."""
 
 
 def _crontab(expression: str) -> crontab:
@@ -92,20 +106,50 @@ def _crontab(expression: str) -> crontab:
         return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month,
                        day_of_week=day_of_week)
     except ValueError as e:
+        if "never occurs" in str(e):  # Celery's own check: a day of month that no given month has
+            raise NeverMatches(f"{expression!r} never matches: {str(e).removeprefix('Invalid crontab: ')}") from None
         raise ValueError(f"{expression!r} is not valid: {e}") from None
 
 
 def next_cron_time(expression: str, tz: str, after: datetime) -> datetime:
-    """The first minute after `after` that the cron expression matches, read on the wall clock of `tz`."""
+    """The first minute after `after` that the cron expression matches, read on the wall clock of `tz`.
+
+    As in Celery's crontab, a day matches when its day of month, month and day of week all do. Days are
+    stepped through, not minutes, so an expression that never matches is found in about a millisecond."""
     cron, zone = _crontab(expression), ZoneInfo(tz)
-    moment = after.astimezone(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    for _ in range(CRON_SEARCH_LIMIT_MIN):
-        local = moment.astimezone(zone)
-        if (local.minute in cron.minute and local.hour in cron.hour and local.day in cron.day_of_month
-                and local.month in cron.month_of_year and local.isoweekday() % 7 in cron.day_of_week):
+    first_day = after.astimezone(zone).date()
+    for day in (first_day + timedelta(days=n) for n in range(CRON_HORIZON_YEARS * 366)):
+        if day.month in cron.month_of_year and day.day in cron.day_of_month and day.isoweekday() % 7 in \
+                cron.day_of_week and (moment := _first_time_on(cron, day, zone, after)) is not None:
             return moment
-        moment += timedelta(minutes=1)
-    raise ValueError(f"{expression!r} never matches within a year")
+    raise NeverMatches(f"{expression!r} never matches: no minute in the next {CRON_HORIZON_YEARS} years fits "
+                       "all its fields")
+
+
+def _first_time_on(cron: crontab, day: date, zone: ZoneInfo, after: datetime) -> datetime | None:
+    """The earliest matching minute of `day` after `after`. On an ordinary day wall-clock order is time order,
+    so the first one will do; on a day the clocks change, every candidate is compared."""
+    candidates = (moment for hour in sorted(cron.hour) for minute in sorted(cron.minute)
+                  for moment in _instants(day, hour, minute, zone) if moment > after)
+    if _offset_changes_on(day, zone):
+        return min(candidates, default=None)
+    return next(candidates, None)
+
+
+def _instants(day: date, hour: int, minute: int, zone: ZoneInfo) -> Iterator[datetime]:
+    """The UTC instants a wall-clock time names: none in a gap (clocks forward), two in a fold (clocks back)."""
+    seen = set()
+    for fold in (0, 1):
+        wall = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone, fold=fold)
+        instant = wall.astimezone(timezone.utc)
+        if instant.astimezone(zone).replace(tzinfo=None) == wall.replace(tzinfo=None) and instant not in seen:
+            seen.add(instant)
+            yield instant
+
+
+def _offset_changes_on(day: date, zone: ZoneInfo) -> bool:
+    start = datetime(day.year, day.month, day.day, tzinfo=zone)
+    return start.utcoffset() != (start + timedelta(days=1)).utcoffset()
 
 
 class ScheduleStore:
@@ -119,16 +163,16 @@ class ScheduleStore:
     def set(self, schedule: Schedule) -> Schedule:
         """Create or replace; the next due time is computed from now, and a set schedule is enabled."""
         schedule = schedule.model_copy(update={
-            "enabled": True, "disabled_reason": None, "consecutive_failures": 0,
+            "enabled": True, "disabled_reason": None, "consecutive_failures": 0, "last_error": None,
             "next_due": schedule.due_after(datetime.now(timezone.utc))})
         self._save(schedule)
         return schedule
 
     def get(self, name: str) -> Schedule:
-        raw = self._redis.get(SCHEDULE_KEY.format(name=name))
-        if not raw:
+        schedule = self.find(name)
+        if schedule is None:
             raise UnknownSpec(f"stored spec {name!r} has no schedule")
-        return Schedule.model_validate_json(raw)
+        return schedule
 
     def find(self, name: str) -> Schedule | None:
         raw = self._redis.get(SCHEDULE_KEY.format(name=name))
@@ -145,38 +189,58 @@ class ScheduleStore:
     def enable(self, name: str) -> Schedule:
         return self.set(self.get(name))
 
-    def claim_due(self, now: float | None = None) -> list[tuple[Schedule, float]]:
-        """The schedules due now, each with its due time, claimed by this pass alone."""
-        now = time.time() if now is None else now
-        claimed = []
-        for name, due in self._redis.zrangebyscore(DUE_KEY, "-inf", now, withscores=True):
-            schedule = self.find(name)
-            if schedule is None or not schedule.enabled:
-                self._redis.zrem(DUE_KEY, name)
-                continue
-            next_due = schedule.due_after(max(datetime.fromtimestamp(now, timezone.utc), schedule.next_due))
-            if self._claim(keys=[DUE_KEY], args=[name, repr(due), next_due.timestamp()]):
-                self._update(name, next_due=next_due)
-                claimed.append((schedule, due))
-        return claimed
+    def due(self, now: float | None = None) -> list[tuple[str, float]]:
+        """The names of the schedules due at `now` (default: now), each with its due time; none claimed yet."""
+        return self._redis.zrangebyscore(DUE_KEY, "-inf", time.time() if now is None else now, withscores=True)
+
+    def claim(self, name: str, due: float, now: float | None = None) -> Schedule | None:
+        """Move the schedule to its next due time, for this pass alone; None if another pass claimed it, or it
+        is gone or disabled. A cron that will never match again disables the schedule, saying so."""
+        now_at = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+        schedule = self.find(name)
+        if schedule is None or not schedule.enabled:
+            self._redis.zrem(DUE_KEY, name)
+            return None
+        try:
+            next_due = schedule.due_after(max(now_at, schedule.next_due or now_at))
+        except NeverMatches as e:
+            self._disable(schedule, f"disabled: {e}")
+            return None
+        if not self._claim(keys=[DUE_KEY], args=[name, repr(due), next_due.timestamp()]):
+            return None
+        self._update(name, next_due=next_due)
+        return schedule
 
     def checked(self, name: str, *, fired: bool) -> None:
+        """A tick checked the base: an unchanged one is a success of its own, a changed one waits for its build."""
         now = datetime.now(timezone.utc)
-        self._update(name, last_checked=now, **({"last_fired": now} if fired else {}))
+        fields = {"last_fired": now} if fired else {"consecutive_failures": 0, "last_error": None}
+        self._update(name, last_checked=now, **fields)
 
-    def build_ended(self, name: str, succeeded: bool) -> None:
+    def check_failed(self, name: str, error: str) -> None:
+        """A tick could not check the base; it counts toward disabling the schedule like a failed build."""
+        self._failed(name, f"checking the base failed: {error}", "failed checks")
+
+    def build_ended(self, name: str, *, succeeded: bool, error: str | None = None) -> None:
         """Count failures in a row of scheduled builds; after `disable_after` of them, disable the schedule."""
+        if succeeded:
+            self._update(name, consecutive_failures=0, last_error=None)
+        else:
+            self._failed(name, error or "the build failed", "failed builds")
+
+    def _failed(self, name: str, error: str, what: str) -> None:
         schedule = self.find(name)
         if schedule is None:
             return
-        failures = 0 if succeeded else schedule.consecutive_failures + 1
+        failures = schedule.consecutive_failures + 1
+        self._update(name, consecutive_failures=failures, last_error=error)
         if failures >= self._disable_after and schedule.enabled:
-            self._update(name, consecutive_failures=failures, enabled=False,
-                         disabled_reason=f"disabled after {failures} failed builds in a row; "
-                                         f"`imagebuilder schedule enable {name}` resumes it")
-            self._redis.zrem(DUE_KEY, name)
-        else:
-            self._update(name, consecutive_failures=failures)
+            self._disable(schedule, f"disabled after {failures} {what} in a row; "
+                                    f"`imagebuilder schedule enable {name}` resumes it")
+
+    def _disable(self, schedule: Schedule, reason: str) -> None:
+        self._update(schedule.name, enabled=False, disabled_reason=reason)
+        self._redis.zrem(DUE_KEY, schedule.name)
 
     def _update(self, name: str, **fields) -> None:
         schedule = self.find(name)
@@ -193,12 +257,15 @@ class ScheduleStore:
 
 def parse_schedule(name: str, *, cron: str | None = None, every_s: int | None = None, tz: str = "UTC",
                    policy: str = Policy.ON_BASE_CHANGE.value) -> Schedule:
-    """A Schedule from user input; InvalidSpec naming the field and the rule."""
-    from pydantic import ValidationError
-
+    """A Schedule from user input; InvalidSpec naming the field and the rule (a cron that never fires too)."""
     from worker.spec import format_validation_error
 
     try:
-        return Schedule(name=name, cron=cron, every_s=every_s, tz=tz, policy=policy)
+        schedule = Schedule(name=name, cron=cron, every_s=every_s, tz=tz, policy=policy)
     except ValidationError as e:
         raise InvalidSpec(format_validation_error(e).replace("invalid image spec", "invalid schedule")) from None
+    try:
+        schedule.due_after(datetime.now(timezone.utc))
+    except NeverMatches as e:
+        raise InvalidSpec(f"invalid schedule: cron: {e}") from None
+    return schedule

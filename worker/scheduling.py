@@ -1,57 +1,62 @@
 """The scheduling pass: celery-redbeat sends it every IMAGEBUILDER_SCHEDULE_PASS_S from the one beat holding the
-lock; it claims the schedules that are due and applies each one's policy (HEAD only: never a manifest GET)."""
+lock; it claims the schedules that are due and applies each one's policy (HEAD only: never a manifest GET).
+
+Each due schedule is decided on its own: whatever goes wrong with one (its registry answering HTML, timing
+out, failing TLS) is recorded on that schedule, and the pass goes on with the others."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
 
-import redis
 from celery import Celery
 
 from config.settings import Settings
-from worker.coordination import Coordinator
 from worker.credentials import pull_credentials
 from worker.errors import ImageBuilderError
-from worker.records import BuildRecords
 from worker.reference import parse_reference
 from worker.registry import RegistryClient
-from worker.schedules import Policy, Schedule, ScheduleStore
-from worker.specstore import SpecStore, StoredSpec, Trigger
+from worker.schedules import Policy, Schedule
+from worker.specstore import StoredSpec, Trigger
+from worker.stores import Stores
 from worker.submission import Submitter
 
 logger = logging.getLogger(__name__)
 
 SCHEDULE_PASS_TASK = "imagebuilder.schedule_pass"
 SCHEDULE_PASS_ENTRY = "imagebuilder-schedule-pass"
-
-
-def spec_and_schedule_stores(client: redis.Redis, settings: Settings) -> tuple[SpecStore, ScheduleStore]:
-    return (SpecStore(client, keep_succeeded=settings.history_keep_succeeded,
-                      keep_failed=settings.history_keep_failed),
-            ScheduleStore(client, disable_after=settings.schedule_disable_after))
+CHECK_FAILED = "check-failed"
 
 
 class SchedulingPass:
     """Decides every due schedule: rebuild (forced, so the same tag is built again), or only note the check."""
 
-    def __init__(self, app: Celery, settings: Settings, client: redis.Redis):
+    def __init__(self, app: Celery, settings: Settings, stores: Stores):
         self._settings = settings
-        self._specs, self._schedules = spec_and_schedule_stores(client, settings)
-        self._submitter = Submitter(app, settings, Coordinator(client, expires_s=settings.result_expires_s),
-                                    BuildRecords(client, expires_s=settings.result_expires_s), self._specs)
-        self._digests: dict[tuple[str, str | None], str | None] = {}  # one HEAD per base and secret per pass
+        self._specs, self._schedules = stores.specs, stores.schedules
+        self._submitter = Submitter(app, settings, stores)
+        # One HEAD per base and secret per pass: its digest, or the error it ended with.
+        self._digests: dict[tuple[str, str | None], str | None | ImageBuilderError] = {}
 
     def run(self, now: float | None = None) -> dict[str, int]:
         """One pass; how many due schedules ended which way."""
         outcomes = Counter()
-        for schedule, _due in self._schedules.claim_due(now):
-            try:
-                outcomes[self._decide(schedule)] += 1
-            except ImageBuilderError as e:  # one unreachable registry must not hold up the other schedules
-                logger.warning("schedule of %s: check failed: %s", schedule.name, e)
-                outcomes["check-failed"] += 1
+        for name, due in self._schedules.due(now):
+            if outcome := self._tick(name, due, now):
+                outcomes[outcome] += 1
         return dict(outcomes)
+
+    def _tick(self, name: str, due: float, now: float | None) -> str | None:
+        """Claim and decide one schedule; None if another pass had claimed it."""
+        try:
+            schedule = self._schedules.claim(name, due, now)
+            return self._decide(schedule) if schedule else None
+        except Exception as e:  # whatever one spec's check meets must not hold up the other schedules
+            expected = isinstance(e, ImageBuilderError)
+            reason = e.message if expected else f"internal error: {type(e).__name__}"
+            logger.warning("schedule of %s: check failed: %s", name, reason, exc_info=not expected)
+            self._schedules.check_failed(name, reason)
+            return CHECK_FAILED
 
     def _decide(self, schedule: Schedule) -> str:
         stored = self._specs.find(schedule.name)
@@ -75,8 +80,13 @@ class SchedulingPass:
     def _base_digest(self, stored: StoredSpec) -> str | None:
         key = (stored.spec.base_image, stored.spec.pull_secret)
         if key not in self._digests:
-            self._digests[key] = self._head_base(stored)
-        return self._digests[key]
+            try:
+                self._digests[key] = self._head_base(stored)
+            except ImageBuilderError as e:
+                self._digests[key] = e
+        if isinstance(found := self._digests[key], ImageBuilderError):
+            raise found
+        return found
 
     def _head_base(self, stored: StoredSpec) -> str | None:
         base = parse_reference(stored.spec.base_image)

@@ -6,20 +6,30 @@ import json
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from worker.errors import InvalidSpec
-from worker.packages import check_apt, check_conda, check_pip
+from worker.packages import (
+    MAX_ITEM_CHARS,
+    MAX_ITEMS,
+    check_apt,
+    check_conda,
+    check_fits_run_line,
+    check_pip,
+    conda_install_args,
+)
 from worker.reference import PATH_COMPONENT, parse_reference
 
 MAX_NAME_LEN = 128
+MAX_REFERENCE_CHARS = 1024  # a valid one is under 800: host, a 255-character path, a 128-character tag, a digest
 CRD_API_GROUP = "primehub.io/"
 CRD_KIND = "ImageSpec"
 _NAME_RE = re.compile(PATH_COMPONENT)
 # A Kubernetes secret name (DNS-1123 subdomain): safe as a file name, no '/' or '..'.
 _SECRET_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
 MAX_SECRET_NAME_LEN = 253
+_NAMES_ITS_FIELD = re.compile(r"[A-Za-z_][\w.\[\]]*: ")
 
 
 def _check_name(name: str) -> str:
@@ -46,21 +56,39 @@ def _check_secret_name(name: str) -> str:
 
 
 ImageName = Annotated[str, AfterValidator(_check_name)]
-BaseImage = Annotated[str, AfterValidator(_check_base_image)]
+BaseImage = Annotated[str, Field(max_length=MAX_REFERENCE_CHARS), AfterValidator(_check_base_image)]
 SecretName = Annotated[str, AfterValidator(_check_secret_name)]
-AptPackage = Annotated[str, AfterValidator(check_apt)]
-PipRequirement = Annotated[str, AfterValidator(check_pip)]
-CondaSpec = Annotated[str, AfterValidator(check_conda)]
+AptPackage = Annotated[str, Field(max_length=MAX_ITEM_CHARS), AfterValidator(check_apt)]
+PipRequirement = Annotated[str, Field(max_length=MAX_ITEM_CHARS), AfterValidator(check_pip)]
+CondaSpec = Annotated[str, Field(max_length=MAX_ITEM_CHARS), AfterValidator(check_conda)]
 
 
 class Packages(BaseModel):
-    """What to install, per package manager, in the order given (apt, then conda, then pip)."""
+    """What to install, per package manager, in the order given (apt, then conda, then pip).
+
+    `null` for a list (or for `packages`) means empty, as PrimeHub's controller reads it: the same tag."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    apt: list[AptPackage] = Field(default_factory=list)
-    pip: list[PipRequirement] = Field(default_factory=list)
-    conda: list[CondaSpec] = Field(default_factory=list)
+    apt: list[AptPackage] = Field(default_factory=list, max_length=MAX_ITEMS)
+    pip: list[PipRequirement] = Field(default_factory=list, max_length=MAX_ITEMS)
+    conda: list[CondaSpec] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+    @field_validator("apt", "pip", "conda", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("apt", "pip")
+    @classmethod
+    def _fits_run_line(cls, items: list[str]) -> list[str]:
+        return check_fits_run_line(items)
+
+    @field_validator("conda")
+    @classmethod
+    def _conda_fits_run_line(cls, items: list[str]) -> list[str]:
+        check_fits_run_line(conda_install_args(items))
+        return items
 
 
 class ImageSpec(BaseModel):
@@ -74,6 +102,11 @@ class ImageSpec(BaseModel):
     base_image: BaseImage
     pull_secret: SecretName | None = None
     packages: Packages = Field(default_factory=Packages)
+
+    @field_validator("packages", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: Any) -> Any:
+        return {} if value is None else value
 
     @model_validator(mode="before")
     @classmethod
@@ -92,9 +125,32 @@ class ImageSpec(BaseModel):
 
 def _crd_fields(resource: dict[str, Any]) -> dict[str, Any]:
     """The plain shape of a custom resource: its `metadata.name` and its `spec`."""
-    spec = dict(resource.get("spec") or {})
+    metadata, spec = _mapping(resource, "metadata"), dict(_mapping(resource, "spec"))
     spec.pop("updateTime", None)  # PrimeHub's bookkeeping, not part of the image
-    return {"name": (resource.get("metadata") or {}).get("name"), **spec}
+    return {"name": metadata.get("name"), **spec}
+
+
+def _mapping(resource: dict[str, Any], field: str) -> dict[str, Any]:
+    value = resource.get(field)
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{field}: must be an object in a custom resource")
+    return value or {}
+
+
+def spec_named(data: Any, name: str) -> Any:
+    """`data` with `name` filled in where it names no spec (a PUT to /specs/{name}); InvalidSpec if it names
+    another one. Whatever else is wrong with `data` is left for parse_spec to name."""
+    if not isinstance(data, dict):
+        return data
+    is_resource = data.get("kind") == CRD_KIND
+    holder = (data.get("metadata") or {}) if is_resource else data
+    if not isinstance(holder, dict):
+        return data
+    given = holder.get("name", name)
+    if given != name:
+        raise InvalidSpec(f"name: the body names {given!r} but the path names {name!r}")
+    named = {**holder, "name": name}
+    return {**data, "metadata": named} if is_resource else named
 
 
 def parse_spec(data: Any) -> ImageSpec:
@@ -113,6 +169,8 @@ def format_validation_error(error: ValidationError, data: Any = None) -> str:
 def _format_one(err: dict[str, Any], data: Any) -> str:
     field = _field_path(err["loc"])
     message = err["msg"].removeprefix("Value error, ")
+    if not err["loc"] and _NAMES_ITS_FIELD.match(message):  # a check on the whole spec that names its field
+        return message
     item = _lookup(data, err["loc"]) if data is not None else None
     if isinstance(item, str) and err["type"] == "value_error":
         return f"{field}: {json.dumps(item)} is not allowed: {message}"
@@ -129,7 +187,10 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
     """The offending value, found through both the plain and the CRD shape."""
     if isinstance(data, dict) and "spec" in data and "kind" in data:
-        data = _crd_fields(data)
+        try:
+            data = _crd_fields(data)
+        except ValueError:
+            return None
     for part in loc:
         try:
             data = data[part] if not isinstance(data, dict) else data.get(part, data.get(to_camel(str(part))))

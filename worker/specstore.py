@@ -3,6 +3,7 @@ with their build jobs beside them; history is pruned like OpenShift's, logs with
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from enum import Enum
@@ -10,17 +11,30 @@ from enum import Enum
 import redis
 from pydantic import BaseModel
 
+from worker.buildstate import BuildLog
 from worker.errors import UnknownSpec
-from worker.logs import LOG_KEY
 from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec
-from worker.states import BuildPhase
+from worker.states import LUA_IS_FINAL, BuildPhase
 from worker.tagging import compute_tag
 
 SPEC_KEY = "imagebuilder:spec:{name}"  # JSON StoredSpec
 SPECS_KEY = "imagebuilder:specs"  # sorted set of stored spec names, for listing in order
 HISTORY_KEY = "imagebuilder:history:{name}"  # sorted set: build id -> submitted (epoch s)
 ENTRY_KEY = "imagebuilder:history-entry:{id}"  # JSON HistoryEntry; no expiry, pruning removes it
+
+# Mirror a build's fields into its history entry, unless the entry already shows an end: a late update from
+# a step or a requeue never overwrites it. Returns the entry as it now is (nil if the build has none).
+_MIRROR = LUA_IS_FINAL + """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local entry = cjson.decode(raw)
+if is_final(entry['phase']) then return raw end
+for field, value in pairs(cjson.decode(ARGV[1])) do entry[field] = value end
+local updated = cjson.encode(entry)
+redis.call('SET', KEYS[1], updated)
+return updated
+"""
 
 
 class Trigger(str, Enum):
@@ -60,17 +74,23 @@ class HistoryEntry(BaseModel):
 
     @classmethod
     def of(cls, result: BuildResult, name: str, tag: str, trigger: Trigger) -> HistoryEntry:
-        fields = result.model_dump(include=set(cls.model_fields) - {"name", "tag", "trigger"})
-        return cls(name=name, tag=tag, trigger=trigger, **fields)
+        return cls(name=name, tag=tag, trigger=trigger, **_build_fields(result))
+
+
+def _build_fields(result: BuildResult, mode: str = "python") -> dict:
+    """The fields a history entry takes from its build's result."""
+    return result.model_dump(mode=mode, include=set(HistoryEntry.model_fields) - {"name", "tag", "trigger"})
 
 
 class SpecStore:
     """Stored specs, their history, and its pruning to the last N succeeded and M failed or cancelled builds."""
 
-    def __init__(self, client: redis.Redis, *, keep_succeeded: int, keep_failed: int):
+    def __init__(self, client: redis.Redis, log: BuildLog, *, keep_succeeded: int, keep_failed: int):
         self._redis = client
+        self._log = log
         self._keep_succeeded = keep_succeeded
         self._keep_failed = keep_failed
+        self._mirror = client.register_script(_MIRROR)
 
     # -- specs ---------------------------------------------------------------------------------------------
     def apply(self, spec: ImageSpec) -> tuple[StoredSpec, bool]:
@@ -124,15 +144,14 @@ class SpecStore:
 
     def build_changed(self, result: BuildResult) -> HistoryEntry | None:
         """Mirror a build's new state into its history entry, if it is a stored spec's build; prune at its end."""
-        raw = self._redis.get(ENTRY_KEY.format(id=result.id))
+        raw = self._mirror(keys=[ENTRY_KEY.format(id=result.id)],
+                           args=[json.dumps(_build_fields(result, mode="json"))])
         if not raw:
             return None
         entry = HistoryEntry.model_validate_json(raw)
-        updated = HistoryEntry.of(result, entry.name, entry.tag, entry.trigger)
-        self._redis.set(ENTRY_KEY.format(id=result.id), updated.model_dump_json())
-        if result.phase.is_final:
+        if entry.phase.is_final:
             self.prune(entry.name)
-        return updated
+        return entry
 
     def history(self, name: str) -> list[HistoryEntry]:
         """Every kept build of the spec, newest first."""
@@ -166,5 +185,6 @@ class SpecStore:
             return
         pipe = self._redis.pipeline()
         pipe.zrem(HISTORY_KEY.format(name=name), *ids)
-        pipe.delete(*[ENTRY_KEY.format(id=i) for i in ids], *[LOG_KEY.format(id=i) for i in ids])
+        pipe.delete(*[ENTRY_KEY.format(id=i) for i in ids])
         pipe.execute()
+        self._log.forget(ids)

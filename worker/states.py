@@ -18,6 +18,11 @@ class BuildPhase(str, Enum):
 
 
 FINAL_PHASES = frozenset({BuildPhase.SUCCEEDED, BuildPhase.FAILED, BuildPhase.CANCELLED})
+# The same test for Lua scripts that read a phase out of stored JSON.
+LUA_IS_FINAL = (
+    "local function is_final(phase)\n  return "
+    + " or ".join(f"phase == '{phase.value}'" for phase in sorted(FINAL_PHASES)) + "\nend\n"
+)
 
 
 class BuildStep(str, Enum):

@@ -9,39 +9,35 @@ from celery import Celery
 
 from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME
 from config.settings import Settings
-from worker.coordination import Coordinator
-from worker.records import BuildRecords
 from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec
-from worker.specstore import SpecStore, StoredSpec, Trigger
+from worker.specstore import StoredSpec, Trigger
+from worker.stores import Stores
 from worker.tagging import resolve_target
 
 
 class Submitter:
     """Records a build Pending and enqueues it, or attaches to the target's queued or running build."""
 
-    def __init__(self, app: Celery, settings: Settings, coordinator: Coordinator, records: BuildRecords,
-                 specs: SpecStore):
+    def __init__(self, app: Celery, settings: Settings, stores: Stores):
         self._app = app
         self._settings = settings
-        self._coordinator = coordinator
-        self._records = records
-        self._specs = specs
+        self._builds = stores.builds
+        self._specs = stores.specs
 
     def submit(self, spec: ImageSpec, *, force: bool,
                before_queueing: Callable[[BuildResult], None] = lambda pending: None) -> BuildResult:
         target = resolve_target(spec, self._settings)
         pending = BuildResult(id=str(uuid.uuid4()), image=str(target), submitted_at=utcnow())
         message = {"spec": spec.to_wire(), "force": force}
-        build_id = self._coordinator.submit(pending, message)
+        build_id = self._builds.submit(pending, message)
         if build_id != pending.id:  # the target is queued or building already (forced or not): attach to it
-            return self._records.get(build_id)
+            return self._builds.get(build_id)
         before_queueing(pending)
         try:
             self._app.send_task(BUILD_TASK_NAME, kwargs=message, task_id=pending.id, queue=BUILD_QUEUE)
         except Exception:
-            self._coordinator.release(pending.image, pending.id)
-            self._records.delete(pending.id)
+            self._builds.withdraw(pending)
             raise
         return pending
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from worker.coordination import HEARTBEAT_TTL_S, Coordinator
+from worker.buildstate import HEARTBEAT_TTL_S, BuildState
 from worker.errors import BuildCancelled, BuildTimedOut, ImageBuilderError
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,8 @@ class BuildWatch:
     The build calls `check()` between steps and for every engine stream chunk; `on_abort` (set by whoever
     runs a container) stops the engine at once, so a silent `RUN` step is stopped too."""
 
-    def __init__(self, coordinator: Coordinator, build_id: str, target: str, token: str, timeout_s: int):
-        self._coordinator = coordinator
+    def __init__(self, state: BuildState, build_id: str, target: str, token: str, timeout_s: int):
+        self._state = state
         self._build_id, self._target, self._token = build_id, target, token
         self._timeout_s = timeout_s
         self._deadline = time.monotonic() + timeout_s
@@ -66,11 +66,11 @@ class BuildWatch:
                 logger.warning("watch of build %s could not reach Redis", self._build_id, exc_info=True)
 
     def _beat(self) -> None:
-        if not self._coordinator.keep_alive(self._target, self._token, self._build_id):
+        if not self._state.keep_alive(self._target, self._token, self._build_id):
             logger.warning("build %s lost its lock on %s", self._build_id, self._target)
 
     def _look_for_a_reason_to_stop(self) -> None:
-        if self._coordinator.cancel_requested(self._build_id):
+        if self._state.cancel_requested(self._build_id):
             self._abort(BuildCancelled("cancelled on request"))
         elif time.monotonic() > self._deadline:
             self._abort(BuildTimedOut(f"timed out after {self._timeout_s} s"))

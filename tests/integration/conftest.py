@@ -5,11 +5,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 
 from config.settings import Settings
 from devstack.stack import (  # noqa: F401 (re-exported for the tests)
+    API_TOKEN,
     IMAGEBUILDER,
     PULL_PASSWORD,
     PULL_USER,
@@ -18,8 +20,11 @@ from devstack.stack import (  # noqa: F401 (re-exported for the tests)
     Stack,
     WorkerProcess,
     local_stack,
+    start_api,
     start_worker,
 )
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +38,15 @@ def worker(stack: Stack) -> Iterator[WorkerProcess]:
     process = start_worker(stack, "main")
     yield process
     process.process.stop()
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack, worker: WorkerProcess) -> Iterator[httpx.Client]:
+    """`imagebuilder api` on the main Redis database, and an HTTP client that sends a valid token."""
+    process, url = start_api(stack, "main")
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as http:
+        yield http
+    process.stop()
 
 
 @pytest.fixture(scope="session")

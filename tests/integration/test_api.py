@@ -10,20 +10,12 @@ import httpx
 import pytest
 
 from devstack.stack import API_TOKEN, start_api
+from tests.integration.conftest import AUTH
 from tests.integration.helpers import wait_for
 from tests.integration.test_builds import WAIT_S
 
 pytestmark = pytest.mark.integration
 IDLE_DB = 10  # for the schemathesis run: what it queues is never built
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def api(stack, worker):
-    process, url = start_api(stack, "main")
-    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as http:
-        yield http
-    process.stop()
 
 
 def busybox(stack, name):
@@ -34,15 +26,19 @@ def finished(api, build_id):
     return api.get(f"/builds/{build_id}").json()["phase"] in {"Succeeded", "Failed", "Cancelled"}
 
 
-def test_every_route_but_healthz_needs_a_valid_bearer_token(api, stack):
+def test_every_route_but_the_probes_needs_a_valid_bearer_token(api, stack):
+    routes = [(method, path) for path, item in api.get("/openapi.json").json()["paths"].items()
+              for method in item if path not in ("/healthz", "/readyz")]
+    assert len(routes) >= 14
     for token in (None, "wrong", API_TOKEN + "x"):
         headers = {"Authorization": f"Bearer {token}"} if token else {"Authorization": ""}
-        for method, path in (("POST", "/builds"), ("GET", "/builds/x"), ("GET", "/builds/x/logs"),
-                             ("DELETE", "/builds/x"), ("GET", "/metrics")):
-            answer = api.request(method, path, headers=headers, json=busybox(stack, "noauth"))
+        for method, path in routes + [("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/no-such-route")]:
+            answer = api.request(method.upper(), path.replace("{build_id}", "x").replace("{name}", "x"),
+                                 headers=headers, json=busybox(stack, "noauth"))
             assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer", (method, path)
     health = api.get("/healthz", headers={"Authorization": ""})
     assert health.status_code == 200 and health.json()["redis"] and health.json()["workers"] >= 1
+    assert api.get("/readyz", headers={"Authorization": ""}).json() == {"redis": True}
 
 
 def test_submit_status_logs_and_metrics_over_http(api, stack, unique):
@@ -98,18 +94,23 @@ def test_openapi_is_served_and_schemathesis_finds_no_5xx_or_schema_violation(sta
     # Given the API on a Redis database where no worker builds what the fuzzer submits
     process, url = start_api(stack, "fuzz", IDLE_DB)
     try:
-        schema = httpx.get(f"{url}/openapi.json").json()
-        paths = {"/builds", "/builds/{build_id}", "/builds/{build_id}/logs", "/healthz", "/metrics"}
+        schema = httpx.get(f"{url}/openapi.json", headers=AUTH).json()
+        paths = {"/builds", "/builds/{build_id}", "/builds/{build_id}/logs", "/healthz", "/readyz", "/metrics",
+                 "/specs", "/specs/{name}", "/specs/{name}/builds", "/specs/{name}/history",
+                 "/specs/{name}/schedule", "/schedules"}
         assert paths <= set(schema["paths"])
         # When schemathesis exercises every operation
         done = subprocess.run(
             [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--header",
              f"Authorization: Bearer {API_TOKEN}", "--checks", "not_a_server_error,response_schema_conformance",
-             "--max-examples", "30", "--exclude-path", "/healthz"],
+             "--max-examples", "30", "--exclude-path", "/healthz", "--exclude-path", "/readyz"],
             capture_output=True, text=True, timeout=600,
         )
-        # Then it finds nothing
+        # Then it finds nothing, having sent requests to the spec and schedule routes as well
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        served = process.log_path.read_text()
+        for route in ('"PUT /specs/', '"GET /specs/', '"DELETE /specs/', '"POST /specs/', '/schedule HTTP'):
+            assert route in served, route
     finally:
         process.stop()
 

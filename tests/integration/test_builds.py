@@ -113,3 +113,15 @@ def target_digest(stack: Stack, image: str) -> str | None:
     reference = parse_reference(image)
     credentials = RegistryCredentials(reference.registry, PUSH_USER, PUSH_PASSWORD)
     return RegistryClient(reference.registry, credentials).manifest_digest(reference)
+
+
+def test_an_apt_version_glob_installs_the_version_apt_matches(stack, client, unique):
+    # Given an apt item with a version glob, as real Dockerfiles write them (`mesos=1.2*`)
+    spec = parse_spec({"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
+                       "packages": {"apt": ["jq=1.6*"]}})
+    # When it is built
+    result = client.wait(client.submit(spec).id, timeout_s=WAIT_S)
+    # Then apt picked the matching version
+    assert result.phase is BuildPhase.SUCCEEDED, result.error
+    pull_back(stack, result.image)
+    assert run_in(result.image, "jq --version").startswith("jq-1.6")

@@ -1,5 +1,8 @@
 """compose.yaml for real: Debian's docker-compose parses it, the project image builds on a locally made Python
-base, and the stack comes up with two workers and builds a spec end to end through its API."""
+base, and the stack comes up with two workers and builds a spec end to end through its API.
+
+The stack's host ports are free ones, so that whatever else runs here (the demo's Redis on 6379 and registry on
+5000, say) is left alone."""
 
 from __future__ import annotations
 
@@ -14,20 +17,26 @@ import yaml
 import docker
 from devstack.baseimage import push
 from devstack.compose import PYTHON_BASE, ROOT, compose, prepare_images, trust_host_ca_in_project_build
+from devstack.services import free_port
 from tests.integration.helpers import wait_for
 from worker.reference import parse_reference
 
 pytestmark = pytest.mark.integration
 PROJECT = "imagebuilder-compose-test"
 TOKEN = "compose-test-token"
-API = "http://127.0.0.1:8000"
+REDIS_PORT, REGISTRY_PORT, API_PORT = free_port(), free_port(), free_port()
+REGISTRY = f"localhost:{REGISTRY_PORT}"
+API = f"http://127.0.0.1:{API_PORT}"
 
 
 @pytest.fixture(scope="module")
 def compose_env(stack):
     if not shutil.which("docker-compose"):
         pytest.fail("docker-compose is not installed: scripts/bootstrap.sh installs it")
-    return {**os.environ, "IMAGEBUILDER_API_TOKENS": TOKEN, "BASE_IMAGE": PYTHON_BASE}
+    ports = {"IMAGEBUILDER_REDIS_PORT": str(REDIS_PORT), "IMAGEBUILDER_REGISTRY_PORT": str(REGISTRY_PORT),
+             "IMAGEBUILDER_API_PORT": str(API_PORT), "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT": REGISTRY,
+             "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX": f"{REGISTRY}/images"}
+    return {**os.environ, "IMAGEBUILDER_API_TOKENS": TOKEN, "BASE_IMAGE": PYTHON_BASE, **ports}
 
 
 def test_compose_file_parses(compose_env):
@@ -55,7 +64,7 @@ def test_the_stack_comes_up_scaled_and_builds_a_spec_end_to_end(compose_env, uni
         # And the example spec is posted, its Debian base made here and put in the stack's registry
         spec = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
         upstream = parse_reference(spec["baseImage"])
-        base = f"localhost:5000/{upstream.repository}:{upstream.tag}"
+        base = f"{REGISTRY}/{upstream.repository}:{upstream.tag}"
         engine.images.get(PYTHON_BASE).tag(base)
         push(engine, base, None, None)
         spec.update(name=unique, baseImage=base)
@@ -67,8 +76,8 @@ def test_the_stack_comes_up_scaled_and_builds_a_spec_end_to_end(compose_env, uni
                  "the build", 600)
         result = httpx.get(f"{API}/builds/{build_id}", headers=auth).json()
         assert result["phase"] == "Succeeded", result
-        assert result["image"].startswith(f"localhost:5000/images/{unique}:")
-        assert httpx.get(f"http://127.0.0.1:5000/v2/images/{unique}/tags/list").json()["tags"]
+        assert result["image"].startswith(f"{REGISTRY}/images/{unique}:")
+        assert httpx.get(f"http://{REGISTRY}/v2/images/{unique}/tags/list").json()["tags"]
     finally:
         logs = compose(PROJECT, "logs", "--no-color", env=compose_env).stdout
         compose(PROJECT, "down", "-v", "--timeout", "5", env=compose_env)

@@ -65,7 +65,7 @@ def test_a_queued_build_cancelled_never_starts_even_after_a_worker_restart(stack
         assert client.cancel(queued.id).phase is BuildPhase.CANCELLED
         worker = start_worker(stack, f"late{unique}", QUEUE_ONLY_DB)
         try:
-            wait_for(lambda: client._redis.llen("builds") == 0, "the worker to take the message", 30)
+            wait_for(lambda: client.redis.llen("builds") == 0, "the worker to take the message", 30)
             # Then the build stays Cancelled, never ran, and nothing was pushed
             result = client.status(queued.id)
             assert result.phase is BuildPhase.CANCELLED and result.started_at is None
@@ -141,3 +141,57 @@ def test_a_failing_run_step_fails_at_once_naming_the_command_and_cleans_up(stack
     assert step_images and not dangling.intersection(step_images)
     assert engine.images.get(stack.debian_base)
     assert tags_in_push_registry(stack, parse_reference(result.image).repository) == []
+
+
+ENDING_DB = 11
+
+
+def cancelled_count(client: BuildClient) -> float:
+    """imagebuilder_builds_finished_total{phase="Cancelled"}, as Prometheus scrapes it."""
+    from prometheus_client import generate_latest
+
+    from worker.metrics import metrics_registry
+
+    for line in generate_latest(metrics_registry(client.redis)).decode().splitlines():
+        if line.startswith('imagebuilder_builds_finished_total{phase="Cancelled"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def ended_alike(client: BuildClient, name: str, build_id: str, failures: int) -> None:
+    """The record, the history, the schedule and the log all say the build ended Cancelled."""
+    assert client.wait(build_id, timeout_s=WAIT_S).phase is BuildPhase.CANCELLED
+    entry = next(e for e in client.history(name) if e.id == build_id)
+    assert entry.phase is BuildPhase.CANCELLED and entry.finished_at is not None
+    schedule = client.schedule(name)
+    assert schedule.consecutive_failures == failures and f"build {build_id} ended Cancelled" in schedule.last_error
+    assert client.stores.log.is_closed(build_id)
+    assert list(client.logs(build_id))[-1].startswith("cancelled")
+
+
+def test_a_queued_and_a_running_cancel_end_the_same_way(stack, unique):
+    from worker.specstore import Trigger
+
+    with BuildClient(stack.settings(ENDING_DB)) as client:
+        # Given a stored spec with a schedule, and no worker yet
+        _, first = client.apply(slow_spec(stack, unique, heavy=True).to_wire())
+        client.cancel(first.id)
+        client.set_schedule(unique, every_s=3600, policy="always")
+        before = cancelled_count(client)
+        # When a scheduled build of it is cancelled while it is queued
+        queued = client.build(unique, force=True, trigger=Trigger.SCHEDULE)
+        assert client.cancel(queued.id).phase is BuildPhase.CANCELLED
+        # Then its end is counted once, in the metrics, the history, the schedule and the log
+        ended_alike(client, unique, queued.id, failures=1)
+        assert cancelled_count(client) == before + 1
+        # When another is cancelled while a worker runs it
+        worker = start_worker(stack, f"ending{unique}", ENDING_DB)
+        try:
+            running = client.build(unique, force=True, trigger=Trigger.SCHEDULE)
+            wait_for_line(client, running.id, lambda line: "Running in" in line)
+            client.cancel(running.id)
+            # Then it ends the same way, down to the counts
+            ended_alike(client, unique, running.id, failures=2)
+            assert cancelled_count(client) == before + 2
+        finally:
+            worker.process.stop()

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 import redis
+import yaml
 
 from tests.integration.conftest import IMAGEBUILDER, WRONG_PUSH_DB, Stack
 from tests.integration.test_builds import WAIT_S, target_digest
@@ -79,3 +80,40 @@ def test_disabled_or_unconfigured_service_refuses_saying_what_to_set(stack, tmp_
 def test_status_of_an_unknown_id_is_an_error_not_pending(stack):
     done = cli(stack, "status", "no-such-build", redis_db=IDLE_DB)
     assert done.returncode == 2 and "no build with id 'no-such-build'" in done.stderr
+
+
+ACCEPTING_DB = 15  # no worker: what is accepted stays queued
+
+
+def test_real_users_package_items_are_accepted_and_null_lists_mean_empty(stack, tmp_path):
+    # Given items from public Dockerfiles, environment files and PrimeHub's docs, refused by earlier versions
+    packages = {"apt": ["mesos=1.2*"],
+                "conda": ["SQLAlchemy>=0.8.3", "BeautifulSoup=4.5.1*", "types-PyMySQL", "cartopy >= 0.20.0",
+                          "r-base=3.3.1 1", "-c pytorch -c fastai fastai"]}
+    results = {}
+    for name, spec_packages in (("real", packages), ("null", None), ("nullapt", {"apt": None}), ("none", {})):
+        spec_file = tmp_path / f"{name}.yaml"
+        spec_file.write_text(yaml.safe_dump({"name": name, "baseImage": stack.busybox_base,
+                                             "packages": spec_packages}))
+        # When each is submitted
+        done = cli(stack, "submit", str(spec_file), "--json", redis_db=ACCEPTING_DB)
+        # Then it is accepted and queued
+        assert done.returncode == 0, done.stderr
+        results[name] = json.loads(done.stdout)
+    assert queued_and_recorded(stack, ACCEPTING_DB)[0] == 4
+    # And `packages: null` and `apt: null` give the tag of a spec without packages, as PrimeHub's controller does
+    tags = {name: result["image"].rsplit(":", 1)[1] for name, result in results.items()}
+    assert tags["null"] == tags["nullapt"] == tags["none"] != tags["real"]
+
+
+@pytest.mark.parametrize(("item", "words"), [
+    ("-c https://conda.example/private numpy", "a channel is a name"),
+    ("-c conda-forge --override-channels numpy", "other options are not allowed"),
+    ("https://conda.example/numpy-1.0.tar.bz2", "URLs and other options are not allowed"),
+])
+def test_conda_lines_with_urls_or_other_options_stay_refused(stack, tmp_path, item, words):
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({"name": "evil", "baseImage": stack.busybox_base, "packages": {"conda": [item]}}))
+    done = cli(stack, "submit", str(spec_file), redis_db=IDLE_DB)
+    assert done.returncode == 2 and "packages.conda[0]" in done.stderr and words in done.stderr
+    assert queued_and_recorded(stack, IDLE_DB) == (0, 0)

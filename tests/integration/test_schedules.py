@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 import docker
@@ -144,3 +145,85 @@ def test_a_cron_schedule_fires_at_the_next_matching_minute(stack, beat, unique):
         assert fired.trigger is Trigger.SCHEDULE and fired.submitted_at.timestamp() >= schedule.next_due.timestamp()
         assert client.schedule(unique).next_due > schedule.next_due
         client.remove_schedule(unique)
+
+
+HOSTILE_DB = 3
+# What each misbehaving registry's schedule says went wrong (see tests/integration/hostile_registry.py)
+CHECK_ERRORS = {
+    "html": "something other than a JSON object holding a token",
+    "list": "something other than a JSON object holding a token",
+    "loop": "with a redirect (HTTP 302), which is not followed",
+    "metadata": "refused, it is a link-local or cloud metadata address",
+    "file": "refused, a token realm is an http(s) URL",
+    "tls": "is unreachable for manifest check of",
+    "error": "is unavailable for manifest check of",
+    "slow": "ReadTimeout",
+}
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    from tests.integration.hostile_registry import HostileRegistry
+
+    server = HostileRegistry()
+    yield server
+    server.close()
+
+
+def test_one_specs_registry_cannot_stop_the_scheduling_pass(stack, hostile, unique):
+    from devstack.stack import API_TOKEN, start_api
+    from worker.app import create_app
+    from worker.result import BuildResult, utcnow
+    from worker.scheduling import SchedulingPass
+    from worker.spec import parse_spec
+    from tests.integration.hostile_registry import BEHAVIOURS
+
+    env = {"IMAGEBUILDER_REGISTRY_TIMEOUT_S": "2"}
+    worker = start_worker(stack, f"hostile{unique}", HOSTILE_DB, **env)
+    settings = stack.settings(HOSTILE_DB, **env)
+    try:
+        with BuildClient(settings) as client:
+            # Given two specs on the real private registry, one rebuilt always and one checked for base changes
+            for name, policy in ((f"{unique}-always", "always"), (f"{unique}-checked", "on-base-change")):
+                _, build = client.apply({"name": name, "baseImage": stack.busybox_base, "pullSecret": "private"})
+                client.wait(build.id, timeout_s=WAIT_S)
+                client.set_schedule(name, every_s=1, policy=policy)
+            # And one spec per misbehaving registry, built once before, checked for base changes, all due at once
+            for behaviour in BEHAVIOURS:
+                stored, _ = client.stores.specs.apply(parse_spec({"name": f"{unique}-{behaviour}",
+                                                                  "baseImage": hostile.base(behaviour)}))
+                built = BuildResult(id=f"{unique}-{behaviour}-built", image="earlier", submitted_at=utcnow(),
+                                    phase=BuildPhase.SUCCEEDED, base_digest="sha256:" + "0" * 64)
+                client.stores.specs.record(stored.spec.name, built, stored.tag, Trigger.SPEC_CHANGED)
+                client.set_schedule(stored.spec.name, every_s=1)
+            scheduling_pass = SchedulingPass(create_app(settings), settings, client.stores)
+            # When one scheduling pass runs
+            outcomes = scheduling_pass.run(now=time.time() + 5)
+            # Then each misbehaving registry failed its own check, and the other specs were checked and built
+            assert outcomes == {"check-failed": len(BEHAVIOURS), "schedule": 1, "unchanged": 1}
+            for behaviour, words in CHECK_ERRORS.items():
+                schedule = client.schedule(f"{unique}-{behaviour}")
+                assert words in schedule.last_error and schedule.consecutive_failures == 1, (behaviour, schedule)
+            (rebuild,) = scheduled(client, f"{unique}-always")
+            assert client.wait(rebuild.id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
+            assert client.schedule(f"{unique}-checked").last_checked is not None
+            # And nothing was asked of the metadata address or a file: those realms were refused unrequested
+            assert not any("169.254" in r or "passwd" in r for r in hostile.requests)
+            # When two more passes meet the same registries
+            for later_s in (10, 15):
+                scheduling_pass.run(now=time.time() + later_s)
+            # Then the failed checks disabled those schedules, as failed builds would, and users are told why
+            for behaviour in BEHAVIOURS:
+                schedule = client.schedule(f"{unique}-{behaviour}")
+                assert not schedule.enabled and "disabled after 3 failed checks in a row" in schedule.disabled_reason
+            assert client.schedule(f"{unique}-checked").enabled and client.schedule(f"{unique}-always").enabled
+        listed = cli(stack, "schedule", "list", redis_db=HOSTILE_DB).stdout
+        assert f"last error: checking the base failed: registry {hostile.host}" in listed
+        process, url = start_api(stack, f"hostile{unique}", HOSTILE_DB)
+        try:
+            answer = httpx.get(f"{url}/specs/{unique}-html/schedule", headers={"Authorization": f"Bearer {API_TOKEN}"})
+            assert CHECK_ERRORS["html"] in answer.json()["last_error"]
+        finally:
+            process.stop()
+    finally:
+        worker.process.stop()

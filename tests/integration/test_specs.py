@@ -13,7 +13,7 @@ from producer.client import BuildClient
 from tests.integration.conftest import start_worker
 from tests.integration.test_builds import WAIT_S
 from tests.integration.test_failures import cli
-from worker.logs import LOG_KEY
+from worker.buildstate import LOG_KEY
 from worker.specstore import Trigger
 from worker.states import BuildPhase
 from worker.tagging import compute_tag

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from worker.dockerfile import CA_CONTEXT_NAME, CA_IMAGE_PATH, BuildInputs, build_context, render_dockerfile
 from worker.errors import BuildStepFailed, InvalidSpec
+from worker.packages import conda_install_args
 from worker.spec import parse_spec
 
 CREATED = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -59,6 +60,26 @@ def test_ca_bundle_and_index_reach_every_installer():
     assert pip[pip.index("--index-url") + 1] == "https://mirror.example/simple"
 
 
+def test_conda_channel_lines_become_channels_of_the_one_install():
+    argv = shlex.split(run_lines(render({"conda": ["-c pytorch -c fastai fastai", "cartopy >= 0.20.0"]}))[0])
+    assert argv[:7] == ["conda", "install", "--yes", "-c", "pytorch", "-c", "fastai"]
+    assert argv[7:9] == ["fastai", "cartopy >= 0.20.0"]
+
+
+def test_the_longest_allowed_lists_render_run_lines_under_the_kernels_argument_limit():
+    # Given the largest lists the spec allows, and every setting that lengthens a RUN line at its longest
+    from config.settings import MAX_PIP_INDEX_URL_CHARS
+    from worker.packages import MAX_ARG_STRLEN, MAX_INSTALL_ARGS_BYTES
+
+    items = [f"{'p' * 490}{i:04d}" for i in range(MAX_INSTALL_ARGS_BYTES // 496)]
+    inputs = BuildInputs(tag="t", created=CREATED, ca_bundle=True,
+                         pip_index_url="https://m.example/" + "s" * (MAX_PIP_INDEX_URL_CHARS - 18))
+    # When they are rendered
+    dockerfile = render({"apt": items, "pip": items, "conda": items}, inputs)
+    # Then every RUN line, as the argument `/bin/sh -c` gets, stays under the limit
+    assert [len(line.encode()) < MAX_ARG_STRLEN for line in run_lines(dockerfile)] == [True] * 3
+
+
 def test_no_packages_still_restores_user_and_labels():
     dockerfile = render({}, BuildInputs(tag="t", created=CREATED))
     assert run_lines(dockerfile) == [] and "USER root" in dockerfile.splitlines()[-6:]
@@ -92,6 +113,7 @@ _CONDA = st.from_regex(r"([a-z][a-z-]{0,7}::)?[a-z0-9_][a-z0-9_.-]{0,12}((=|==|>
 
 def assert_runs_split_into(dockerfile, apt, pip, conda):
     runs = iter(run_lines(dockerfile))
+    conda = conda_install_args(conda) if conda else conda
     for items, cut in ((apt, "--no-install-recommends"), (conda, "--yes"), (pip, "--no-cache-dir")):
         if items:
             argv = shlex.split(next(runs))

@@ -41,6 +41,12 @@ def test_retry_after_is_kept_for_rate_limits():
         ("received unexpected HTTP status: 503 Service Unavailable", RegistryUnavailable),
         ("manifest for x:1 not found: manifest unknown", BaseImageNotFound),
         ("blob upload invalid", PushFailed),
+        # the registry's port holds "403" or "401": still a refused connection, not an auth failure
+        ('Get "http://127.0.0.1:40361/v2/": dial tcp 127.0.0.1:40361: connect: connection refused',
+         RegistryUnavailable),
+        ('Head "http://127.0.0.1:40155/v2/x/manifests/1": EOF', RegistryUnavailable),
+        ("received unexpected HTTP status: 401 Unauthorized", AuthFailed),
+        ("error parsing HTTP 403 response body", AuthFailed),
     ],
 )
 def test_engine_message_mapping(message, kind):

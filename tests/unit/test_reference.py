@@ -2,7 +2,7 @@
 
 import pytest
 
-from worker.reference import is_loopback, normalise_registry, parse_reference
+from worker.reference import is_loopback, normalise_registry, parse_reference, plain_http_allowed
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,21 @@ def test_urls_become_host_and_port():
                                                     ("10.0.0.1:5000", False)])
 def test_loopback_registries_are_insecure_by_default(registry, loopback):
     assert is_loopback(registry) is loopback
+
+
+@pytest.mark.parametrize(("registry", "loopback"), [
+    ("127.0.0.1:5000", True), ("127.1.2.3", True), ("localhost:5000", True), ("LOCALHOST", True),
+    ("[::1]:5000", True), ("::1", True),
+    ("127.evil.example", False), ("127.evil.example:80", False), ("localhost.evil.example", False),
+    ("10.0.0.1:5000", False), ("registry.local:5000", False), ("[fe80::1]:5000", False),
+])
+def test_loopback_means_a_loopback_address_or_localhost_not_a_name_that_looks_like_one(registry, loopback):
+    assert is_loopback(registry) is loopback
+
+
+def test_plain_http_is_for_loopback_and_listed_hosts_only():
+    listed = frozenset({"registry.local:5000", "mirror.lan"})
+    assert plain_http_allowed("127.0.0.1:5000", frozenset())
+    assert plain_http_allowed("registry.local:5000", listed) and plain_http_allowed("mirror.lan:8080", listed)
+    assert not plain_http_allowed("registry.local:5001", frozenset({"registry.local:5000"}))
+    assert not plain_http_allowed("127.evil.example", listed)

@@ -35,9 +35,33 @@ def test_interval_schedules_are_due_every_so_many_seconds():
     [({"cron": "61 * * * *"}, "cron: '61 * * * *' is not valid"), ({"cron": "* * *"}, "needs 5 fields"),
      ({"cron": "* * * * *", "tz": "Mars/Olympus"}, "tz: 'Mars/Olympus' is not an IANA time zone"),
      ({}, "either a cron expression or an interval"), ({"cron": "* * * * *", "every_s": 5}, "either"),
-     ({"every_s": 0}, "at least 1 second"), ({"cron": "* * * * *", "policy": "sometimes"}, "policy")],
+     ({"every_s": 0}, "at least 1 second"),
+     ({"every_s": 10 ** 15}, "at most 31622400 seconds"), ({"cron": "* * * * *", "policy": "sometimes"}, "policy")],
 )
 def test_bad_schedules_are_refused_naming_the_field(kwargs, words):
     with pytest.raises(InvalidSpec, match="invalid schedule") as caught:
         parse_schedule("x", **kwargs)
     assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("cron", ["0 0 30 2 *", "0 0 31 4,6 *", "0 0 29 2 1"])
+def test_a_cron_that_can_never_fire_is_refused_at_once(cron):
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(InvalidSpec, match="cron: .* never matches"):
+        parse_schedule("x", cron=cron)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_rare_cron_is_found_years_ahead():
+    assert next_cron_time("0 0 29 2 *", "UTC", utc(2026, 3, 1)) == utc(2028, 2, 29)
+    assert next_cron_time("0 0 29 2 2", "UTC", utc(2026, 3, 1)) == utc(2028, 2, 29)  # a Tuesday
+
+
+def test_a_wall_clock_time_that_happens_twice_fires_at_both_and_one_that_never_happens_is_skipped():
+    # 2026-10-25: Berlin's clocks go back from 03:00 to 02:00, so 02:30 is 00:30 and then 01:30 UTC
+    assert next_cron_time("30 2 * * *", "Europe/Berlin", utc(2026, 10, 25, 0, 0)) == utc(2026, 10, 25, 0, 30)
+    assert next_cron_time("30 2 * * *", "Europe/Berlin", utc(2026, 10, 25, 0, 30)) == utc(2026, 10, 25, 1, 30)
+    # 2026-03-29: they go forward from 02:00 to 03:00, so 02:30 does not happen that day
+    assert next_cron_time("30 2 * * *", "Europe/Berlin", utc(2026, 3, 28, 23, 0)) == utc(2026, 3, 30, 0, 30)

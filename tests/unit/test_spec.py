@@ -53,7 +53,11 @@ def test_packages_and_pull_secret_are_optional():
         ({"packages": {"apt": ["ok", "jq; touch /x"]}}, "packages.apt[1]", "Debian package"),
         ({"packages": {"pip": ["-e ."]}}, "packages.pip[0]", "PEP 508"),
         ({"packages": {"pip": ["pkg @ https://example.com/pkg.whl"]}}, "packages.pip[0]", "URLs"),
-        ({"packages": {"conda": ["numpy 1.2"]}}, "packages.conda[0]", "conda match spec"),
+        ({"packages": {"conda": ["numpy; id"]}}, "packages.conda[0]", "conda item is a match spec"),
+        ({"packages": {"apt": ["jq"] * 1001}}, "packages.apt", "at most 1000 items"),
+        ({"packages": {"pip": ["a" * 513]}}, "packages.pip[0]", "at most 512 characters"),
+        ({"packages": {"pip": [f"{'a' * 500}{i}" for i in range(250)]}}, "packages.pip", "fit one RUN line"),
+        ({"baseImage": "a" * 1025}, "baseImage", "at most 1024 characters"),
         ({"packages": {"yum": ["x"]}}, "packages.yum", "Extra inputs"),
         ({"extra": 1}, "extra", "Extra inputs"),
     ],
@@ -74,6 +78,36 @@ def test_every_bad_item_is_reported_not_just_the_first():
     with pytest.raises(InvalidSpec) as caught:
         parse_spec({**PLAIN, "packages": {"apt": ["$(id)"], "pip": ["`id`"]}})
     assert "packages.apt[0]" in str(caught.value) and "packages.pip[0]" in str(caught.value)
+
+
+def test_null_package_lists_mean_empty_and_give_the_same_tag():
+    from worker.tagging import compute_tag
+
+    plain = parse_spec({"name": "x", "baseImage": "debian"})
+    for packages in (None, {"apt": None}, {"apt": None, "pip": None, "conda": None}):
+        assert parse_spec({"name": "x", "baseImage": "debian", "packages": packages}) == plain
+    assert compute_tag(parse_spec({"name": "x", "baseImage": "debian", "packages": None})) == compute_tag(plain)
+
+
+@pytest.mark.parametrize("field", ["metadata", "spec"])
+@pytest.mark.parametrize("value", [[1], "m", 3])
+def test_a_resource_whose_metadata_or_spec_is_not_an_object_is_refused_naming_it(field, value):
+    resource = {"apiVersion": "primehub.io/v1alpha1", "kind": "ImageSpec", "metadata": {"name": "x"},
+                "spec": {"baseImage": "debian"}, field: value}
+    with pytest.raises(InvalidSpec, match=f"{field}: must be an object"):
+        parse_spec(resource)
+
+
+def test_the_path_names_a_spec_whose_body_does_not():
+    from worker.spec import spec_named
+
+    resource = {"apiVersion": "primehub.io/v1alpha1", "kind": "ImageSpec", "spec": {"baseImage": "debian"}}
+    assert parse_spec(spec_named(resource, "x")).name == "x"
+    assert parse_spec(spec_named({"baseImage": "debian"}, "x")).name == "x"
+    with pytest.raises(InvalidSpec, match="the body names 'y' but the path names 'x'"):
+        spec_named({"name": "y", "baseImage": "debian"}, "x")
+    with pytest.raises(InvalidSpec, match="metadata: must be an object"):
+        parse_spec(spec_named({**resource, "metadata": [1]}, "x"))
 
 
 def test_a_crd_of_another_kind_is_refused():

@@ -1,0 +1,99 @@
+"""The API's edge, in front of FastAPI: a request is authenticated before a byte of its body is read, and its
+body is bounded. FastAPI reads and parses a body before any route dependency runs, so neither can be left to it.
+
+Plain ASGI rather than Starlette's BaseHTTPMiddleware: that one wraps every response, server-sent events too."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+class BearerTokens:
+    """The API tokens; every one is compared in constant time, whichever matches."""
+
+    def __init__(self, tokens: Iterable[str]):
+        self._tokens = [token.encode() for token in tokens]
+
+    def match(self, authorization: bytes) -> bool:
+        scheme, _, given = authorization.partition(b" ")
+        matched = False
+        for token in self._tokens:
+            matched |= hmac.compare_digest(given.strip(), token)
+        return matched and scheme.lower() == b"bearer"
+
+
+class Edge:
+    """Answers 401 to a request without a valid token before reading its body, then 413 to a body past
+    `max_body_bytes` (declared or, chunked, as it arrives); hands the app the body it read."""
+
+    def __init__(self, app: ASGIApp, *, tokens: BearerTokens, max_body_bytes: int, public_docs: bool):
+        self._app = app
+        self._tokens = tokens
+        self._max_body_bytes = max_body_bytes
+        self._public = HEALTH_PATHS | (DOCS_PATHS if public_docs else frozenset())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if scope["path"] not in self._public and not self._tokens.match(_header(scope, b"authorization")):
+            await answer(send, 401, "a valid bearer token is required", {"www-authenticate": "Bearer"})
+            return
+        body = await self._bounded_body(scope, receive)
+        if body is None:
+            await answer(send, 413, f"the request body is larger than {self._max_body_bytes} bytes "
+                                    "(IMAGEBUILDER_API_MAX_BODY_BYTES)")
+            return
+        await self._app(scope, _replaying(body, receive), send)
+
+    async def _bounded_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it is known to be too large (before reading it, if declared)."""
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > self._max_body_bytes:
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: the app will hear it too
+                return b"".join(chunks)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self._max_body_bytes:
+                return None
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    return next((value for key, value in scope["headers"] if key.lower() == name), b"")
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body already read, then whatever the connection says next."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+async def answer(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    """A JSON error answer in the API's one shape: {"detail": ...}."""
+    body = json.dumps({"detail": detail}).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   *((k.encode(), v.encode()) for k, v in (headers or {}).items())]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})

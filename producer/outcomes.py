@@ -1,0 +1,47 @@
+"""How the entry points answer the domain's errors: one table of HTTP statuses and CLI exit codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config.settings import SettingsError
+from worker.errors import (
+    AlreadyFinished,
+    ConfigurationError,
+    FeatureDisabled,
+    ImageBuilderError,
+    InvalidSpec,
+    StoreUnavailable,
+    UnknownBuild,
+    UnknownSpec,
+)
+
+EXIT_SUCCEEDED = 0
+EXIT_NOT_SUCCEEDED = 1  # the build ended otherwise, or the service could not be reached
+EXIT_INVALID = 2  # invalid input, settings or an unknown id: nothing was queued
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    exit_code: int
+    what: str  # for the OpenAPI description of the status
+
+
+# The first row whose error class matches wins: subclasses come before their parents.
+OUTCOMES: tuple[tuple[type[Exception], Outcome], ...] = (
+    (UnknownBuild, Outcome(404, EXIT_INVALID, "no build with this id")),
+    (UnknownSpec, Outcome(404, EXIT_INVALID, "no stored spec (or schedule) with this name")),
+    (AlreadyFinished, Outcome(409, EXIT_NOT_SUCCEEDED, "the build already ended")),
+    (FeatureDisabled, Outcome(403, EXIT_INVALID, "building is disabled")),
+    (InvalidSpec, Outcome(422, EXIT_INVALID, "invalid input: the field and the rule")),
+    (ConfigurationError, Outcome(503, EXIT_INVALID, "the service is not configured to build")),
+    (SettingsError, Outcome(503, EXIT_INVALID, "the service's settings are invalid")),
+    (StoreUnavailable, Outcome(503, EXIT_NOT_SUCCEEDED, "Redis cannot be reached")),
+    (ImageBuilderError, Outcome(500, EXIT_NOT_SUCCEEDED, "the service failed")),
+)
+UNEXPECTED = Outcome(500, EXIT_NOT_SUCCEEDED, "internal error")
+
+
+def outcome_of(error: BaseException) -> Outcome:
+    return next((outcome for kind, outcome in OUTCOMES if isinstance(error, kind)), UNEXPECTED)

@@ -1,0 +1,78 @@
+"""A real HTTP server on loopback playing a hostile or broken registry. The first path component of a repository
+chooses the misbehaviour, so one server serves every case: `127.0.0.1:PORT/<behaviour>/base:1`."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# behaviour -> what the server does, and what the service should say about it
+BEHAVIOURS = {
+    "html": "the token endpoint answers an HTML page",
+    "list": "the token endpoint answers a JSON list",
+    "loop": "the token endpoint redirects to itself",
+    "metadata": "the realm is the cloud metadata address",
+    "file": "the realm is a file: URL",
+    "tls": "the realm speaks https to a plain http server",
+    "error": "the manifest HEAD answers 500",
+    "slow": "the manifest HEAD answers after the client's timeout",
+}
+SLOW_S = 6
+
+
+class HostileRegistry:
+    """ThreadingHTTPServer in a daemon thread; `host` is what specs put before the repository."""
+
+    def __init__(self):
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        self.requests: list[str] = []
+        self._server.hostile = self  # type: ignore[attr-defined]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def base(self, behaviour: str) -> str:
+        return f"{self.host}/{behaviour}/base:1"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_HEAD(self) -> None:  # noqa: N802 (the http.server naming)
+        self.server.hostile.requests.append(f"HEAD {self.path}")  # type: ignore[attr-defined]
+        behaviour = self.path.split("/")[2] if self.path.startswith("/v2/") else ""
+        if behaviour == "error":
+            return self._answer(500)
+        if behaviour == "slow":
+            threading.Event().wait(SLOW_S)
+            return self._answer(200)
+        self._answer(401, {"WWW-Authenticate": f'Bearer realm="{self._realm(behaviour)}",service="hostile"'})
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.server.hostile.requests.append(f"GET {self.path}")  # type: ignore[attr-defined]
+        if self.path.startswith("/token/html"):
+            return self._answer(200, {"Content-Type": "text/html"}, b"<html><body>Sign in to the portal</body></html>")
+        if self.path.startswith("/token/list"):
+            return self._answer(200, {"Content-Type": "application/json"}, b"[1, 2, 3]")
+        if self.path.startswith("/token/loop"):
+            return self._answer(302, {"Location": self.path})
+        self._answer(404)
+
+    def _realm(self, behaviour: str) -> str:
+        host = f"127.0.0.1:{self.server.server_address[1]}"
+        return {"metadata": "http://169.254.169.254/latest/meta-data/iam", "file": "file:///etc/passwd",
+                "tls": f"https://{host}/token/tls"}.get(behaviour, f"http://{host}/token/{behaviour}")
+
+    def _answer(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)

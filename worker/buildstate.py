@@ -1,0 +1,325 @@
+"""Everything Redis holds about a build, by its id (record, message, counters, cancel flag, containers, log) and
+by its target (the in-flight id, the lock, the heartbeat). Key names and Lua scripts live here and nowhere else.
+
+Every check-and-set is one Lua script, so producers and workers on many machines agree without races."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis
+
+from worker.errors import UnknownBuild
+from worker.result import BuildResult
+from worker.states import LUA_IS_FINAL, BuildPhase
+
+RECORD_KEY = "imagebuilder:build:{id}"  # JSON BuildResult
+JOB_KEY = "imagebuilder:job:{id}"  # hash: the task's kwargs (`message`, to redeliver it), `lost` and `attempts`
+CANCEL_KEY = "imagebuilder:cancel:{id}"  # present once a cancel was asked for
+CONTAINERS_KEY = "imagebuilder:containers:{id}"  # set: build containers the engine ran for the build
+LOG_KEY = "imagebuilder:log:{id}"  # stream: {line} entries, then one {end: final phase}
+INFLIGHT_KEY = "imagebuilder:inflight:{target}"  # the id of the build now queued or running for a target
+LOCK_KEY = "imagebuilder:lock:{target}"  # held by the one delivery building a target; kept alive by its watch
+HEARTBEATS_KEY = "imagebuilder:heartbeats"  # sorted set: build id -> when its heartbeat expires (epoch s)
+HEARTBEAT_TTL_S = 15
+LOCK_TTL_S = HEARTBEAT_TTL_S
+LOG_END_FIELD = "end"
+FOLLOW_BLOCK_MS = 1000
+
+_LUA_PHASES = LUA_IS_FINAL + f"""
+local function phase_of(id)
+  local record = redis.call('GET', '{RECORD_KEY.format(id="")}' .. id)
+  if not record then return nil end
+  return cjson.decode(record)['phase']
+end
+"""
+
+# Submit: attach to the active build of the target, or record and claim a new one. Returns the id to use.
+_SUBMIT = _LUA_PHASES + """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local phase = phase_of(current)
+  if phase and not is_final(phase) then return current end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
+redis.call('HSET', KEYS[3], 'message', ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+return ARGV[1]
+"""
+
+# Worker: make this build the target's in-flight one unless another active build already is.
+_ADOPT = _LUA_PHASES + """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  local phase = phase_of(current)
+  if phase and not is_final(phase) then return current end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+"""
+
+# Start: Running, unless the build already ended or a cancel was asked for.
+_START = _LUA_PHASES + """
+local raw = redis.call('GET', KEYS[1])
+if raw and is_final(cjson.decode(raw)['phase']) then return 'ended' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'cancelled' end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 'started'
+"""
+
+# Advance: write a record that has not ended (a step, a requeue) unless the stored one has ended.
+_ADVANCE = _LUA_PHASES + """
+local raw = redis.call('GET', KEYS[1])
+if raw and is_final(cjson.decode(raw)['phase']) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+# Finish: the one transition to a final phase. Whoever gets 1 ended the build; everyone else gets 0.
+_FINISH = _LUA_PHASES + """
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local before = cjson.decode(raw)['phase']
+  if is_final(before) or (ARGV[4] ~= '' and before ~= ARGV[4]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+redis.call('ZREM', KEYS[3], ARGV[3])
+return 1
+"""
+
+# Cancel: flag a build that has not ended; the phase before ('' for an unknown id). Ending it is the caller's.
+_CANCEL = _LUA_PHASES + """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return '' end
+local before = cjson.decode(raw)['phase']
+if not is_final(before) then redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) end
+return before
+"""
+
+_DELETE_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_EXTEND_IF_EQUAL = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not current then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0 end
+return 0
+"""
+
+
+def unknown_build(build_id: str) -> UnknownBuild:
+    return UnknownBuild(f"no build with id {build_id!r} (never submitted, or its record has expired)")
+
+
+def builds_running(client: redis.Redis) -> int:
+    """Builds whose heartbeat is being kept alive now."""
+    return int(client.zcard(HEARTBEATS_KEY))
+
+
+class BuildState:
+    """A build's record, message, counters, cancel flag and containers, and its target's in-flight id and lock."""
+
+    def __init__(self, client: redis.Redis, *, expires_s: int):
+        self._redis = client
+        self._expires_s = expires_s
+        self._scripts = {name: client.register_script(text) for name, text in (
+            ("submit", _SUBMIT), ("adopt", _ADOPT), ("start", _START), ("advance", _ADVANCE), ("finish", _FINISH),
+            ("cancel", _CANCEL), ("delete_if_equal", _DELETE_IF_EQUAL), ("extend_if_equal", _EXTEND_IF_EQUAL))}
+
+    # -- the record ----------------------------------------------------------------------------------------
+    def find(self, build_id: str) -> BuildResult | None:
+        raw = self._redis.get(RECORD_KEY.format(id=build_id))
+        return BuildResult.model_validate_json(raw) if raw else None
+
+    def get(self, build_id: str) -> BuildResult:
+        result = self.find(build_id)
+        if result is None:
+            raise unknown_build(build_id)
+        return result
+
+    def submit(self, pending: BuildResult, message: dict[str, Any]) -> str:
+        """Record `pending` as the target's build, or return the id of the build already active for it."""
+        keys = [INFLIGHT_KEY.format(target=pending.image), RECORD_KEY.format(id=pending.id),
+                JOB_KEY.format(id=pending.id)]
+        return self._scripts["submit"](
+            keys=keys, args=[pending.id, pending.to_json(), json.dumps(message), self._expires_s])
+
+    def withdraw(self, pending: BuildResult) -> None:
+        """Undo a submission whose message could not be sent."""
+        self.release(pending.image, pending.id)
+        self._redis.delete(RECORD_KEY.format(id=pending.id), JOB_KEY.format(id=pending.id))
+
+    def start(self, running: BuildResult) -> str:
+        """'started', or 'ended' / 'cancelled' when the build must not run."""
+        keys = [RECORD_KEY.format(id=running.id), CANCEL_KEY.format(id=running.id)]
+        return self._scripts["start"](keys=keys, args=[running.to_json(), self._expires_s])
+
+    def advance(self, result: BuildResult) -> bool:
+        """Store a change of a build that has not ended; False (nothing written) if it has ended meanwhile."""
+        return bool(self._scripts["advance"](keys=[RECORD_KEY.format(id=result.id)],
+                                             args=[result.to_json(), self._expires_s]))
+
+    def finish(self, final: BuildResult, expected: BuildPhase | None = None) -> bool:
+        """End the build with `final` unless it has ended already (or is not in the `expected` phase); frees its
+        target and heartbeat. True for the one caller that ended it."""
+        keys = [RECORD_KEY.format(id=final.id), INFLIGHT_KEY.format(target=final.image), HEARTBEATS_KEY]
+        args = [final.to_json(), self._expires_s, final.id, expected.value if expected else ""]
+        return bool(self._scripts["finish"](keys=keys, args=args))
+
+    # -- the message and its counters ------------------------------------------------------------------------
+    def remember_message(self, build_id: str, message: dict[str, Any]) -> None:
+        key = JOB_KEY.format(id=build_id)
+        self._redis.hsetnx(key, "message", json.dumps(message))
+        self._redis.expire(key, self._expires_s)
+
+    def message(self, build_id: str) -> dict[str, Any] | None:
+        raw = self._redis.hget(JOB_KEY.format(id=build_id), "message")
+        return json.loads(raw) if raw else None
+
+    def add_lost_delivery(self, build_id: str) -> int:
+        """One more delivery died with its worker; how many have."""
+        return int(self._redis.hincrby(JOB_KEY.format(id=build_id), "lost", 1))
+
+    def add_attempt(self, build_id: str) -> int:
+        """One more transient failure; how many there have been."""
+        return int(self._redis.hincrby(JOB_KEY.format(id=build_id), "attempts", 1))
+
+    # -- cancel ----------------------------------------------------------------------------------------------
+    def request_cancel(self, build_id: str) -> str:
+        """Flag the build for cancelling; the phase it had ('' for an unknown id)."""
+        keys = [RECORD_KEY.format(id=build_id), CANCEL_KEY.format(id=build_id)]
+        return self._scripts["cancel"](keys=keys, args=[self._expires_s])
+
+    def cancel_requested(self, build_id: str) -> bool:
+        return bool(self._redis.exists(CANCEL_KEY.format(id=build_id)))
+
+    # -- the target: in-flight id, and the lock kept alive by the running build ----------------------------
+    def adopt(self, target: str, build_id: str) -> str:
+        return self._scripts["adopt"](keys=[INFLIGHT_KEY.format(target=target)], args=[build_id, self._expires_s])
+
+    def release(self, target: str, build_id: str) -> None:
+        self._scripts["delete_if_equal"](keys=[INFLIGHT_KEY.format(target=target)], args=[build_id])
+
+    def acquire_lock(self, target: str) -> str | None:
+        token = uuid.uuid4().hex
+        ok = self._redis.set(LOCK_KEY.format(target=target), token, nx=True, px=LOCK_TTL_S * 1000)
+        return token if ok else None
+
+    def keep_alive(self, target: str, token: str, build_id: str) -> bool:
+        """Extend the lock and the heartbeat; False if another delivery took the lock meanwhile."""
+        self._redis.zadd(HEARTBEATS_KEY, {build_id: time.time() + HEARTBEAT_TTL_S})
+        return bool(self._scripts["extend_if_equal"](keys=[LOCK_KEY.format(target=target)],
+                                                     args=[token, LOCK_TTL_S * 1000]))
+
+    def let_go(self, target: str, token: str, build_id: str) -> None:
+        self._redis.zrem(HEARTBEATS_KEY, build_id)
+        self._scripts["delete_if_equal"](keys=[LOCK_KEY.format(target=target)], args=[token])
+
+    def claim_dead(self) -> list[str]:
+        """Builds whose heartbeat expired; each is returned to exactly one caller (ZREM decides)."""
+        expired = self._redis.zrangebyscore(HEARTBEATS_KEY, "-inf", time.time())
+        return [build_id for build_id in expired if self._redis.zrem(HEARTBEATS_KEY, build_id)]
+
+    # -- containers a build ran, to remove whatever a crash left behind --------------------------------------
+    def add_container(self, build_id: str, container_id: str) -> None:
+        key = CONTAINERS_KEY.format(id=build_id)
+        self._redis.sadd(key, container_id)
+        self._redis.expire(key, self._expires_s)
+
+    def containers(self, build_id: str) -> set[str]:
+        return set(self._redis.smembers(CONTAINERS_KEY.format(id=build_id)))
+
+    def forget_containers(self, build_id: str, container_ids: set[str]) -> None:
+        if container_ids:
+            self._redis.srem(CONTAINERS_KEY.format(id=build_id), *container_ids)
+
+
+class ContainerLedger:
+    """The build containers one build has run, kept in Redis so a later delivery can remove leftovers."""
+
+    def __init__(self, state: BuildState, build_id: str):
+        self._state = state
+        self._build_id = build_id
+
+    def add(self, container_id: str) -> None:
+        self._state.add_container(self._build_id, container_id)
+
+    def all(self) -> set[str]:
+        return self._state.containers(self._build_id)
+
+    def forget(self, container_ids: set[str]) -> None:
+        self._state.forget_containers(self._build_id, container_ids)
+
+
+class BuildLog:
+    """A build's log: one bounded Redis stream, readable live and after the build ends. Its end marker is
+    written last, once everything about the build's end is in place."""
+
+    def __init__(self, client: redis.Redis, *, max_lines: int, retention_s: int):
+        self._redis = client
+        self._max_lines = max_lines
+        self._retention_s = retention_s
+
+    def append(self, build_id: str, line: str) -> None:
+        self._add(build_id, {"line": line})
+
+    def close(self, build_id: str, phase: str) -> None:
+        """Mark the end so that followers stop; the marker carries the final phase."""
+        self._add(build_id, {LOG_END_FIELD: phase})
+
+    def _add(self, build_id: str, fields: dict[str, str]) -> None:
+        key = LOG_KEY.format(id=build_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(key, fields, maxlen=self._max_lines, approximate=True)
+        pipe.expire(key, self._retention_s)
+        pipe.execute()
+
+    def is_closed(self, build_id: str) -> bool:
+        """The end marker is there (or the log is gone: expired, or never written)."""
+        last = self._redis.xrevrange(LOG_KEY.format(id=build_id), count=1)
+        return not last or LOG_END_FIELD in last[0][1]
+
+    def wait_closed(self, build_id: str, timeout_s: float) -> bool:
+        """Block until the end marker is written (True) or `timeout_s` passes (False)."""
+        key, last_id = LOG_KEY.format(id=build_id), "0-0"
+        deadline = time.monotonic() + timeout_s
+        while (remaining_s := deadline - time.monotonic()) > 0:
+            block_ms = max(1, int(min(remaining_s * 1000, FOLLOW_BLOCK_MS)))
+            for _, entries in self._redis.xread({key: last_id}, block=block_ms, count=1000):
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    if LOG_END_FIELD in fields:
+                        return True
+        return False
+
+    def lines(self, build_id: str, *, follow: bool = False,
+              is_over: Callable[[], bool] = lambda: False) -> Iterator[str]:
+        """Every line so far; with `follow`, also new ones until the end marker (or `is_over()`)."""
+        key, last_id = LOG_KEY.format(id=build_id), "0-0"
+        while True:
+            entries = self._read(key, last_id, block=follow)
+            for entry_id, fields in entries:
+                last_id = entry_id
+                if LOG_END_FIELD in fields:
+                    return
+                yield fields.get("line", "")
+            if not follow or (not entries and is_over()):
+                return
+
+    def _read(self, key: str, last_id: str, *, block: bool) -> list[tuple[str, dict[str, str]]]:
+        if not block:
+            return [(i, f) for i, f in self._redis.xrange(key, min=f"({last_id}")]
+        response = self._redis.xread({key: last_id}, block=FOLLOW_BLOCK_MS, count=500)
+        return [(i, f) for _, entries in response for i, f in entries]
+
+    def forget(self, build_ids: list[str]) -> None:
+        if build_ids:
+            self._redis.delete(*[LOG_KEY.format(id=i) for i in build_ids])

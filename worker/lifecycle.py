@@ -1,0 +1,59 @@
+"""How a build's record moves: the one path by which it starts, changes and ends, for worker and producer alike.
+
+An end is decided once, by the Lua check-and-set on the record; only the caller that made it counts it in the
+metrics and the schedule, and the log's end marker comes last, so whoever waits on it sees everything in place."""
+
+from __future__ import annotations
+
+from worker.buildstate import BuildLog, BuildState
+from worker.metrics import Metrics
+from worker.result import BuildResult
+from worker.schedules import ScheduleStore
+from worker.specstore import SCHEDULED_TRIGGERS, SpecStore
+from worker.states import BuildPhase
+
+
+class Lifecycle:
+    """Moves build records through their phases and mirrors each change into the spec's history."""
+
+    def __init__(self, state: BuildState, log: BuildLog, specs: SpecStore, schedules: ScheduleStore,
+                 metrics: Metrics):
+        self._state = state
+        self._log = log
+        self._specs = specs
+        self._schedules = schedules
+        self._metrics = metrics
+
+    def start(self, running: BuildResult) -> str:
+        """'started'; or 'ended' / 'cancelled' (nothing written) when the build must not run."""
+        outcome = self._state.start(running)
+        if outcome == "started":
+            self._specs.build_changed(running)
+        return outcome
+
+    def advance(self, result: BuildResult) -> bool:
+        """A change short of the end (a step, a requeue); False if the build has ended meanwhile."""
+        if not self._state.advance(result):
+            return False
+        self._specs.build_changed(result)
+        return True
+
+    def end(self, final: BuildResult, *, expected: BuildPhase | None = None, last_line: str | None = None) -> bool:
+        """End the build, once: True for the caller that ended it, False if it had ended already (or was not in
+        the `expected` phase). Only that caller writes `last_line`, so nothing follows the log's end marker."""
+        if not self._state.finish(final, expected):
+            return False
+        if last_line:
+            self._log.append(final.id, last_line)
+        entry = self._specs.build_changed(final)
+        if entry is not None and entry.trigger in SCHEDULED_TRIGGERS:
+            self._schedules.build_ended(entry.name, succeeded=final.succeeded, error=_why_not_succeeded(final))
+        self._metrics.finished(final.phase.value)
+        self._log.close(final.id, final.phase.value)
+        return True
+
+
+def _why_not_succeeded(final: BuildResult) -> str | None:
+    if final.succeeded:
+        return None
+    return f"build {final.id} ended {final.phase.value}" + (f": {final.error}" if final.error else "")
