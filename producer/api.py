@@ -73,9 +73,10 @@ class Readiness(BaseModel):
 
 def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses, described from the outcome table."""
-    described = {401: "missing or unknown bearer token", 413: "the request body is too large",
-                 **{outcome.status: outcome.what for _, outcome in reversed(OUTCOMES)}}
-    return {status: {"model": ErrorBody, "description": described[status]} for status in statuses}
+    described = {401: ["missing or unknown bearer token"], 413: ["the request body is too large"]}
+    for _, outcome in OUTCOMES:
+        described.setdefault(outcome.status, []).append(outcome.what)
+    return {status: {"model": ErrorBody, "description": "; ".join(described[status])} for status in statuses}
 
 
 ERRORS = _documented(401, 422, 503)
