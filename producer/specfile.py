@@ -43,3 +43,5 @@ def _documents(path: str) -> list:
         raise InvalidSpec(f"{path}: cannot read: {e.strerror if isinstance(e, OSError) else e}") from None
     except yaml.YAMLError as e:
         raise InvalidSpec(f"{path}: not YAML or JSON: {e}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise InvalidSpec(f"{path}: nested too deeply to be a spec") from None

@@ -143,3 +143,12 @@ def test_any_input_parses_or_raises_only_invalid_spec_naming_a_field(data):
         assert str(e).startswith("invalid image spec: ") and ":" in str(e).removeprefix("invalid image spec: ")
         return
     assert ImageSpec.model_validate(spec.to_wire()) == spec
+
+
+def test_a_spec_file_nested_too_deeply_is_refused_not_a_crash(tmp_path):
+    from producer.specfile import load_spec_file
+
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InvalidSpec, match="nested too deeply"):
+        load_spec_file(str(deep))
