@@ -3,7 +3,6 @@ the edge (producer/edge.py) before any body is read."""
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 from producer.client import BuildClient
 from producer.edge import BearerTokens, Edge
 from producer.outcomes import OUTCOMES, outcome_of
@@ -28,7 +27,6 @@ from worker.spec import spec_named
 from worker.specstore import HistoryEntry, StoredSpec
 from worker.stores import store_errors
 
-logger = logging.getLogger(__name__)
 SSE = "text/event-stream"
 _SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 SPEC_EXAMPLE = {"name": "test-build", "baseImage": "debian:bookworm", "packages": {"apt": ["jq"]}}
@@ -91,34 +89,25 @@ def create_api(settings: Settings) -> FastAPI:
     api = FastAPI(title="imagebuilder", version="0.1.0", description="Submit image builds and follow them.")
     api.add_middleware(Edge, tokens=BearerTokens(t.get_secret_value() for t in settings.api_tokens),
                        max_body_bytes=settings.api_max_body_bytes, public_docs=settings.api_public_docs)
-    for kind, outcome in OUTCOMES:
-        api.add_exception_handler(kind, _answer_with(outcome.status))
+    for kind in (*(kind for kind, _ in OUTCOMES), Exception):
+        api.add_exception_handler(kind, _answer)
     api.add_exception_handler(RequestValidationError, _invalid_request)
-    api.add_exception_handler(Exception, _internal_error)
     _build_routes(api, client, LogStreams(settings.api_max_log_streams))
     _spec_routes(api, client)
     _service_routes(api, client)
     return api
 
 
-def _answer_with(status: int):
-    async def handler(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=status)
-
-    return handler
+async def _answer(request: Request, error: Exception) -> JSONResponse:
+    """The status the outcome table gives the error. A bug's details stay out of the answer; Starlette logs its
+    traceback, for the catch-all handler re-raises after answering."""
+    detail = str(error) if isinstance(error, (ImageBuilderError, SettingsError)) else "internal error"
+    return JSONResponse({"detail": detail}, status_code=outcome_of(error).status)
 
 
 async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
     return JSONResponse({"detail": f"invalid request: {problems}"}, status_code=422)
-
-
-async def _internal_error(request: Request, error: Exception) -> JSONResponse:
-    """A bug: logged with its traceback, answered without its details."""
-    logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
-    outcome = outcome_of(error)
-    detail = str(error) if isinstance(error, ImageBuilderError) else "internal error"
-    return JSONResponse({"detail": detail}, status_code=outcome.status)
 
 
 class LogStreams:
