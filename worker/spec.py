@@ -105,7 +105,7 @@ class ImageSpec(BaseModel):
 
     @field_validator("packages", mode="before")
     @classmethod
-    def _null_is_none(cls, value: Any) -> Any:
+    def _null_packages_are_empty(cls, value: Any) -> Any:
         return {} if value is None else value
 
     @model_validator(mode="before")
