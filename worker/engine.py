@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import docker
 import requests
+import urllib3
 from docker.errors import APIError, DockerException, NotFound
 
 from worker.credentials import RegistryCredentials
@@ -187,7 +188,11 @@ def _build_failure(message: str, tail: collections.deque[str]) -> BuildStepFaile
     return BuildStepFailed(f"build step failed: {message}\nlast log lines:\n{lines}")
 
 
-_CONNECTION_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+# docker-py reads build, pull and push streams from the raw urllib3 response, so a connection cut mid-stream
+# surfaces as urllib3's own error (ProtocolError: IncompleteRead), never wrapped by requests.
+_CONNECTION_ERRORS = (
+    requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError,
+)
 
 
 @contextlib.contextmanager

@@ -1,9 +1,14 @@
 """Engine stream handling: docker-py never raises for errors inside a stream, so every chunk is checked."""
 
+import http.server
+import io
+import threading
+
+import docker
 import pytest
 
 from worker.engine import Engine, _lines_of
-from worker.errors import BuildCancelled, PushFailed
+from worker.errors import BuildCancelled, DaemonUnavailable, PushFailed, RetryableError
 from worker.registry import error_for_message
 
 PUSH_STREAM = [
@@ -50,3 +55,46 @@ def test_build_lines_are_split_and_steps_followed():
         engine._follow_steps({"stream": text})
     assert seen == ["0327236d4653"] and engine.step_images == ["5dd34b0fe221"]
     assert _lines_of({"stream": "a\n\nb\n"}) == ["a", "b"]
+
+
+class CutStreamEngine(http.server.BaseHTTPRequestHandler):
+    """An engine that starts a chunked build stream and drops the connection mid-chunk, as a stopping dockerd does."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        first = b'{"stream":"Step 1/2 : FROM scratch\\n"}\r\n'
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(first), first))
+        self.wfile.write(b"40\r\n{\"stream\":")
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def cut_stream_engine():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutStreamEngine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = docker.APIClient(base_url=f"tcp://127.0.0.1:{server.server_port}", version="1.41", timeout=5)
+    yield api
+    api.close()
+    server.shutdown()
+
+
+def test_an_engine_connection_cut_mid_stream_is_a_retryable_daemon_error(cut_stream_engine):
+    # Given an engine whose build stream breaks off in the middle of a chunk
+    lines = []
+    engine = Engine(cut_stream_engine, on_line=lines.append)
+    # When a build reads that stream
+    with pytest.raises(DaemonUnavailable) as raised:
+        engine.build(io.BytesIO(b""), "x:1", nocache=False, timeout_s=5)
+    # Then it fails as an engine outage, which is retried, not as an internal error, and the line before was logged
+    assert isinstance(raised.value, RetryableError) and "stopped answering" in str(raised.value)
+    assert lines == ["Step 1/2 : FROM scratch"]
