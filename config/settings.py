@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     api_public_docs: bool = Field(False, validation_alias="IMAGEBUILDER_API_PUBLIC_DOCS")
     api_max_log_streams: int = Field(DEFAULT_API_MAX_LOG_STREAMS, ge=1, le=32,
                                      validation_alias="IMAGEBUILDER_API_MAX_LOG_STREAMS")
+    ui_session_s: int = Field(12 * 3600, ge=60, le=30 * 24 * 3600, validation_alias="IMAGEBUILDER_UI_SESSION_S")
     history_keep_succeeded: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_SUCCEEDED")
     history_keep_failed: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_FAILED")
     schedule_pass_s: float = Field(30.0, gt=0, validation_alias="IMAGEBUILDER_SCHEDULE_PASS_S")

@@ -17,8 +17,12 @@ from pydantic import BaseModel
 
 from config.settings import Settings, SettingsError
 from producer.client import BuildClient
-from producer.edge import BearerTokens, Edge
+from producer.console.csrf import CsrfChecked
+from producer.console.routes import mount_console
+from producer.console.sessions import Sessions
+from producer.edge import CONSOLE_PREFIX, BearerTokens, Edge
 from producer.outcomes import OUTCOMES, outcome_of
+from producer.overview import MAX_PAGE_ITEMS, SpecListing
 from worker.errors import ConfigurationError, ImageBuilderError
 from worker.metrics import metrics_registry
 from worker.result import BuildResult
@@ -29,6 +33,9 @@ from worker.stores import store_errors
 
 SSE = "text/event-stream"
 _SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+DEFAULT_PAGE_ITEMS = 100
+MAX_OFFSET = 1_000_000
+MAX_NAME_FILTER_CHARS = 128
 SPEC_EXAMPLE = {"name": "test-build", "baseImage": "debian:bookworm", "packages": {"apt": ["jq"]}}
 # Documents the bearer scheme in OpenAPI; the Edge is what enforces it, before FastAPI sees the request.
 BEARER = Security(HTTPBearer(auto_error=False, description="one of IMAGEBUILDER_API_TOKENS"))
@@ -86,8 +93,11 @@ def create_api(settings: Settings) -> FastAPI:
     if not settings.api_tokens:
         raise ConfigurationError("IMAGEBUILDER_API_TOKENS is not set: give at least one bearer token for the API")
     client = BuildClient(settings)
+    tokens = [t.get_secret_value() for t in settings.api_tokens]
+    sessions = Sessions(tokens, settings.ui_session_s)
     api = FastAPI(title="imagebuilder", version="0.1.0", description="Submit image builds and follow them.")
-    api.add_middleware(Edge, tokens=BearerTokens(t.get_secret_value() for t in settings.api_tokens),
+    api.add_middleware(CsrfChecked, secret=sessions.secret)
+    api.add_middleware(Edge, tokens=BearerTokens(tokens), sessions=sessions,  # added last: runs first
                        max_body_bytes=settings.api_max_body_bytes, public_docs=settings.api_public_docs)
     for kind in (*(kind for kind, _ in OUTCOMES), Exception):
         api.add_exception_handler(kind, _answer)
@@ -95,19 +105,27 @@ def create_api(settings: Settings) -> FastAPI:
     _build_routes(api, client, LogStreams(settings.api_max_log_streams))
     _spec_routes(api, client)
     _service_routes(api, client)
+    api.state.console = mount_console(api, client, settings, sessions)
     return api
 
 
-async def _answer(request: Request, error: Exception) -> JSONResponse:
+async def _answer(request: Request, error: Exception) -> Response:
     """The status the outcome table gives the error. A bug's details stay out of the answer; Starlette logs its
     traceback, for the catch-all handler re-raises after answering."""
     detail = str(error) if isinstance(error, (ImageBuilderError, SettingsError)) else "internal error"
-    return JSONResponse({"detail": detail}, status_code=outcome_of(error).status)
+    return _error(request, outcome_of(error).status, detail)
 
 
-async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+async def _invalid_request(request: Request, error: RequestValidationError) -> Response:
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
-    return JSONResponse({"detail": f"invalid request: {problems}"}, status_code=422)
+    return _error(request, 422, f"invalid request: {problems}")
+
+
+def _error(request: Request, status: int, detail: str) -> Response:
+    """The API's JSON error body; a console page of its own for the console's routes."""
+    if request.url.path.startswith(CONSOLE_PREFIX):
+        return request.app.state.console.error(request, status, detail)
+    return JSONResponse({"detail": detail}, status_code=status)
 
 
 class LogStreams:
@@ -190,9 +208,15 @@ def _spec_routes(api: FastAPI, client: BuildClient) -> None:
         stored, build = client.apply(spec_named(spec, name))
         return AppliedSpec(stored=stored, build=build)
 
-    @api.get("/specs", response_model=list[StoredSpec], dependencies=[BEARER], responses=ERRORS)
-    def list_specs() -> list[StoredSpec]:
-        return client.specs()
+    @api.get("/specs", response_model=list[SpecListing], dependencies=[BEARER], responses=ERRORS)
+    def list_specs(response: Response, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                   limit: Annotated[int, Query(ge=1, le=MAX_PAGE_ITEMS)] = DEFAULT_PAGE_ITEMS,
+                   name: Annotated[str, Query(max_length=MAX_NAME_FILTER_CHARS)] = "") -> list[SpecListing]:
+        """A page of stored specs in name order (those whose name contains `name`), each with its newest build
+        and its schedule; `X-Total-Count` says how many match in all."""
+        page = client.spec_page(offset=offset, limit=limit, contains=name)
+        response.headers["X-Total-Count"] = str(page.total)
+        return page.items
 
     @api.get("/specs/{name}", response_model=StoredSpec, dependencies=[BEARER],
              responses={**ERRORS, **_documented(404)})

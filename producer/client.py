@@ -7,14 +7,18 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from config.celery_config import redis_client
 from config.settings import Settings
 from worker.app import create_app
-from worker.buildstate import unknown_build
+from producer.overview import (
+    BuildListing, HourOfBuilds, Operations, SpecListing, SpecPage, WorkerListing, percentile,
+)
+from worker.buildstate import RECENT_BUILDS_KEPT, unknown_build
 from worker.errors import AlreadyFinished
+from worker.metrics import queue_depth
 from worker.result import BuildResult, utcnow
 from worker.schedules import Policy, Schedule, parse_schedule
 from worker.spec import ImageSpec, parse_spec
@@ -27,6 +31,7 @@ from worker.tagging import resolve_target
 WAIT_SLICE_S = 5.0
 # A build whose end marker never came (its ender died between the record and the log) is over all the same.
 LOG_END_GRACE_S = 10.0
+DAY_S = 24 * 3600
 T = TypeVar("T")
 
 
@@ -101,6 +106,15 @@ class BuildClient:
         return self._stores.specs.all()
 
     @_translated
+    def spec_page(self, *, offset: int = 0, limit: int = 100, contains: str = "") -> SpecPage:
+        """A page of stored specs in name order, each with its newest build and its schedule."""
+        names, total = self._stores.specs.page(offset, limit, contains)
+        schedules = self._stores.schedules.of(names)
+        items = [SpecListing(**stored.model_dump(), last_build=last, schedule=schedules.get(stored.spec.name))
+                 for stored, last in self._stores.specs.with_last_builds(names)]
+        return SpecPage(items=items, total=total, offset=offset, limit=limit)
+
+    @_translated
     def spec(self, name: str) -> StoredSpec:
         return self._stores.specs.get(name)
 
@@ -127,6 +141,10 @@ class BuildClient:
         return self._stores.schedules.get(name)
 
     @_translated
+    def find_schedule(self, name: str) -> Schedule | None:
+        return self._stores.schedules.find(name)
+
+    @_translated
     def remove_schedule(self, name: str) -> None:
         self._stores.schedules.get(name)
         self._stores.schedules.remove(name)
@@ -135,6 +153,11 @@ class BuildClient:
     def enable_schedule(self, name: str) -> Schedule:
         """Resume a schedule that disabled itself after repeated failures."""
         return self._stores.schedules.enable(name)
+
+    @_translated
+    def disable_schedule(self, name: str) -> Schedule:
+        """Stop a schedule firing until it is enabled again."""
+        return self._stores.schedules.disable(name, "disabled by hand; enable it to resume")
 
     @_translated
     def history(self, name: str) -> list[HistoryEntry]:
@@ -146,6 +169,47 @@ class BuildClient:
     def status(self, build_id: str) -> BuildResult:
         """The build's current record; UnknownBuild for an id nobody submitted."""
         return self._stores.builds.get(build_id)
+
+    @_translated
+    def recent_builds(self, count: int, phase: BuildPhase | None = None) -> list[BuildListing]:
+        """The newest builds (of the last RECENT_BUILDS_KEPT submitted), in `phase` only if given."""
+        results = [r for r in self._stores.builds.recent(count if phase is None else RECENT_BUILDS_KEPT)
+                   if phase is None or r.phase is phase][:count]
+        entries = self._stores.specs.entries([r.id for r in results])
+        return [_listing(result, entries.get(result.id)) for result in results]
+
+    @_translated
+    def listing(self, build_id: str) -> BuildListing:
+        """The build, the stored spec it was for, and whether it can be built again (ended, spec still known)."""
+        result = self.status(build_id)
+        entry = self._stores.specs.entries([build_id]).get(build_id)
+        known = entry is not None or self._stores.builds.message(build_id) is not None
+        return _listing(result, entry).model_copy(update={"rebuildable": result.phase.is_final and known})
+
+    @_translated
+    def rebuild(self, build_id: str) -> BuildResult:
+        """Build again what an ended build built: its stored spec as it is now, or the same ad-hoc spec."""
+        entry = self._stores.specs.entries([build_id]).get(build_id)
+        if entry is not None:
+            return self.build(entry.name, force=True)
+        message = self._stores.builds.message(build_id)
+        if message is None:
+            raise unknown_build(build_id)
+        return self.submit(message["spec"], force=True)
+
+    @_translated
+    def operations(self) -> Operations:
+        """Workers and what each runs, the queue, and the last 24 hours' builds by phase and duration."""
+        now = time.time()
+        current = {r.worker: r.id for r in self._stores.builds.running() if r.worker}
+        workers = [WorkerListing(name=name, last_seen=datetime.fromtimestamp(seen, timezone.utc),
+                                 current_build=current.get(name)) for name, seen in self._stores.metrics.workers()]
+        hours = [HourOfBuilds(start=datetime.fromtimestamp(start, timezone.utc), phases=phases)
+                 for start, phases in self._stores.metrics.hourly_phases(now)]
+        durations = self._stores.metrics.durations_since(now - DAY_S)
+        return Operations(workers=workers, queue_depth=queue_depth(self.redis), running=len(current),
+                          hours=hours, p50_duration_s=percentile(durations, 50),
+                          p95_duration_s=percentile(durations, 95))
 
     @_translated
     def wait(self, build_id: str, *, timeout_s: float | None = None) -> BuildResult:
@@ -182,6 +246,12 @@ class BuildClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _listing(result: BuildResult, entry: HistoryEntry | None) -> BuildListing:
+    if entry is None:
+        return BuildListing(result=result)
+    return BuildListing(result=result, spec_name=entry.name, trigger=entry.trigger)
 
 
 def _translated_lines(lines: Iterator[str]) -> Iterator[str]:

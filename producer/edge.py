@@ -1,14 +1,23 @@
 """The API's edge, in front of FastAPI: a request is authenticated before a byte of its body is read, and its
 body is bounded. FastAPI reads and parses a body before any route dependency runs, so neither can be left to it.
 
+The API takes a bearer token; the console's pages (and the live log they follow) take the console's session
+cookie instead, and send whoever has none to sign in.
+
 Plain ASGI rather than Starlette's BaseHTTPMiddleware: that one wraps every response, server-sent events too."""
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
+from urllib.parse import quote
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from starlette.requests import cookie_parser
+
+from producer.console.sessions import SESSION_COOKIE, Sessions
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -18,6 +27,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+CONSOLE_PUBLIC_PATHS = frozenset({"/", "/ui/login"})
+CONSOLE_PREFIX = "/ui/"
+CONSOLE_STATIC_PREFIX = "/ui/static/"
+SIGN_IN_PATH = "/ui/login"
+_LIVE_LOG_PATH = re.compile(r"/builds/[^/]+/logs")
 
 
 class BearerTokens:
@@ -38,17 +52,23 @@ class Edge:
     """Answers 401 to a request without a valid token before reading its body, then 413 to a body past
     `max_body_bytes` (declared or, chunked, as it arrives); hands the app the body it read."""
 
-    def __init__(self, app: ASGIApp, *, tokens: BearerTokens, max_body_bytes: int, public_docs: bool):
+    def __init__(self, app: ASGIApp, *, tokens: BearerTokens, sessions: Sessions, max_body_bytes: int,
+                 public_docs: bool):
         self._app = app
         self._tokens = tokens
+        self._sessions = sessions
         self._max_body_bytes = max_body_bytes
-        self._public = HEALTH_PATHS | (DOCS_PATHS if public_docs else frozenset())
+        self._public = HEALTH_PATHS | CONSOLE_PUBLIC_PATHS | (DOCS_PATHS if public_docs else frozenset())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        if scope["path"] not in self._public and not self._tokens.match(_header(scope, b"authorization")):
+        path = scope["path"]
+        if path.startswith(CONSOLE_PREFIX) and not self._is_public(path) and not self._signed_in(scope):
+            await redirect(send, f"{SIGN_IN_PATH}?next={quote(path)}")
+            return
+        if not path.startswith(CONSOLE_PREFIX) and not self._is_public(path) and not self._api_caller(scope):
             await answer(send, 401, "a valid bearer token is required", {"www-authenticate": "Bearer"})
             return
         body = await self._bounded_body(scope, receive)
@@ -57,6 +77,19 @@ class Edge:
                                     "(IMAGEBUILDER_API_MAX_BODY_BYTES)")
             return
         await self._app(scope, _replaying(body, receive), send)
+
+    def _is_public(self, path: str) -> bool:
+        return path in self._public or path.startswith(CONSOLE_STATIC_PREFIX)
+
+    def _signed_in(self, scope: Scope) -> bool:
+        cookie = cookie_parser(_header(scope, b"cookie").decode("latin-1")).get(SESSION_COOKIE, "")
+        return bool(cookie) and self._sessions.valid(cookie)
+
+    def _api_caller(self, scope: Scope) -> bool:
+        """A bearer token; or, for a console page following a build's log live, a console session."""
+        if self._tokens.match(_header(scope, b"authorization")):
+            return True
+        return scope["method"] == "GET" and bool(_LIVE_LOG_PATH.fullmatch(scope["path"])) and self._signed_in(scope)
 
     async def _bounded_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body, or None as soon as it is known to be too large (before reading it, if declared)."""
@@ -88,6 +121,13 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
         return pending.pop() if pending else await receive()
 
     return replay
+
+
+async def redirect(send: Send, location: str) -> None:
+    """303 See Other: the browser GETs `location` whatever the request's method was."""
+    headers = [(b"location", location.encode("latin-1")), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def answer(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:

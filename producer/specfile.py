@@ -19,6 +19,14 @@ def load_spec_file(path: str) -> ImageSpec:
     return parse_spec(documents[0])
 
 
+def load_spec_text(text: str, source: str = "the text") -> ImageSpec:
+    """The one spec in `text` (YAML or JSON, any accepted shape); InvalidSpec naming `source` otherwise."""
+    documents = _parsed(text, source)
+    if len(documents) != 1:
+        raise InvalidSpec(f"{source}: expected exactly one spec, found {len(documents)}")
+    return parse_spec(documents[0])
+
+
 def load_spec_files(path: str) -> list[ImageSpec]:
     """Every spec in `path`: several YAML documents, and PrimeHub `List`s of ImageSpec objects
     (as `kubectl get imagespec -o yaml` prints them); an error names the document it is in."""
@@ -38,10 +46,15 @@ def load_spec_files(path: str) -> list[ImageSpec]:
 def _documents(path: str) -> list:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidSpec(f"{path}: cannot read: {e.strerror if isinstance(e, OSError) else e}") from None
+    return _parsed(text, path)
+
+
+def _parsed(text: str, source: str) -> list:
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as e:
-        raise InvalidSpec(f"{path}: not YAML or JSON: {e}") from None
+        raise InvalidSpec(f"{source}: not YAML or JSON: {e}") from None
     except RecursionError:  # PyYAML composes nested collections recursively
-        raise InvalidSpec(f"{path}: nested too deeply to be a spec") from None
+        raise InvalidSpec(f"{source}: nested too deeply to be a spec") from None

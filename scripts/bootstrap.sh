@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(docker.io docker-registry redis-server busybox-static debootstrap apache2-utils ca-certificates iptables
-          docker-compose openssl)
+          docker-compose openssl chromium fonts-dejavu-core)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

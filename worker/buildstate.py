@@ -25,6 +25,8 @@ LOG_KEY = "imagebuilder:log:{id}"  # stream: {line} entries, then one {end: fina
 INFLIGHT_KEY = "imagebuilder:inflight:{target}"  # the id of the build now queued or running for a target
 LOCK_KEY = "imagebuilder:lock:{target}"  # held by the one delivery building a target; kept alive by its watch
 HEARTBEATS_KEY = "imagebuilder:heartbeats"  # sorted set: build id -> when its heartbeat expires (epoch s)
+RECENT_KEY = "imagebuilder:recent"  # sorted set: build id -> when it was submitted (epoch s), the newest kept
+RECENT_BUILDS_KEPT = 1000
 HEARTBEAT_TTL_S = 15
 LOCK_TTL_S = HEARTBEAT_TTL_S
 LOG_END_FIELD = "end"
@@ -49,6 +51,8 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
 redis.call('HSET', KEYS[3], 'message', ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1 - tonumber(ARGV[6]))
 return ARGV[1]
 """
 
@@ -148,14 +152,28 @@ class BuildState:
     def submit(self, pending: BuildResult, message: dict[str, Any]) -> str:
         """Record `pending` as the target's build, or return the id of the build already active for it."""
         keys = [INFLIGHT_KEY.format(target=pending.image), RECORD_KEY.format(id=pending.id),
-                JOB_KEY.format(id=pending.id)]
-        return self._scripts["submit"](
-            keys=keys, args=[pending.id, pending.to_json(), json.dumps(message), self._expires_s])
+                JOB_KEY.format(id=pending.id), RECENT_KEY]
+        args = [pending.id, pending.to_json(), json.dumps(message), self._expires_s,
+                pending.submitted_at.timestamp(), RECENT_BUILDS_KEPT]
+        return self._scripts["submit"](keys=keys, args=args)
 
     def withdraw(self, pending: BuildResult) -> None:
         """Undo a submission whose message could not be sent."""
         self.release(pending.image, pending.id)
         self._redis.delete(RECORD_KEY.format(id=pending.id), JOB_KEY.format(id=pending.id))
+        self._redis.zrem(RECENT_KEY, pending.id)
+
+    def recent(self, count: int) -> list[BuildResult]:
+        """The newest `count` builds submitted whose records have not expired, newest first."""
+        ids = self._redis.zrevrange(RECENT_KEY, 0, count - 1)
+        raws = self._redis.mget([RECORD_KEY.format(id=i) for i in ids]) if ids else []
+        return [BuildResult.model_validate_json(raw) for raw in raws if raw]
+
+    def running(self) -> list[BuildResult]:
+        """The builds whose heartbeat is kept alive now (each by the worker running it)."""
+        ids = self._redis.zrange(HEARTBEATS_KEY, 0, -1)
+        raws = self._redis.mget([RECORD_KEY.format(id=i) for i in ids]) if ids else []
+        return [BuildResult.model_validate_json(raw) for raw in raws if raw]
 
     def start(self, running: BuildResult) -> str:
         """'started', or 'ended' / 'cancelled' when the build must not run."""

@@ -48,7 +48,7 @@ class Lifecycle:
         entry = self._specs.build_changed(final)
         if entry is not None and entry.trigger in SCHEDULED_TRIGGERS:
             self._schedules.build_ended(entry.name, succeeded=final.succeeded, error=_why_not_succeeded(final))
-        self._metrics.finished(final.phase.value)
+        self._metrics.finished(final)
         self._log.close(final.id, final.phase.value)
         return True
 

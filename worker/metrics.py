@@ -11,11 +11,17 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from config.celery_config import BUILD_QUEUE
 from worker.buildstate import builds_running
+from worker.result import BuildResult, utcnow
 
 FINISHED_KEY = "imagebuilder:metrics:finished"  # hash: final phase -> builds
 STEP_KEY = "imagebuilder:metrics:step:{step}"  # hash: bucket bound -> count, plus `sum` and `count`
 REGISTRY_ERRORS_KEY = "imagebuilder:metrics:registry_errors"  # hash: error kind -> count
 WORKERS_KEY = "imagebuilder:workers"  # sorted set: worker hostname -> when it counts as gone (epoch s)
+HOURLY_KEY = "imagebuilder:metrics:hour:{hour}"  # hash: final phase -> builds that ended in that hour
+DURATIONS_KEY = "imagebuilder:metrics:durations"  # list of "ended_at duration_s" for the newest runs
+WORKER_SEEN_TTL_S = 30.0  # a worker not heard of for this long counts as gone
+HOURS_SHOWN = 24
+DURATIONS_KEPT = 1000
 STEP_BUCKETS_S = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 STEPS = ("pulling", "building", "pushing")
 
@@ -26,8 +32,38 @@ class Metrics:
     def __init__(self, client: redis.Redis):
         self._redis = client
 
-    def finished(self, phase: str) -> None:
-        self._redis.hincrby(FINISHED_KEY, phase, 1)
+    def finished(self, final: BuildResult) -> None:
+        """Count the ended build by phase (for ever and in its hour) and keep how long it ran, if it did."""
+        ended_at = (final.finished_at or utcnow()).timestamp()
+        hourly = HOURLY_KEY.format(hour=int(ended_at // 3600))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hincrby(FINISHED_KEY, final.phase.value, 1)
+        pipe.hincrby(hourly, final.phase.value, 1)
+        pipe.expire(hourly, (HOURS_SHOWN + 1) * 3600)
+        if final.started_at and final.finished_at:
+            pipe.lpush(DURATIONS_KEY, f"{ended_at} {(final.finished_at - final.started_at).total_seconds()}")
+            pipe.ltrim(DURATIONS_KEY, 0, DURATIONS_KEPT - 1)
+        pipe.execute()
+
+    def hourly_phases(self, now: float) -> list[tuple[int, dict[str, int]]]:
+        """The last HOURS_SHOWN hours, oldest first: (hour start, epoch s) and builds ended in it by phase."""
+        this_hour = int(now // 3600)
+        hours = range(this_hour - HOURS_SHOWN + 1, this_hour + 1)
+        pipe = self._redis.pipeline(transaction=False)
+        for hour in hours:
+            pipe.hgetall(HOURLY_KEY.format(hour=hour))
+        return [(hour * 3600, {phase: int(n) for phase, n in counts.items()})
+                for hour, counts in zip(hours, pipe.execute())]
+
+    def durations_since(self, since: float) -> list[float]:
+        """How long each of the newest runs that ended after `since` took, in seconds."""
+        pairs = (entry.split(" ") for entry in self._redis.lrange(DURATIONS_KEY, 0, -1))
+        return [float(duration) for ended_at, duration in pairs if float(ended_at) >= since]
+
+    def workers(self) -> list[tuple[str, float]]:
+        """Each worker seen lately, with when it was last heard of (epoch s)."""
+        return [(name, expires - WORKER_SEEN_TTL_S) for name, expires in
+                self._redis.zrangebyscore(WORKERS_KEY, time.time(), "+inf", withscores=True)]
 
     def step_took(self, step: str, seconds: float) -> None:
         key = STEP_KEY.format(step=step)
@@ -42,8 +78,8 @@ class Metrics:
     def registry_error(self, kind: str) -> None:
         self._redis.hincrby(REGISTRY_ERRORS_KEY, kind, 1)
 
-    def worker_alive(self, hostname: str, ttl_s: float) -> None:
-        self._redis.zadd(WORKERS_KEY, {hostname: time.time() + ttl_s})
+    def worker_alive(self, hostname: str) -> None:
+        self._redis.zadd(WORKERS_KEY, {hostname: time.time() + WORKER_SEEN_TTL_S})
 
     def worker_seen(self, hostname: str) -> bool:
         score = self._redis.zscore(WORKERS_KEY, hostname)
@@ -72,7 +108,7 @@ class RedisCollector(Collector):
         yield GaugeMetricFamily("imagebuilder_builds_in_progress", "Builds running now",
                                 value=builds_running(self._redis))
         yield GaugeMetricFamily("imagebuilder_queue_depth", "Builds waiting in the queue",
-                                value=self._redis.llen(BUILD_QUEUE))
+                                value=queue_depth(self._redis))
         yield GaugeMetricFamily("imagebuilder_workers", "Workers seen in the last half minute",
                                 value=Metrics(self._redis).workers_seen())
 
@@ -84,6 +120,11 @@ class RedisCollector(Collector):
             count = float(raw.get("count", 0))
             family.add_metric([step], buckets + [("+Inf", count)], float(raw.get("sum", 0)))
         return family
+
+
+def queue_depth(client: redis.Redis) -> int:
+    """Build messages waiting in the broker's queue for a worker."""
+    return int(client.llen(BUILD_QUEUE))
 
 
 def metrics_registry(client: redis.Redis) -> CollectorRegistry:

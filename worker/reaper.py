@@ -20,7 +20,6 @@ logger = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 5.0
 NODE_NAME_FILE = Path(tempfile.gettempdir()) / "imagebuilder-worker-name"
-WORKER_SEEN_TTL_S = 30.0
 
 
 def reap_once(app, state: BuildState) -> list[str]:
@@ -68,7 +67,7 @@ class Reaper(bootsteps.StartStopStep):
     @staticmethod
     def _round(app, hostname: str, state: BuildState, metrics: Metrics) -> None:
         try:
-            metrics.worker_alive(hostname, WORKER_SEEN_TTL_S)
+            metrics.worker_alive(hostname)
             reap_once(app, state)
         except Exception:
             logger.warning("reaper round failed; trying again", exc_info=True)

@@ -92,6 +92,15 @@ class Schedule(BaseModel):
             return moment + timedelta(seconds=self.every_s)
         return next_cron_time(self.cron, self.tz, moment)
 
+    def upcoming(self, count: int, now: datetime) -> list[datetime]:
+        """The next `count` due times after `now`, from the stored next one on (none while disabled)."""
+        if not self.enabled:
+            return []
+        times = [self.next_due if self.next_due and self.next_due > now else self.due_after(now)]
+        while len(times) < count:
+            times.append(self.due_after(times[-1]))
+        return times
+
 
 class NeverMatches(ValueError):
     """A cron expression with no minute in the next CRON_HORIZON_YEARS that fits all its fields."""
@@ -178,6 +187,11 @@ class ScheduleStore:
         raw = self._redis.get(SCHEDULE_KEY.format(name=name))
         return Schedule.model_validate_json(raw) if raw else None
 
+    def of(self, names: list[str]) -> dict[str, Schedule]:
+        """The schedules of those of the named specs that have one, by name."""
+        raws = self._redis.mget([SCHEDULE_KEY.format(name=n) for n in names]) if names else []
+        return {n: Schedule.model_validate_json(raw) for n, raw in zip(names, raws) if raw}
+
     def all(self) -> list[Schedule]:
         keys = sorted(self._redis.scan_iter(SCHEDULE_KEY.format(name="*")))
         return [Schedule.model_validate_json(raw) for raw in self._redis.mget(keys) if raw] if keys else []
@@ -188,6 +202,12 @@ class ScheduleStore:
 
     def enable(self, name: str) -> Schedule:
         return self.set(self.get(name))
+
+    def disable(self, name: str, reason: str) -> Schedule:
+        """Stop firing until enabled again, keeping the timing and saying why."""
+        schedule = self.get(name)
+        self._disable(schedule, reason)
+        return self.get(name)
 
     def due(self, now: float | None = None) -> list[tuple[str, float]]:
         """The names of the schedules due at `now` (default: now), each with its due time; none claimed yet."""

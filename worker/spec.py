@@ -162,8 +162,13 @@ def parse_spec(data: Any) -> ImageSpec:
 
 
 def format_validation_error(error: ValidationError, data: Any = None) -> str:
-    lines = [_format_one(err, data) for err in error.errors(include_input=False, include_url=False)]
-    return "invalid image spec: " + "; ".join(lines)
+    return "invalid image spec: " + "; ".join(message for _, message in validation_problems(error, data))
+
+
+def validation_problems(error: ValidationError, data: Any = None) -> list[tuple[tuple[Any, ...], str]]:
+    """Each problem's location in the spec (as pydantic gives it: ('packages', 'apt', 2)) and its message, which
+    names the field, the item and the rule."""
+    return [(err["loc"], _format_one(err, data)) for err in error.errors(include_input=False, include_url=False)]
 
 
 def _format_one(err: dict[str, Any], data: Any) -> str:

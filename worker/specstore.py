@@ -118,6 +118,30 @@ class SpecStore:
     def names(self, start: int = 0, count: int = -1) -> list[str]:
         return self._redis.zrange(SPECS_KEY, start, start + count - 1 if count > 0 else -1)
 
+    def page(self, offset: int, limit: int, contains: str = "") -> tuple[list[str], int]:
+        """A page of spec names in name order, those containing `contains` only; and how many match in all.
+        Unfiltered, only the page is read; filtered, the names are (10,000 names are one fast read)."""
+        if not contains:
+            return self.names(offset, limit), int(self._redis.zcard(SPECS_KEY))
+        matching = [name for name in self.names() if contains in name]
+        return matching[offset:offset + limit], len(matching)
+
+    def with_last_builds(self, names: list[str]) -> list[tuple[StoredSpec, HistoryEntry | None]]:
+        """Each named spec that exists, with its newest build; two round trips whatever the number of names."""
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.get(SPEC_KEY.format(name=name))
+            pipe.zrevrange(HISTORY_KEY.format(name=name), 0, 0)
+        answers = pipe.execute()
+        raws, newest = answers[0::2], [ids[0] if ids else None for ids in answers[1::2]]
+        entries = self.entries([i for i in newest if i])
+        return [(StoredSpec.model_validate_json(raw), entries.get(i)) for raw, i in zip(raws, newest) if raw]
+
+    def entries(self, build_ids: list[str]) -> dict[str, HistoryEntry]:
+        """The history entries of those builds that are some stored spec's, by build id."""
+        raws = self._redis.mget([ENTRY_KEY.format(id=i) for i in build_ids]) if build_ids else []
+        return {i: HistoryEntry.model_validate_json(raw) for i, raw in zip(build_ids, raws) if raw}
+
     def all(self) -> list[StoredSpec]:
         names = self.names()
         raws = self._redis.mget([SPEC_KEY.format(name=n) for n in names]) if names else []

@@ -85,3 +85,20 @@ def wrong_push_worker(stack: Stack):
     )
     yield worker
     worker.process.stop()
+
+
+CHROMIUM = "/usr/bin/chromium"
+# As root, on a closed network: no sandbox, and none of Chromium's own calls home (they fail, many at a time).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (Debian's) for the whole session, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -111,7 +111,7 @@ def test_stored_specs_over_http(stack, specs_worker, unique):
         applied = http.put(f"/specs/{unique}", json={"baseImage": stack.busybox_base, "pullSecret": "private"})
         assert applied.status_code == 200 and applied.json()["build"]["phase"] == "Pending"
         assert http.get(f"/specs/{unique}").json()["spec"]["name"] == unique
-        assert unique in [s["spec"]["name"] for s in http.get("/specs").json()]
+        assert unique in [s["spec"]["name"] for s in http.get("/specs", params={"name": unique}).json()]
         manual = http.post(f"/specs/{unique}/builds", params={"force": "true"})
         assert manual.status_code == 202
         triggers = [e["trigger"] for e in http.get(f"/specs/{unique}/history").json()]

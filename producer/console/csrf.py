@@ -1,0 +1,45 @@
+"""CSRF protection for the console's forms: asgi-csrf's signed double-submit cookie, checked on /ui/ only (the API
+takes bearer tokens, which a browser never sends on its own).
+
+asgi-csrf raises on some malformed bodies (a form that is not UTF-8, a multipart body without a boundary) while it
+looks for the token. Those are the sender's fault, so they are answered 400 here, not 500; an error raised once
+the request has passed the check is the app's, and goes on up."""
+
+from __future__ import annotations
+
+from asgi_csrf import asgi_csrf
+
+from producer.edge import CONSOLE_PREFIX, ASGIApp, Receive, Scope, Send, answer
+
+_PASSED = "imagebuilder.csrf_passed"
+# Signing in and out change state too, and may come with no cookie at all (which asgi-csrf otherwise lets by).
+ALWAYS_PROTECTED = frozenset({"/ui/login", "/ui/logout"})
+
+
+class CsrfChecked:
+    """Every state-changing console request must carry the form field (or header) that matches its cookie."""
+
+    def __init__(self, app: ASGIApp, *, secret: str):
+        self._checked = asgi_csrf(_marking(app), signing_secret=secret, cookie_samesite="Strict",
+                                  always_protect=ALWAYS_PROTECTED, skip_if_scope=_not_console)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        passed = [False]
+        try:
+            await self._checked({**scope, _PASSED: passed}, receive, send)
+        except (UnicodeDecodeError, IndexError, ValueError, AssertionError):
+            if passed[0]:
+                raise
+            await answer(send, 400, "the form could not be read")
+
+
+def _marking(app: ASGIApp) -> ASGIApp:
+    async def passed(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_PASSED][0] = True
+        await app(scope, receive, send)
+
+    return passed
+
+
+def _not_console(scope: Scope) -> bool:
+    return not scope["path"].startswith(CONSOLE_PREFIX)

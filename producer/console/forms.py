@@ -1,0 +1,98 @@
+"""The console's forms as PrimeHub's Image Builder had them (name, base image, pull secret, APT / Conda / pip
+packages one per line): what was typed, the spec it makes, and each problem placed beside its own field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from worker.spec import CRD_KIND, ImageSpec, validation_problems
+
+PACKAGE_MANAGERS = ("apt", "conda", "pip")
+# pydantic's location of a problem (its first part, or for packages its second) -> the form field that shows it
+_FIELD_OF = {"name": "name", "baseImage": "base_image", "base_image": "base_image", "pullSecret": "pull_secret",
+             "pull_secret": "pull_secret", "apt": "apt", "conda": "conda", "pip": "pip"}
+GENERAL = "spec"
+
+
+@dataclass
+class SpecForm:
+    """The spec form's fields as typed, and the problems found, by field."""
+
+    name: str = ""
+    base_image: str = ""
+    pull_secret: str = ""
+    apt: str = ""
+    conda: str = ""
+    pip: str = ""
+    problems: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, spec: ImageSpec) -> SpecForm:
+        packages = spec.packages
+        return cls(name=spec.name, base_image=spec.base_image, pull_secret=spec.pull_secret or "",
+                   apt="\n".join(packages.apt), conda="\n".join(packages.conda), pip="\n".join(packages.pip))
+
+    def document(self) -> dict[str, Any]:
+        """The spec these fields describe, in the plain shape; blank lines and `#` comments are not items."""
+        return {"name": self.name.strip(), "baseImage": self.base_image.strip(),
+                "pullSecret": self.pull_secret.strip() or None,
+                "packages": {manager: _items(getattr(self, manager)) for manager in PACKAGE_MANAGERS}}
+
+    def parsed(self) -> ImageSpec | None:
+        """The spec, or None with every problem placed beside its field."""
+        document = self.document()
+        try:
+            return ImageSpec.model_validate(document)
+        except ValidationError as e:
+            for location, message in validation_problems(e, document):
+                self.problems.setdefault(field_of(location), []).append(message)
+            return None
+
+
+def _items(text: str) -> list[str]:
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def field_of(location: tuple[Any, ...]) -> str:
+    """The form field a problem at `location` belongs to (GENERAL for the spec as a whole)."""
+    parts = [part for part in location if isinstance(part, str) and part != "packages"]
+    return _FIELD_OF.get(parts[0], GENERAL) if parts else GENERAL
+
+
+def imported(text: str) -> SpecForm:
+    """The form filled from a pasted spec (PrimeHub's ImageSpec resource, or the plain shape, in YAML or JSON);
+    whatever is wrong with it is shown once it is checked."""
+    try:
+        document = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as e:
+        return SpecForm(problems={"import": [f"not YAML or JSON: {str(e).splitlines()[0]}"]})
+    if not isinstance(document, dict):
+        return SpecForm(problems={"import": ["expected one spec: a mapping with name, baseImage and packages"]})
+    if document.get("kind") == CRD_KIND:
+        metadata, spec = document.get("metadata"), document.get("spec")
+        document = {**(spec if isinstance(spec, dict) else {}),
+                    "name": metadata.get("name") if isinstance(metadata, dict) else None}
+    return _form_from(document)
+
+
+def _form_from(document: dict[str, Any]) -> SpecForm:
+    packages = document.get("packages") if isinstance(document.get("packages"), dict) else {}
+    return SpecForm(name=_text(document.get("name")),
+                    base_image=_text(document.get("baseImage", document.get("base_image"))),
+                    pull_secret=_text(document.get("pullSecret", document.get("pull_secret"))),
+                    **{manager: "\n".join(_text(item) for item in _list(packages.get(manager)))
+                       for manager in PACKAGE_MANAGERS})
+
+
+def _text(value: Any) -> str:
+    """A scalar as typed; anything else is left blank (a nested alias would print exponentially long)."""
+    return str(value) if isinstance(value, (str, int, float)) else ""
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
