@@ -1,9 +1,11 @@
-"""The demo: start whatever is not running (dockerd, Redis, a local registry, a worker), then build and push
-examples/demo.yaml to the local registry with the real CLI. `python -m devstack.demo down` stops what it started."""
+"""The demo: start whatever is not running (dockerd, Redis, a local registry, a worker, the API and its console),
+then build and push examples/demo.yaml to the local registry with the real CLI. `python -m devstack.demo down`
+stops what it started."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,6 +30,9 @@ REGISTRY = f"127.0.0.1:{REGISTRY_PORT}"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 IMAGEBUILDER = Path(sys.executable).parent / "imagebuilder"
 HUB_CHECK_TIMEOUT_S = 5
+API_PORT = int(os.environ.get("IMAGEBUILDER_DEMO_API_PORT", "8000"))
+API_URL = f"http://127.0.0.1:{API_PORT}"
+TOKEN_FILE = STATE / "api-token"  # readable by root only; the demo never prints the token
 
 
 def demo_env() -> dict[str, str]:
@@ -56,11 +61,23 @@ def ensure_services() -> None:
         remember("redis", RedisServer(STATE / "redis", port=REDIS_PORT).start().process)
     if not _answers(lambda: requests.get(f"http://{REGISTRY}/v2/", timeout=2).ok):
         remember("registry", Registry(STATE / "registry", port=REGISTRY_PORT).start().process)
-    if not _worker_running():
+    if not _running("worker"):
         log = STATE / "worker.log"
         process = spawn([str(IMAGEBUILDER), "worker", "--hostname", "demo@%h"], log, env=demo_env())
         wait_until(lambda: " ready." in log.read_text(errors="replace"), "the demo worker")
         remember("worker", process)
+    if not _running("api") and not _answers(lambda: requests.get(f"{API_URL}/readyz", timeout=2).ok):
+        process = spawn([str(IMAGEBUILDER), "api", "--host", "127.0.0.1", "--port", str(API_PORT)],
+                        STATE / "api.log", env={**demo_env(), "IMAGEBUILDER_API_TOKENS": _api_token()})
+        wait_until(lambda: _answers(lambda: requests.get(f"{API_URL}/readyz", timeout=2).ok), "the demo API")
+        remember("api", process)
+
+
+def _api_token() -> str:
+    if not TOKEN_FILE.exists():
+        TOKEN_FILE.touch(mode=0o600)
+        TOKEN_FILE.write_text(secrets.token_urlsafe(32))
+    return TOKEN_FILE.read_text().strip()
 
 
 def _answers(check) -> bool:
@@ -70,8 +87,8 @@ def _answers(check) -> bool:
         return False
 
 
-def _worker_running() -> bool:
-    pid_file = STATE / "worker.pid"
+def _running(name: str) -> bool:
+    pid_file = STATE / f"{name}.pid"
     return pid_file.exists() and Path(f"/proc/{pid_file.read_text().strip()}").exists()
 
 
@@ -101,7 +118,9 @@ def up() -> int:
     ensure_services()
     spec = demo_spec()
     print(f"demo: imagebuilder submit {spec} --wait", flush=True)
-    return subprocess.run([str(IMAGEBUILDER), "submit", str(spec), "--wait"], env=demo_env()).returncode
+    code = subprocess.run([str(IMAGEBUILDER), "submit", str(spec), "--wait"], env=demo_env()).returncode
+    print(f"demo: the console is at {API_URL}/ui/ (sign in with the token in {TOKEN_FILE})")
+    return code
 
 
 def down() -> int:

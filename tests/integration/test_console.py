@@ -111,7 +111,6 @@ def test_a_spec_created_through_the_form_builds_to_succeeded_with_its_log_arrivi
     row = page.get_by_role("row").filter(has_text=unique)
     expect(row.locator(".phase")).to_have_text("Succeeded")
     expect(row.locator("button.copy")).to_have_attribute("data-copy", re.compile(rf"^docker pull .*/{unique}@sha256:"))
-    shot(page, "specs")
 
 
 def test_a_bad_package_shows_its_error_beside_its_field_and_keeps_what_was_typed(page, stack, unique):
@@ -190,7 +189,8 @@ def hostile_base(stack, unique: str) -> str:
     engine = docker.from_env()
     reference = f"{stack.private_registry.host}/base/hostile-{unique}:1"
     echoes = " && ".join(f"echo '{line}'" for line in HOSTILE_LINES)
-    dockerfile = f"FROM {BUSYBOX_IMAGE}\nONBUILD RUN {echoes} && exit 3\n"
+    colour = r"printf '\033[1;31mcoloured\033[0m\n'"
+    dockerfile = f"FROM {BUSYBOX_IMAGE}\nONBUILD RUN {echoes} && {colour} && exit 3\n"
     engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=reference, rm=True)
     push(engine, reference, PULL_USER, PULL_PASSWORD)
     engine.images.remove(reference)
@@ -211,6 +211,9 @@ def test_html_in_build_output_and_errors_renders_as_text_and_opens_no_dialog(pag
         expect(page.locator(".failure pre")).to_contain_text(line)
     assert page.locator("#log img, #log script, .failure img, .failure script").count() == 0
     assert page.dialogs == []
+    # And the ANSI colour codes around a line are stripped, not shown raw
+    expect(page.locator("#log span").filter(has_text=re.compile(r"^coloured$"))).to_have_count(1)
+    assert "\x1b" not in page.locator("#log").inner_text() + page.locator(".failure").inner_text()
     shot(page, "build-failed-escaped")
     # And the builds list shows it as ad hoc
     page.goto("/ui/builds?phase=Failed")
@@ -235,6 +238,8 @@ def test_the_pages_fit_a_phone_screen_and_ops_shows_the_service(browser, console
     expect(page.locator("#workers-count")).not_to_have_text("0")
     expect(page.locator("#chart-summary")).to_contain_text("succeeded")
     shot(page, "ops")
+    page.goto("/ui/specs")
+    shot(page, "specs")
     context.close()
 
 
@@ -304,7 +309,11 @@ def test_the_session_opens_the_live_log_and_no_other_api_route(signed_in, client
     # But the rest of the API does not: a cookie is not a bearer token
     assert signed_in.get(f"/builds/{build_id}").status_code == 401
     assert signed_in.post("/builds", json={"name": unique, "baseImage": "x"}).status_code == 401
+    # And once it has ended, the whole log downloads as a file
     client.wait(build_id, timeout_s=BUILD_WAIT_MS / 1000)
+    download = signed_in.get(f"/ui/builds/{build_id}/log")
+    assert download.headers["content-disposition"] == f'attachment; filename="build-{build_id}.log"'
+    assert download.text.splitlines() == list(client.logs(build_id))
 
 
 def test_an_unreadable_form_is_refused_as_bad_input_not_an_error(signed_in):
