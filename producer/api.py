@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Query, Request, Security
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -102,6 +104,7 @@ def create_api(settings: Settings) -> FastAPI:
     for kind in (*(kind for kind, _ in OUTCOMES), Exception):
         api.add_exception_handler(kind, _answer)
     api.add_exception_handler(RequestValidationError, _invalid_request)
+    api.add_exception_handler(StarletteHTTPException, _http_error)
     _build_routes(api, client, LogStreams(settings.api_max_log_streams))
     _spec_routes(api, client)
     _service_routes(api, client)
@@ -119,6 +122,13 @@ async def _answer(request: Request, error: Exception) -> Response:
 async def _invalid_request(request: Request, error: RequestValidationError) -> Response:
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
     return _error(request, 422, f"invalid request: {problems}")
+
+
+async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
+    """Routing's own answers (404 for an unknown path, 405): a console page on the console, else as FastAPI gives."""
+    if request.url.path.startswith(CONSOLE_PREFIX):
+        return _error(request, error.status_code, str(error.detail))
+    return await http_exception_handler(request, error)
 
 
 def _error(request: Request, status: int, detail: str) -> Response:

@@ -4,11 +4,13 @@ packages one per line): what was typed, the spec it makes, and each problem plac
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from worker.errors import InvalidSpec
+from worker.schedules import Policy, Schedule
 from worker.spec import CRD_KIND, ImageSpec, validation_problems
 
 PACKAGE_MANAGERS = ("apt", "conda", "pip")
@@ -16,6 +18,8 @@ PACKAGE_MANAGERS = ("apt", "conda", "pip")
 _FIELD_OF = {"name": "name", "baseImage": "base_image", "base_image": "base_image", "pullSecret": "pull_secret",
              "pull_secret": "pull_secret", "apt": "apt", "conda": "conda", "pip": "pip"}
 GENERAL = "spec"
+MAX_FIELD_CHARS = 4096
+MAX_TEXT_CHARS = 512 * 1024
 
 
 @dataclass
@@ -96,3 +100,44 @@ def _text(value: Any) -> str:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+class SpecFields(BaseModel):
+    """The spec form as posted; `action` is the button pressed."""
+
+    name: str = Field("", max_length=MAX_FIELD_CHARS)
+    base_image: str = Field("", max_length=MAX_FIELD_CHARS)
+    pull_secret: str = Field("", max_length=MAX_FIELD_CHARS)
+    apt: str = Field("", max_length=MAX_TEXT_CHARS)
+    conda: str = Field("", max_length=MAX_TEXT_CHARS)
+    pip: str = Field("", max_length=MAX_TEXT_CHARS)
+    paste: str = Field("", max_length=MAX_TEXT_CHARS)
+    action: Literal["save", "preview", "import"] = "save"
+
+    def form(self) -> SpecForm:
+        return SpecForm(**self.model_dump(exclude={"paste", "action"}))
+
+
+class ScheduleFields(BaseModel):
+    """The schedule editor as posted: a cron expression in a time zone, or every N seconds."""
+
+    mode: Literal["cron", "every"] = "cron"
+    cron: str = Field("", max_length=MAX_FIELD_CHARS)
+    tz: str = Field("UTC", max_length=MAX_FIELD_CHARS)
+    every_s: str = Field("", max_length=32)
+    policy: Policy = Policy.ON_BASE_CHANGE
+
+    @classmethod
+    def of(cls, schedule: Schedule | None) -> ScheduleFields:
+        if schedule is None:
+            return cls()
+        return cls(mode="cron" if schedule.cron else "every", cron=schedule.cron or "", tz=schedule.tz,
+                   every_s=str(schedule.every_s or ""), policy=schedule.policy)
+
+    def timing(self) -> dict:
+        """The keyword arguments of BuildClient.set_schedule; InvalidSpec for seconds that are not a number."""
+        if self.mode == "cron":
+            return {"cron": self.cron.strip(), "tz": self.tz.strip() or "UTC", "policy": self.policy.value}
+        if not self.every_s.strip().isdigit():
+            raise InvalidSpec(f"invalid schedule: every_s: {self.every_s!r} is not a whole number of seconds")
+        return {"every_s": int(self.every_s), "policy": self.policy.value}

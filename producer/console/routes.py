@@ -13,12 +13,11 @@ from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
 
 from config.settings import Settings
 from producer.client import BuildClient
 from producer.console import present
-from producer.console.forms import GENERAL, SpecForm, imported
+from producer.console.forms import GENERAL, MAX_TEXT_CHARS, ScheduleFields, SpecFields, SpecForm, imported
 from producer.console.sessions import SESSION_COOKIE, Sessions
 from producer.specfile import load_spec_text
 from worker.errors import ImageBuilderError, InvalidSpec
@@ -33,8 +32,6 @@ BUILDS_SHOWN = 100
 UPCOMING_RUNS = 3
 MAX_OFFSET = 1_000_000
 MAX_FILTER_CHARS = 128
-MAX_FIELD_CHARS = 4096
-MAX_TEXT_CHARS = 512 * 1024
 CHART_W, CHART_H = 720, 160
 HOME = "/ui/specs"
 SECURITY_HEADERS = {
@@ -163,22 +160,6 @@ def _spec_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
 
 
 
-class SpecFields(BaseModel):
-    """The spec form as posted; `action` is the button pressed."""
-
-    name: str = Field("", max_length=MAX_FIELD_CHARS)
-    base_image: str = Field("", max_length=MAX_FIELD_CHARS)
-    pull_secret: str = Field("", max_length=MAX_FIELD_CHARS)
-    apt: str = Field("", max_length=MAX_TEXT_CHARS)
-    conda: str = Field("", max_length=MAX_TEXT_CHARS)
-    pip: str = Field("", max_length=MAX_TEXT_CHARS)
-    paste: str = Field("", max_length=MAX_TEXT_CHARS)
-    action: Literal["save", "preview", "import"] = "save"
-
-    def form(self) -> SpecForm:
-        return SpecForm(**self.model_dump(exclude={"paste", "action"}))
-
-
 def _save_spec(request: Request, pages: Pages, client: BuildClient, fields: SpecFields,
                fixed_name: str | None) -> Response:
     """Import fills the form, preview shows it checked with its target, save stores and builds it."""
@@ -216,31 +197,6 @@ def _upcoming(schedule: Schedule | None) -> list[datetime]:
         return schedule.upcoming(UPCOMING_RUNS, datetime.now(timezone.utc))
     except NeverMatches:
         return []
-
-
-class ScheduleFields(BaseModel):
-    """The schedule editor as posted: a cron expression in a time zone, or every N seconds."""
-
-    mode: Literal["cron", "every"] = "cron"
-    cron: str = Field("", max_length=MAX_FIELD_CHARS)
-    tz: str = Field("UTC", max_length=MAX_FIELD_CHARS)
-    every_s: str = Field("", max_length=32)
-    policy: Policy = Policy.ON_BASE_CHANGE
-
-    @classmethod
-    def of(cls, schedule: Schedule | None) -> ScheduleFields:
-        if schedule is None:
-            return cls()
-        return cls(mode="cron" if schedule.cron else "every", cron=schedule.cron or "", tz=schedule.tz,
-                   every_s=str(schedule.every_s or ""), policy=schedule.policy)
-
-    def timing(self) -> dict:
-        """The keyword arguments of BuildClient.set_schedule; InvalidSpec for seconds that are not a number."""
-        if self.mode == "cron":
-            return {"cron": self.cron.strip(), "tz": self.tz.strip() or "UTC", "policy": self.policy.value}
-        if not self.every_s.strip().isdigit():
-            raise InvalidSpec(f"invalid schedule: every_s: {self.every_s!r} is not a whole number of seconds")
-        return {"every_s": int(self.every_s), "policy": self.policy.value}
 
 
 def _schedule_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:

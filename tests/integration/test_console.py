@@ -51,6 +51,16 @@ def sign_in(page: Page, path: str = "/ui/specs") -> None:
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
+def fill_spec_form(page: Page, name: str, base: str, *, apt: str = "", pip: str = "", pull_secret: str = "") -> None:
+    """Sign in, open the new spec form and type into it, field by field."""
+    sign_in(page, "/ui/specs/new")
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Base image").fill(base)
+    page.get_by_label("Image pull secret").fill(pull_secret)
+    page.get_by_label("APT").fill(apt)
+    page.get_by_label("pip").fill(pip)
+
+
 def shot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
@@ -82,12 +92,8 @@ def test_signing_in_takes_a_token_by_keyboard_and_signing_out_leads_back_to_sign
 
 
 def test_a_spec_created_through_the_form_builds_to_succeeded_with_its_log_arriving_live(page, stack, unique):
-    # Given a signed-in person on the new spec form
-    sign_in(page, "/ui/specs/new")
-    page.get_by_label("Name", exact=True).fill(unique)
-    page.get_by_label("Base image").fill(stack.debian_base)
-    page.get_by_label("Image pull secret").fill("private")
-    page.get_by_label("APT").fill("tree\nfile")
+    # Given a signed-in person who filled in the new spec form
+    fill_spec_form(page, unique, stack.debian_base, apt="tree\nfile", pull_secret="private")
     # When they check it, the target image and tag are shown before anything is saved
     page.get_by_role("button", name="Check and show the target").click()
     expect(page.locator("#target")).to_contain_text(f"/{unique}:")
@@ -115,11 +121,7 @@ def test_a_spec_created_through_the_form_builds_to_succeeded_with_its_log_arrivi
 
 def test_a_bad_package_shows_its_error_beside_its_field_and_keeps_what_was_typed(page, stack, unique):
     # Given a signed-in person filling the form with one bad APT item among good ones
-    sign_in(page, "/ui/specs/new")
-    page.get_by_label("Name", exact=True).fill(unique)
-    page.get_by_label("Base image").fill(stack.debian_base)
-    page.get_by_label("APT").fill("curl\nb@d pkg\njq")
-    page.get_by_label("pip").fill("requests==2.32.3")
+    fill_spec_form(page, unique, stack.debian_base, apt="curl\nb@d pkg\njq", pip="requests==2.32.3")
     # When they save it
     page.get_by_role("button", name="Save and build").click()
     # Then the APT field is marked, its error names the item, and nothing else is flagged or lost
