@@ -233,7 +233,7 @@ def test_the_pages_fit_a_phone_screen_and_ops_shows_the_service(browser, console
     for path in (f"/ui/specs/{unique}", "/ui/specs", "/ui/builds", "/ui/ops", "/ui/specs/new"):
         page.goto(path)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
-    shot(page, "ops-phone")
+    shot(page, "phone-spec-form")
     # And the operations page shows the worker, the queue and the last day's builds
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto("/ui/ops")
