@@ -3,12 +3,15 @@ end to end through the Python client and through POST /builds, against a raw Cel
 Redis; then the same through the client with 1, 2 and 4 worker processes. Ratios are printed, the last line
 being the 1 -> 4 worker speed-up."""
 
+import collections
 import concurrent.futures
 import os
+import re
 import sys
 import time
 
 import httpx
+import redis
 
 from bench.harness import ROOT, bench
 from devstack.services import Process, spawn, wait_until
@@ -58,9 +61,13 @@ def main() -> None:
         def via_raw_celery(i):
             noop_app.send_task("bench.noop", queue="noop").get(timeout=60)
 
-        raw = throughput(via_raw_celery, SPECS)
-        client = throughput(via_client, SPECS)
+        server = redis.Redis(port=b.stack.redis.port)
+        raw, raw_calls, _ = counted(server, b, lambda: throughput(via_raw_celery, SPECS))
+        client, client_calls, registry_requests = counted(server, b, lambda: throughput(via_client, SPECS))
         over_http = throughput(via_http, SPECS)
+        print(f"per raw Celery no-op: {cost(raw_calls)}")
+        print(f"per skipped build through the client: {cost(client_calls)}; registry requests "
+              f"{sum(registry_requests.values()) / SPECS:.2f} ({', '.join(f'{k} {v / SPECS:.2f}' for k, v in registry_requests.items())})")
         print(f"raw Celery no-op: {raw:.1f}/s; client: {client:.1f}/s; POST /builds: {over_http:.1f}/s")
         print(f"dispatch ratio client/raw Celery = {client / raw:.2f}; HTTP/raw Celery = {over_http / raw:.2f}")
         api.stop()
@@ -81,6 +88,34 @@ def scaling(b, via_client) -> str:
                 worker.process.stop()
     print(", ".join(f"{n} worker(s): {rate:.1f}/s" for n, rate in rates.items()))
     return f"worker scaling speed-up: 1->2 = {rates[2] / rates[1]:.2f}, 1->4 = {rates[4] / rates[1]:.2f}"
+
+
+def counted(server: redis.Redis, b, action):
+    """What `action` returns, with the Redis commands (by name, from INFO commandstats) and the push registry's
+    requests (by method and route kind) it caused; each divided by SPECS where printed."""
+    log = b.stack.push_registry.process.log_path
+    before_calls, before_log = _calls(server), len(log.read_text())
+    value = action()
+    calls = _calls(server)
+    calls.subtract(before_calls)
+    calls[_INFO] = 0  # our own reading of the figures
+    requests = collections.Counter(f"{m} {kind}" for m, kind in _REQUEST.findall(log.read_text()[before_log:]))
+    return value, +calls, requests
+
+
+_INFO = "info"
+_REQUEST = re.compile(r'"(GET|HEAD|PUT|POST|PATCH) /v2/[^ ]*?/(manifests|blobs|tags)/')
+
+
+def _calls(server: redis.Redis) -> collections.Counter:
+    return collections.Counter({name.removeprefix("cmdstat_"): stats["calls"]
+                                for name, stats in server.info("commandstats").items()})
+
+
+def cost(calls: collections.Counter) -> str:
+    """Redis commands per build: the total, then the most frequent."""
+    top = ", ".join(f"{name} {count / SPECS:.1f}" for name, count in calls.most_common(8))
+    return f"{sum(calls.values()) / SPECS:.1f} Redis commands ({top})"
 
 
 def _noop_app(url: str):

@@ -144,10 +144,11 @@ def start_worker(stack: Stack, name: str, redis_db: int = 0, concurrency: str = 
     return worker
 
 
-def start_api(stack: Stack, name: str, redis_db: int = 0, **overrides: str) -> tuple[Process, str]:
-    """`imagebuilder api` on a free loopback port; the process and its base URL."""
+def start_api(stack: Stack, name: str, redis_db: int = 0, *, args: tuple[str, ...] = (),
+              **overrides: str) -> tuple[Process, str]:
+    """`imagebuilder api [args]` on a free loopback port; the process and its base URL."""
     port = free_port()
-    process = spawn([str(IMAGEBUILDER), "api", "--port", str(port)], stack.workdir / f"api-{name}.log",
+    process = spawn([str(IMAGEBUILDER), "api", "--port", str(port), *args], stack.workdir / f"api-{name}.log",
                     env=stack.process_env(redis_db, **overrides))
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(f"{url}/readyz", timeout=2).status_code in (200, 503)

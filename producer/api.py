@@ -112,6 +112,11 @@ def create_api(settings: Settings) -> FastAPI:
     return api
 
 
+def api_from_environment() -> FastAPI:
+    """The app, from the environment's settings: what each of `imagebuilder api --workers N`'s processes runs."""
+    return create_api(Settings())
+
+
 async def _answer(request: Request, error: Exception) -> Response:
     """The status the outcome table gives the error. A bug's details stay out of the answer; Starlette logs its
     traceback, for the catch-all handler re-raises after answering."""

@@ -21,6 +21,7 @@ from worker.states import BuildPhase
 from worker.tagging import ensure_enabled
 
 CANCEL_WAIT_S = 30.0
+MAX_API_WORKERS = 64
 
 
 @contextmanager
@@ -141,15 +142,20 @@ def health(of_worker: bool) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
-def api(host: str, port: int) -> None:
-    """Serve the HTTP API (POST /builds, GET /builds/{id}, logs, cancel, /healthz, /metrics)."""
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, MAX_API_WORKERS),
+              help="Server processes, each with its own connections (and its own live log stream limit).")
+def api(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API and the web console (/ui/)."""
     import uvicorn
 
     from producer.api import create_api
 
     with _usage_errors():
-        app = create_api(_settings())
-    uvicorn.run(app, host=host, port=port)
+        app = create_api(_settings())  # settings and tokens checked here, before any server process starts
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port)
+    else:  # each process makes its own app from the same environment
+        uvicorn.run("producer.api:api_from_environment", factory=True, host=host, port=port, workers=workers)
 
 
 @main.group()

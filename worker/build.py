@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 from config.settings import Settings
 from worker.buildstate import ContainerLedger
-from worker.credentials import RegistryCredentials, pull_credentials, push_credentials
+from worker.credentials import pull_credentials, push_credentials
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile
 from worker.engine import Engine
 from worker.progress import Progress
 from worker.reference import ImageReference, parse_reference
-from worker.registry import RegistryClient
+from worker.registry import RegistrySessions
 from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec
 from worker.states import BuildStep
@@ -28,8 +28,9 @@ class Builder:
     containers so that none survives the build, even one left by an earlier delivery that crashed."""
 
     def __init__(self, settings: Settings, progress: Progress, watch: BuildWatch, ledger: ContainerLedger,
-                 engine_factory: EngineFactory | None = None):
+                 registries: RegistrySessions, engine_factory: EngineFactory | None = None):
         self._settings = settings
+        self._registries = registries
         self._progress = progress
         self._watch = watch
         self._ledger = ledger
@@ -39,7 +40,7 @@ class Builder:
     def run(self, spec: ImageSpec, target: ImageReference, *, force: bool) -> BuildResult:
         self._progress.start(str(target))
         if not force:
-            existing = self._registry(target.registry, self._push_credentials).manifest_digest(target)
+            existing = self._registries.client(target.registry, self._push_credentials).manifest_digest(target)
             if existing:
                 self._progress.line(f"{target} exists with digest {existing}: nothing to build")
                 return self._progress.succeed(digest=existing, skipped=True)
@@ -83,9 +84,3 @@ class Builder:
 
     def _remove_leftovers(self, engine: Engine) -> None:
         self._ledger.forget(engine.remove_containers(self._ledger.all()))
-
-    def _registry(self, registry: str, credentials: RegistryCredentials | None) -> RegistryClient:
-        return RegistryClient(
-            registry, credentials, insecure_registries=frozenset(self._settings.insecure_registries),
-            timeout_s=self._settings.registry_timeout_s,
-        )

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import base64
+import collections
 import ipaddress
 import json
+import math
 import re
 import socket
+import time
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
@@ -31,6 +36,10 @@ MANIFEST_MEDIA_TYPES = (
 DIGEST_HEADER = "Docker-Content-Digest"
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
 MAX_TOKEN_ANSWER_BYTES = 1 << 20  # Docker Hub's tokens are a few KiB; anything this large is not a token
+DEFAULT_TOKEN_LIFE_S = 60  # the token spec's lifetime for an answer without `expires_in`
+MAX_RENEW_MARGIN_S = 10  # a token is renewed this long (at most a tenth of its life) before it expires
+MAX_CLIENTS_KEPT = 256
+_EVERY_SCOPE = "*"  # Basic credentials are good for every repository of their registry
 # Where no registry's token service lives, but a cloud's instance credentials do.
 FORBIDDEN_REALM_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"))
 
@@ -79,8 +88,19 @@ def _seconds(retry_after: str | None) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class _Grant:
+    """An Authorization header the registry accepted, and until when (monotonic seconds) to send it unasked."""
+
+    header: str = field(repr=False)
+    expires_at: float
+
+
 class RegistryClient:
-    """Talks to one registry's HTTP API with optional credentials (Basic, or Bearer tokens as Docker Hub uses)."""
+    """Talks to one registry's HTTP API with optional credentials (Basic, or Bearer tokens as Docker Hub uses).
+
+    Kept for the life of a process: its session keeps connections open, and the authorization a registry
+    accepted is sent up front until it expires, so a HEAD costs one request, not a challenge and a token too."""
 
     def __init__(
         self,
@@ -96,6 +116,7 @@ class RegistryClient:
         self._insecure = plain_http_allowed(registry, insecure_registries)
         self._timeout_s = timeout_s
         self._session = requests.Session()
+        self._grants: dict[str, _Grant] = {}  # by scope
 
     def __repr__(self) -> str:
         return f"RegistryClient(registry={self._registry!r}, credentials={self._credentials!r})"
@@ -114,19 +135,42 @@ class RegistryClient:
 
     def _request(self, url: str, scope: str, action: str) -> requests.Response:
         headers = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
+        if grant := self._grant_for(scope):
+            headers["Authorization"] = grant.header
         response = self._send("HEAD", url, headers, action)
         if response.status_code != 401:
             return response
-        challenge = response.headers.get("WWW-Authenticate", "")
+        headers.pop("Authorization", None)  # refused or expired early: ask afresh
+        self._grants.pop(scope, None)
+        self._grants.pop(_EVERY_SCOPE, None)
+        grant = self._answer(response.headers.get("WWW-Authenticate", ""), scope, action)
+        if grant is None:
+            return response
+        headers["Authorization"] = grant.header
+        return self._send("HEAD", url, headers, action)
+
+    def _grant_for(self, scope: str) -> _Grant | None:
+        now = time.monotonic()
+        return next((g for key in (scope, _EVERY_SCOPE) if (g := self._grants.get(key)) and now < g.expires_at),
+                    None)
+
+    def _answer(self, challenge: str, scope: str, action: str) -> _Grant | None:
+        """The authorization a challenge asks for, remembered for the scope it is good for; None if there is
+        none to give (Basic without credentials, an unknown scheme)."""
         scheme, _, params = challenge.partition(" ")
         if scheme.lower() == "bearer":
-            headers["Authorization"] = f"Bearer {self._token(dict(_CHALLENGE_PARAM_RE.findall(params)), scope, action)}"
-            return self._send("HEAD", url, headers, action)
-        if scheme.lower() == "basic" and self._credentials:
-            return self._send("HEAD", url, headers, action, auth=self._basic_auth())
-        return response
+            token, life_s = self._token(dict(_CHALLENGE_PARAM_RE.findall(params)), scope, action)
+            key, grant = scope, _Grant(f"Bearer {token}", time.monotonic() + life_s - min(MAX_RENEW_MARGIN_S,
+                                                                                           life_s / 10))
+        elif scheme.lower() == "basic" and self._credentials:
+            pair = f"{self._credentials.username}:{self._credentials.password}".encode()
+            key, grant = _EVERY_SCOPE, _Grant(f"Basic {base64.b64encode(pair).decode()}", math.inf)
+        else:
+            return None
+        self._grants[key] = grant
+        return grant
 
-    def _token(self, challenge: dict[str, str], scope: str, action: str) -> str:
+    def _token(self, challenge: dict[str, str], scope: str, action: str) -> tuple[str, float]:
         if "realm" not in challenge:
             raise AuthFailed(f"registry {self._registry} sent a Bearer challenge without a realm for {action}")
         realm = self._safe_realm(challenge["realm"], action)
@@ -140,8 +184,9 @@ class RegistryClient:
                                        response.headers.get("Retry-After"))
             return self._token_in(self._bounded_body(response, action), action)
 
-    def _token_in(self, body: bytes, action: str) -> str:
-        """The token of a token endpoint's answer, which must be a JSON object carrying one."""
+    def _token_in(self, body: bytes, action: str) -> tuple[str, float]:
+        """The token of a token endpoint's answer, which must be a JSON object carrying one, and how many seconds
+        it lasts (`expires_in`, else the spec's default)."""
         try:
             answer = json.loads(body)
         except ValueError:
@@ -152,7 +197,8 @@ class RegistryClient:
                 f"registry {self._registry}'s token endpoint answered {action} with something other than a JSON "
                 "object holding a token"
             )
-        return token
+        life_s = answer.get("expires_in", DEFAULT_TOKEN_LIFE_S)
+        return token, float(life_s) if isinstance(life_s, (int, float)) and life_s > 0 else 0.0
 
     def _bounded_body(self, response: requests.Response, action: str) -> bytes:
         body = b""
@@ -203,6 +249,26 @@ class RegistryClient:
             raise RegistryUnavailable(
                 f"registry {self._registry} is unreachable for {action}: {type(e).__name__}"
             ) from None
+
+
+class RegistrySessions:
+    """A process's registry clients, one per registry and credentials, made once and kept (the newest
+    MAX_CLIENTS_KEPT), so that connections and accepted authorizations outlive any one build."""
+
+    def __init__(self, *, insecure_registries: frozenset[str], timeout_s: float):
+        self._insecure_registries = insecure_registries
+        self._timeout_s = timeout_s
+        self._clients: collections.OrderedDict[tuple, RegistryClient] = collections.OrderedDict()
+
+    def client(self, registry: str, credentials: RegistryCredentials | None) -> RegistryClient:
+        key = (registry, credentials)
+        if key not in self._clients:
+            self._clients[key] = RegistryClient(registry, credentials, insecure_registries=self._insecure_registries,
+                                                timeout_s=self._timeout_s)
+            if len(self._clients) > MAX_CLIENTS_KEPT:
+                self._clients.popitem(last=False)
+        self._clients.move_to_end(key)
+        return self._clients[key]
 
 
 def _forbidden_literal(host: str) -> bool:

@@ -15,7 +15,7 @@ from config.settings import Settings
 from worker.credentials import pull_credentials
 from worker.errors import ImageBuilderError
 from worker.reference import parse_reference
-from worker.registry import RegistryClient
+from worker.registry import RegistrySessions
 from worker.schedules import Policy, Schedule
 from worker.specstore import StoredSpec, Trigger
 from worker.stores import Stores
@@ -31,8 +31,10 @@ CHECK_FAILED = "check-failed"
 class SchedulingPass:
     """Decides every due schedule: rebuild (forced, so the same tag is built again), or only note the check."""
 
-    def __init__(self, app: Celery, settings: Settings, stores: Stores):
+    def __init__(self, app: Celery, settings: Settings, stores: Stores, registries: RegistrySessions | None = None):
         self._settings = settings
+        self._registries = registries or RegistrySessions(
+            insecure_registries=frozenset(settings.insecure_registries), timeout_s=settings.registry_timeout_s)
         self._specs, self._schedules = stores.specs, stores.schedules
         self._submitter = Submitter(app, settings, stores)
         # One HEAD per base and secret per pass: its digest, or the error it ended with.
@@ -91,6 +93,4 @@ class SchedulingPass:
     def _head_base(self, stored: StoredSpec) -> str | None:
         base = parse_reference(stored.spec.base_image)
         credentials = pull_credentials(self._settings, stored.spec.pull_secret, base.registry)
-        client = RegistryClient(base.registry, credentials, timeout_s=self._settings.registry_timeout_s,
-                                insecure_registries=frozenset(self._settings.insecure_registries))
-        return client.manifest_digest(base)
+        return self._registries.client(base.registry, credentials).manifest_digest(base)

@@ -34,9 +34,11 @@ from worker.reference import ImageReference
 from worker.scheduling import SCHEDULE_PASS_TASK, SchedulingPass
 from worker.spec import ImageSpec, parse_spec
 from worker.states import BuildPhase
-from worker.stores import Stores, open_stores
+from worker.registry import RegistrySessions
+from worker.stores import Stores
 from worker.tagging import resolve_target
 from worker.watch import BuildWatch, backoff_s
+from worker.wiring import ProcessWiring
 
 logger = logging.getLogger(__name__)
 REGISTRY_ERRORS = (RegistryUnavailable, AuthFailed, BaseImageNotFound, PushFailed)
@@ -45,21 +47,15 @@ REGISTRY_ERRORS = (RegistryUnavailable, AuthFailed, BaseImageNotFound, PushFaile
 def register_tasks(app: ImageBuilderCelery) -> Task:
     """Register `imagebuilder.build` and `imagebuilder.schedule_pass` on `app`, bound to its Settings."""
 
+    wiring = ProcessWiring(app.settings)
+
     @app.task(name=BUILD_TASK_NAME, bind=True, queue=BUILD_QUEUE, max_retries=None, throws=(BuildFailed,))
     def build(self: Task, spec: Any = None, force: Any = False) -> dict[str, Any]:
-        stores = open_stores(self.app.settings, patient=True)
-        try:
-            return Delivery(self, stores).run(spec, force)
-        finally:
-            stores.close()
+        return Delivery(self, wiring.stores(), wiring.registries()).run(spec, force)
 
     @app.task(name=SCHEDULE_PASS_TASK, bind=True, queue=BUILD_QUEUE)
     def schedule_pass(self: Task) -> dict[str, int]:
-        stores = open_stores(self.app.settings, patient=True)
-        try:
-            return SchedulingPass(self.app, self.app.settings, stores).run()
-        finally:
-            stores.close()
+        return SchedulingPass(self.app, self.app.settings, wiring.stores(), wiring.registries()).run()
 
     return build
 
@@ -67,8 +63,9 @@ def register_tasks(app: ImageBuilderCelery) -> Task:
 class Delivery:
     """One delivery of one build message."""
 
-    def __init__(self, task: Task, stores: Stores):
+    def __init__(self, task: Task, stores: Stores, registries: RegistrySessions):
         self._task = task
+        self._registries = registries
         self._settings: Settings = task.app.settings
         self._id: str = task.request.id
         self._state = stores.builds
@@ -126,7 +123,8 @@ class Delivery:
             self._count_lost_deliveries()
             self._state.adopt(str(target), self._id)
             with BuildWatch(self._state, self._id, str(target), token, self._settings.build_timeout_s) as watch:
-                result = Builder(self._settings, self._progress, watch, ContainerLedger(self._state, self._id)
+                ledger = ContainerLedger(self._state, self._id)
+                result = Builder(self._settings, self._progress, watch, ledger, self._registries
                                  ).run(spec, target, force=force)
             return result.model_dump(mode="json")
         finally:

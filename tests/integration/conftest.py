@@ -102,3 +102,13 @@ def browser():
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    """A misbehaving registry on loopback (tests/integration/hostile_registry.py)."""
+    from tests.integration.hostile_registry import HostileRegistry
+
+    server = HostileRegistry()
+    yield server
+    server.close()

@@ -3,7 +3,9 @@ chooses the misbehaviour, so one server serves every case: `127.0.0.1:PORT/<beha
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # behaviour -> what the server does, and what the service should say about it
@@ -17,7 +19,11 @@ BEHAVIOURS = {
     "error": "the manifest HEAD answers 500",
     "slow": "the manifest HEAD answers after the client's timeout",
 }
+# Not hostile: a registry whose tokens expire after TOKEN_LIFE_S and are checked on every HEAD, as Docker Hub's.
+EXPIRING_TOKENS = "tokens"
 SLOW_S = 6
+TOKEN_LIFE_S = 2
+TOKEN_DIGEST = "sha256:" + "7" * 64
 
 
 class HostileRegistry:
@@ -28,6 +34,7 @@ class HostileRegistry:
         self._server.daemon_threads = True
         self.host = f"127.0.0.1:{self._server.server_address[1]}"
         self.requests: list[str] = []
+        self.tokens: dict[str, float] = {}  # issued token -> when it expires (monotonic)
         self._server.hostile = self  # type: ignore[attr-defined]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
@@ -51,6 +58,8 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour == "slow":
             threading.Event().wait(SLOW_S)
             return self._answer(200)
+        if behaviour == EXPIRING_TOKENS and self._valid_token():
+            return self._answer(200, {"Docker-Content-Digest": TOKEN_DIGEST})
         self._answer(401, {"WWW-Authenticate": f'Bearer realm="{self._realm(behaviour)}",service="hostile"'})
 
     def do_GET(self) -> None:  # noqa: N802
@@ -61,7 +70,21 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(200, {"Content-Type": "application/json"}, b"[1, 2, 3]")
         if self.path.startswith("/token/loop"):
             return self._answer(302, {"Location": self.path})
+        if self.path.startswith(f"/token/{EXPIRING_TOKENS}"):
+            return self._issue_token()
         self._answer(404)
+
+    def _issue_token(self) -> None:
+        hostile = self.server.hostile  # type: ignore[attr-defined]
+        token = f"token-{len(hostile.tokens) + 1}"
+        hostile.tokens[token] = time.monotonic() + TOKEN_LIFE_S
+        body = json.dumps({"token": token, "expires_in": TOKEN_LIFE_S}).encode()
+        self._answer(200, {"Content-Type": "application/json"}, body)
+
+    def _valid_token(self) -> bool:
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        expires = self.server.hostile.tokens.get(token)  # type: ignore[attr-defined]
+        return scheme == "Bearer" and expires is not None and time.monotonic() < expires
 
     def _realm(self, behaviour: str) -> str:
         host = f"127.0.0.1:{self.server.server_address[1]}"

@@ -81,6 +81,21 @@ def test_errors_have_clear_statuses(api, stack, unique):
     assert conflict.status_code == 409 and "already ended" in conflict.json()["detail"]
 
 
+def test_the_api_serves_from_several_processes_each_checking_tokens(stack):
+    # Given `imagebuilder api --workers 2`
+    process, url = start_api(stack, "two-processes", IDLE_DB, args=("--workers", "2"))
+    try:
+        # Then two server processes start, and whichever answers, a token is needed and a valid one works
+        wait_for(lambda: process.log_path.read_text().count("Application startup complete.") == 2,
+                 "two server processes", timeout_s=30)
+        with httpx.Client(base_url=url, timeout=10) as http:
+            for _ in range(10):
+                assert http.get("/specs").status_code == 401
+                assert http.get("/specs", headers=AUTH).status_code == 200
+    finally:
+        process.stop()
+
+
 def test_feature_flag_off_answers_403_with_the_reason(stack):
     process, url = start_api(stack, "flagoff", IDLE_DB, PRIMEHUB_FEATURE_CUSTOM_IMAGE="false")
     try:

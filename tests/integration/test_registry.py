@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from devstack.services import free_port
 from tests.integration.conftest import PULL_PASSWORD, PULL_USER
+from tests.integration.hostile_registry import EXPIRING_TOKENS, TOKEN_DIGEST, TOKEN_LIFE_S
 from worker.credentials import RegistryCredentials
 from worker.errors import AuthFailed, RegistryUnavailable
 from worker.reference import parse_reference
@@ -46,3 +49,34 @@ def test_a_registry_that_is_down_is_retryable():
     host = f"127.0.0.1:{free_port()}"
     with pytest.raises(RegistryUnavailable, match=host):
         RegistryClient(host).manifest_digest(parse_reference(f"{host}/x:1"))
+
+
+def test_a_kept_client_sends_the_accepted_credentials_up_front_and_asks_again_once_refused(stack):
+    # Given a client that has checked one manifest (a 401 Basic challenge, then the answer)
+    log = stack.private_registry.process.log_path
+    client = client_for(stack)
+    client.manifest_digest(parse_reference(stack.busybox_base))
+    before = len(log.read_text())
+    # When it checks three more, of two repositories
+    for base in (stack.busybox_base, stack.debian_base, stack.busybox_base):
+        assert client.manifest_digest(parse_reference(base)).startswith("sha256:")
+    # Then each took one HEAD, none of them refused: the credentials went with the first request
+    heads = [line for line in log.read_text()[before:].splitlines() if '"HEAD /v2/' in line]
+    assert len(heads) == 3 and not [line for line in heads if '" 401 ' in line], heads
+
+
+def test_bearer_tokens_are_reused_until_they_expire_then_renewed(hostile):
+    # Given a registry whose token service issues tokens that last 2 seconds
+    client = RegistryClient(hostile.host)
+    reference = parse_reference(hostile.base(EXPIRING_TOKENS))
+    # When a manifest is checked three times at once, then again once the token has expired
+    digests = [client.manifest_digest(reference) for _ in range(3)]
+    first = list(hostile.requests)
+    time.sleep(TOKEN_LIFE_S + 0.5)
+    client.manifest_digest(reference)
+    # Then one token served the first three HEADs, and a new one was fetched only after it expired
+    assert digests == [TOKEN_DIGEST] * 3
+    assert [r.split("?")[0] for r in first] == ["HEAD /v2/tokens/base/manifests/1", "GET /token/tokens",
+                                                 "HEAD /v2/tokens/base/manifests/1", "HEAD /v2/tokens/base/manifests/1",
+                                                 "HEAD /v2/tokens/base/manifests/1"]
+    assert [r.split("?")[0] for r in hostile.requests[len(first):]].count("GET /token/tokens") == 1

@@ -161,14 +161,6 @@ CHECK_ERRORS = {
 }
 
 
-@pytest.fixture(scope="module")
-def hostile():
-    from tests.integration.hostile_registry import HostileRegistry
-
-    server = HostileRegistry()
-    yield server
-    server.close()
-
 
 def test_one_specs_registry_cannot_stop_the_scheduling_pass(stack, hostile, unique):
     from devstack.stack import API_TOKEN, start_api
