@@ -113,7 +113,8 @@ def _calls(server: redis.Redis) -> collections.Counter:
 
 
 def cost(calls: collections.Counter) -> str:
-    """Redis commands per build: the total, then the most frequent."""
+    """Redis commands per build (each one inside a Lua script, a pipeline or a transaction counted): the total,
+    then the most frequent."""
     top = ", ".join(f"{name} {count / SPECS:.1f}" for name, count in calls.most_common(8))
     return f"{sum(calls.values()) / SPECS:.1f} Redis commands ({top})"
 

@@ -195,8 +195,10 @@ class BuildState:
     # -- the message and its counters ------------------------------------------------------------------------
     def remember_message(self, build_id: str, message: dict[str, Any]) -> None:
         key = JOB_KEY.format(id=build_id)
-        self._redis.hsetnx(key, "message", json.dumps(message))
-        self._redis.expire(key, self._expires_s)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hsetnx(key, "message", json.dumps(message))
+        pipe.expire(key, self._expires_s)
+        pipe.execute()
 
     def message(self, build_id: str) -> dict[str, Any] | None:
         raw = self._redis.hget(JOB_KEY.format(id=build_id), "message")
@@ -232,14 +234,18 @@ class BuildState:
         return token if ok else None
 
     def keep_alive(self, target: str, token: str, build_id: str) -> bool:
-        """Extend the lock and the heartbeat; False if another delivery took the lock meanwhile."""
-        self._redis.zadd(HEARTBEATS_KEY, {build_id: time.time() + HEARTBEAT_TTL_S})
-        return bool(self._scripts["extend_if_equal"](keys=[LOCK_KEY.format(target=target)],
-                                                     args=[token, LOCK_TTL_S * 1000]))
+        """Extend the lock and the heartbeat (one round trip); False if another delivery took the lock meanwhile."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(HEARTBEATS_KEY, {build_id: time.time() + HEARTBEAT_TTL_S})
+        self._scripts["extend_if_equal"](keys=[LOCK_KEY.format(target=target)], args=[token, LOCK_TTL_S * 1000],
+                                         client=pipe)
+        return bool(pipe.execute()[1])
 
     def let_go(self, target: str, token: str, build_id: str) -> None:
-        self._redis.zrem(HEARTBEATS_KEY, build_id)
-        self._scripts["delete_if_equal"](keys=[LOCK_KEY.format(target=target)], args=[token])
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrem(HEARTBEATS_KEY, build_id)
+        self._scripts["delete_if_equal"](keys=[LOCK_KEY.format(target=target)], args=[token], client=pipe)
+        pipe.execute()
 
     def claim_dead(self) -> list[str]:
         """Builds whose heartbeat expired; each is returned to exactly one caller (ZREM decides)."""

@@ -40,8 +40,7 @@ class Progress:
             raise BuildCancelled("cancelled before it started")
         if outcome == "ended":
             raise AlreadyFinished(f"build {running.id} ended before this delivery started it")
-        self.result = running
-        self._on_state(BuildPhase.RUNNING.value.upper(), self._meta())
+        self.result = running  # no Celery state yet: a build skipped now ends at SUCCESS, which says it all
 
     def step(self, step: BuildStep) -> None:
         self._end_step()
