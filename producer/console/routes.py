@@ -158,8 +158,6 @@ def _spec_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
         return see(HOME)
 
 
-
-
 def _save_spec(request: Request, pages: Pages, client: BuildClient, fields: SpecFields,
                fixed_name: str | None) -> Response:
     """Import fills the form, preview shows it checked with its target, save stores and builds it."""
