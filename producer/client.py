@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 from config.celery_config import redis_client
 from config.settings import Settings
-from worker.app import create_app
 from producer.overview import (
     BuildListing, HourOfBuilds, Operations, SpecListing, SpecPage, WorkerListing, percentile,
 )
+from worker.app import create_app
 from worker.buildstate import RECENT_BUILDS_KEPT, unknown_build
 from worker.errors import AlreadyFinished
 from worker.metrics import queue_depth
@@ -201,13 +201,16 @@ class BuildClient:
     def operations(self) -> Operations:
         """Workers and what each runs, the queue, and the last 24 hours' builds by phase and duration."""
         now = time.time()
-        current = {r.worker: r.id for r in self._stores.builds.running() if r.worker}
+        running = self._stores.builds.running()
+        current: dict[str, list[str]] = {}
+        for result in running:  # a worker runs as many builds at once as its concurrency
+            current.setdefault(result.worker or "", []).append(result.id)
         workers = [WorkerListing(name=name, last_seen=datetime.fromtimestamp(seen, timezone.utc),
-                                 current_build=current.get(name)) for name, seen in self._stores.metrics.workers()]
+                                 current_builds=current.get(name, [])) for name, seen in self._stores.metrics.workers()]
         hours = [HourOfBuilds(start=datetime.fromtimestamp(start, timezone.utc), phases=phases)
                  for start, phases in self._stores.metrics.hourly_phases(now)]
         durations = self._stores.metrics.durations_since(now - DAY_S)
-        return Operations(workers=workers, queue_depth=queue_depth(self.redis), running=len(current),
+        return Operations(workers=workers, queue_depth=queue_depth(self.redis), running=len(running),
                           hours=hours, p50_duration_s=percentile(durations, 50),
                           p95_duration_s=percentile(durations, 95))
 

@@ -49,11 +49,11 @@ class BuildListing(BaseModel):
 
 
 class WorkerListing(BaseModel):
-    """A worker seen lately, and the build it runs now, if any."""
+    """A worker seen lately, and the builds it runs now."""
 
     name: str
     last_seen: datetime
-    current_build: str | None = None
+    current_builds: list[str] = []
 
 
 class HourOfBuilds(BaseModel):

@@ -143,6 +143,11 @@ def test_a_running_build_is_cancelled_from_its_page(page, stack, client, unique)
     build_id = client.submit(slow_spec(stack, unique, heavy=True), force=True).id
     sign_in(page, f"/ui/builds/{build_id}")
     expect(page.locator("#log")).to_contain_text("Running in", timeout=BUILD_WAIT_MS)
+    # And the operations page, in another tab, shows it running on its worker
+    ops = page.context.new_page()
+    ops.goto("/ui/ops")
+    expect(ops.get_by_role("row").filter(has=ops.get_by_role("link", name=build_id[:8]))).to_contain_text("main@")
+    ops.close()
     # When the person presses Cancel and confirms
     page.get_by_role("button", name="Cancel").click()
     # Then they were asked first, and the build ends Cancelled
