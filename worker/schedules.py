@@ -4,6 +4,7 @@ claimed by exactly one scheduling pass."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
@@ -23,14 +24,27 @@ MAX_EVERY_S = 366 * 24 * 3600
 MAX_CRON_CHARS = 200
 MAX_ZONE_CHARS = 64
 
-# Claim a due schedule: move it to its next due time unless another pass already did (compare-and-set).
-_CLAIM = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) == tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+# Patch fields of a stored schedule in place (JSON fields from ARGV[1]), so that no read-modify-write can undo an
+# edit made meanwhile; nothing if the schedule is gone.
+_LUA_PATCH = """
+local function patch(key, fields)
+  local raw = redis.call('GET', key)
+  if not raw then return 0 end
+  local schedule = cjson.decode(raw)
+  for field, value in pairs(cjson.decode(fields)) do schedule[field] = value end
+  redis.call('SET', key, cjson.encode(schedule))
   return 1
 end
-return 0
+"""
+_PATCH = _LUA_PATCH + "return patch(KEYS[1], ARGV[1])"
+# Claim a due schedule: move it to its next due time unless another pass already did (compare-and-set), and
+# store that time in the schedule.
+_CLAIM = _LUA_PATCH + """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+if patch(KEYS[2], ARGV[4]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
 """
 
 
@@ -168,6 +182,7 @@ class ScheduleStore:
         self._redis = client
         self._disable_after = disable_after
         self._claim = client.register_script(_CLAIM)
+        self._patch = client.register_script(_PATCH)
 
     def set(self, schedule: Schedule) -> Schedule:
         """Create or replace; the next due time is computed from now, and a set schedule is enabled."""
@@ -213,29 +228,46 @@ class ScheduleStore:
         """The names of the schedules due at `now` (default: now), each with its due time; none claimed yet."""
         return self._redis.zrangebyscore(DUE_KEY, "-inf", time.time() if now is None else now, withscores=True)
 
-    def claim(self, name: str, due: float, now: float | None = None) -> Schedule | None:
-        """Move the schedule to its next due time, for this pass alone; None if another pass claimed it, or it
-        is gone or disabled. A cron that will never match again disables the schedule, saying so."""
+    def claim(self, due: list[tuple[str, float]], now: float | None = None) -> list[Schedule]:
+        """Move each due schedule to its next due time, for this pass alone: the ones this pass claimed (not
+        those another pass claimed, nor gone or disabled ones). A cron that will never match again disables its
+        schedule, saying so. Three round trips, however many are due."""
         now_at = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
-        schedule = self.find(name)
-        if schedule is None or not schedule.enabled:
-            self._redis.zrem(DUE_KEY, name)
-            return None
+        raws = self._redis.mget([SCHEDULE_KEY.format(name=name) for name, _ in due]) if due else []
+        stale, moves = [], []
+        for (name, due_at), raw in zip(due, raws):
+            schedule = Schedule.model_validate_json(raw) if raw else None
+            if schedule is None or not schedule.enabled:
+                stale.append(name)
+            elif (next_due := self._next_due(schedule, now_at)) is not None:
+                moves.append((schedule.model_copy(update={"next_due": next_due}), due_at))
+        if stale:
+            self._redis.zrem(DUE_KEY, *stale)
+        pipe = self._redis.pipeline(transaction=False)
+        for schedule, due_at in moves:
+            fields = {"next_due": schedule.next_due.isoformat()}
+            self._claim(keys=[DUE_KEY, SCHEDULE_KEY.format(name=schedule.name)],
+                        args=[schedule.name, repr(due_at), schedule.next_due.timestamp(), json.dumps(fields)],
+                        client=pipe)
+        return [schedule for (schedule, _), claimed in zip(moves, pipe.execute()) if claimed]
+
+    def _next_due(self, schedule: Schedule, now_at: datetime) -> datetime | None:
         try:
-            next_due = schedule.due_after(max(now_at, schedule.next_due or now_at))
+            return schedule.due_after(max(now_at, schedule.next_due or now_at))
         except NeverMatches as e:
             self._disable(schedule, f"disabled: {e}")
             return None
-        if not self._claim(keys=[DUE_KEY], args=[name, repr(due), next_due.timestamp()]):
-            return None
-        self._update(name, next_due=next_due)
-        return schedule
 
-    def checked(self, name: str, *, fired: bool) -> None:
-        """A tick checked the base: an unchanged one is a success of its own, a changed one waits for its build."""
-        now = datetime.now(timezone.utc)
-        fields = {"last_fired": now} if fired else {"consecutive_failures": 0, "last_error": None}
-        self._update(name, last_checked=now, **fields)
+    def checked(self, ticks: list[tuple[str, bool]]) -> None:
+        """Ticks checked these bases (name, whether a build was fired): an unchanged base is a success of its
+        own, a changed one waits for its build. One round trip."""
+        now = datetime.now(timezone.utc).isoformat()
+        pipe = self._redis.pipeline(transaction=False)
+        for name, fired in ticks:
+            fields = {"last_fired": now} if fired else {"consecutive_failures": 0, "last_error": None}
+            self._patch(keys=[SCHEDULE_KEY.format(name=name)], args=[json.dumps({"last_checked": now, **fields})],
+                        client=pipe)
+        pipe.execute()
 
     def check_failed(self, name: str, error: str) -> None:
         """A tick could not check the base; it counts toward disabling the schedule like a failed build."""

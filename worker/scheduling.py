@@ -17,7 +17,7 @@ from worker.errors import ImageBuilderError
 from worker.reference import parse_reference
 from worker.registry import RegistrySessions
 from worker.schedules import Policy, Schedule
-from worker.specstore import StoredSpec, Trigger
+from worker.specstore import HistoryEntry, StoredSpec, Trigger
 from worker.stores import Stores
 from worker.submission import Submitter
 
@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 SCHEDULE_PASS_TASK = "imagebuilder.schedule_pass"
 SCHEDULE_PASS_ENTRY = "imagebuilder-schedule-pass"
 CHECK_FAILED = "check-failed"
+UNCHANGED = "unchanged"
+PASS_BATCH = 500
 
 
 class SchedulingPass:
@@ -41,41 +43,51 @@ class SchedulingPass:
         self._digests: dict[tuple[str, str | None], str | None | ImageBuilderError] = {}
 
     def run(self, now: float | None = None) -> dict[str, int]:
-        """One pass; how many due schedules ended which way."""
+        """One pass; how many due schedules ended which way. Due schedules are claimed, read and noted in
+        batches of PASS_BATCH, a few round trips each; each is still decided on its own."""
         outcomes = Counter()
-        for name, due in self._schedules.due(now):
-            if outcome := self._tick(name, due, now):
-                outcomes[outcome] += 1
+        due = self._schedules.due(now)
+        for start in range(0, len(due), PASS_BATCH):
+            outcomes.update(self._run_batch(due[start:start + PASS_BATCH], now))
         return dict(outcomes)
 
-    def _tick(self, name: str, due: float, now: float | None) -> str | None:
-        """Claim and decide one schedule; None if another pass had claimed it."""
+    def _run_batch(self, due: list[tuple[str, float]], now: float | None) -> Counter:
+        claimed = self._schedules.claim(due, now)
+        specs = self._specs.with_last_success([schedule.name for schedule in claimed])
+        outcomes, unchanged = Counter(), []
+        for schedule in claimed:
+            outcome = self._tick(schedule, specs.get(schedule.name))
+            outcomes[outcome] += 1
+            if outcome == UNCHANGED:
+                unchanged.append((schedule.name, False))
+        self._schedules.checked(unchanged)
+        return outcomes
+
+    def _tick(self, schedule: Schedule, found: tuple[StoredSpec, HistoryEntry | None] | None) -> str:
+        """Decide one claimed schedule; whatever its check meets is noted on it alone."""
         try:
-            schedule = self._schedules.claim(name, due, now)
-            return self._decide(schedule) if schedule else None
+            return self._decide(schedule, found)
         except Exception as e:  # whatever one spec's check meets must not hold up the other schedules
             expected = isinstance(e, ImageBuilderError)
             reason = e.message if expected else f"internal error: {type(e).__name__}"
-            logger.warning("schedule of %s: check failed: %s", name, reason, exc_info=not expected)
-            self._schedules.check_failed(name, reason)
+            logger.warning("schedule of %s: check failed: %s", schedule.name, reason, exc_info=not expected)
+            self._schedules.check_failed(schedule.name, reason)
             return CHECK_FAILED
 
-    def _decide(self, schedule: Schedule) -> str:
-        stored = self._specs.find(schedule.name)
-        if stored is None:
+    def _decide(self, schedule: Schedule, found: tuple[StoredSpec, HistoryEntry | None] | None) -> str:
+        if found is None:
             self._schedules.remove(schedule.name)
             return "spec-gone"
+        stored, last = found
         if schedule.policy is Policy.ALWAYS:
             return self._build(stored, Trigger.SCHEDULE)
-        last = self._specs.last_succeeded(schedule.name)
         if last is not None and last.base_digest and last.base_digest == self._base_digest(stored):
-            self._schedules.checked(schedule.name, fired=False)
-            return "unchanged"
+            return UNCHANGED
         return self._build(stored, Trigger.BASE_CHANGED)
 
     def _build(self, stored: StoredSpec, trigger: Trigger) -> str:
         build = self._submitter.submit_stored(stored, trigger, force=True)  # attaches if it is building now
-        self._schedules.checked(stored.spec.name, fired=True)
+        self._schedules.checked([(stored.spec.name, True)])
         logger.info("schedule of %s: %s build %s", stored.spec.name, trigger.value, build.id)
         return trigger.value
 

@@ -82,6 +82,11 @@ def _build_fields(result: BuildResult, mode: str = "python") -> dict:
     return result.model_dump(mode=mode, include=set(HistoryEntry.model_fields) - {"name", "tag", "trigger"})
 
 
+def _first_success(ids: list[str], entries: dict[str, HistoryEntry]) -> HistoryEntry | None:
+    succeeded = (entries[i] for i in ids if i in entries)
+    return next((e for e in succeeded if e.phase is BuildPhase.SUCCEEDED and not e.error), None)
+
+
 class SpecStore:
     """Stored specs, their history, and its pruning to the last N succeeded and M failed or cancelled builds."""
 
@@ -183,8 +188,17 @@ class SpecStore:
         raws = self._redis.mget([ENTRY_KEY.format(id=i) for i in ids]) if ids else []
         return [HistoryEntry.model_validate_json(raw) for raw in raws if raw]
 
-    def last_succeeded(self, name: str) -> HistoryEntry | None:
-        return next((e for e in self.history(name) if e.phase is BuildPhase.SUCCEEDED and not e.error), None)
+    def with_last_success(self, names: list[str]) -> dict[str, tuple[StoredSpec, HistoryEntry | None]]:
+        """Each named spec that exists, with its newest build that succeeded; two round trips in all."""
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.get(SPEC_KEY.format(name=name))
+            pipe.zrevrange(HISTORY_KEY.format(name=name), 0, -1)
+        answers = pipe.execute()
+        histories = answers[1::2]
+        entries = self.entries([build_id for ids in histories for build_id in ids])
+        return {name: (StoredSpec.model_validate_json(raw), _first_success(ids, entries))
+                for name, raw, ids in zip(names, answers[0::2], histories) if raw}
 
     def prune(self, name: str) -> list[str]:
         """Keep the newest N succeeded and M failed or cancelled builds; drop the rest, with their logs."""
