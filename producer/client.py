@@ -15,7 +15,7 @@ from config.settings import Settings
 from producer.overview import (
     BuildListing, HourOfBuilds, Operations, SpecListing, SpecPage, WorkerListing, percentile,
 )
-from worker.app import create_app
+from worker.app import create_sender_app
 from worker.buildstate import RECENT_BUILDS_KEPT, unknown_build
 from worker.errors import AlreadyFinished
 from worker.metrics import queue_depth
@@ -49,7 +49,7 @@ class BuildClient:
 
     def __init__(self, settings: Settings):
         self._settings = settings
-        self._app = create_app(settings)
+        self._app = create_sender_app(settings)
         self._stores = stores_on(redis_client(settings), settings)
         self._submitter = Submitter(self._app, settings, self._stores)
 
