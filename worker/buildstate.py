@@ -165,14 +165,15 @@ class BuildState:
 
     def recent(self, count: int) -> list[BuildResult]:
         """The newest `count` builds submitted whose records have not expired, newest first."""
-        ids = self._redis.zrevrange(RECENT_KEY, 0, count - 1)
-        raws = self._redis.mget([RECORD_KEY.format(id=i) for i in ids]) if ids else []
-        return [BuildResult.model_validate_json(raw) for raw in raws if raw]
+        return self._records(self._redis.zrevrange(RECENT_KEY, 0, count - 1))
 
     def running(self) -> list[BuildResult]:
         """The builds whose heartbeat is kept alive now (each by the worker running it)."""
-        ids = self._redis.zrange(HEARTBEATS_KEY, 0, -1)
-        raws = self._redis.mget([RECORD_KEY.format(id=i) for i in ids]) if ids else []
+        return self._records(self._redis.zrange(HEARTBEATS_KEY, 0, -1))
+
+    def _records(self, build_ids: list[str]) -> list[BuildResult]:
+        """The records of those builds that still have one, in the order given; one round trip."""
+        raws = self._redis.mget([RECORD_KEY.format(id=i) for i in build_ids]) if build_ids else []
         return [BuildResult.model_validate_json(raw) for raw in raws if raw]
 
     def start(self, running: BuildResult) -> str:

@@ -83,8 +83,8 @@ def _build_fields(result: BuildResult, mode: str = "python") -> dict:
 
 
 def _first_success(ids: list[str], entries: dict[str, HistoryEntry]) -> HistoryEntry | None:
-    succeeded = (entries[i] for i in ids if i in entries)
-    return next((e for e in succeeded if e.phase is BuildPhase.SUCCEEDED and not e.error), None)
+    kept = (entries[i] for i in ids if i in entries)
+    return next((e for e in kept if e.phase is BuildPhase.SUCCEEDED and not e.error), None)
 
 
 class SpecStore:
@@ -133,14 +133,9 @@ class SpecStore:
 
     def with_last_builds(self, names: list[str]) -> list[tuple[StoredSpec, HistoryEntry | None]]:
         """Each named spec that exists, with its newest build; two round trips whatever the number of names."""
-        pipe = self._redis.pipeline(transaction=False)
-        for name in names:
-            pipe.get(SPEC_KEY.format(name=name))
-            pipe.zrevrange(HISTORY_KEY.format(name=name), 0, 0)
-        answers = pipe.execute()
-        raws, newest = answers[0::2], [ids[0] if ids else None for ids in answers[1::2]]
-        entries = self.entries([i for i in newest if i])
-        return [(StoredSpec.model_validate_json(raw), entries.get(i)) for raw, i in zip(raws, newest) if raw]
+        found = self._with_histories(names, last=0)
+        entries = self.entries([ids[0] for _, _, ids in found if ids])
+        return [(stored, entries.get(ids[0]) if ids else None) for _, stored, ids in found]
 
     def entries(self, build_ids: list[str]) -> dict[str, HistoryEntry]:
         """The history entries of those builds that are some stored spec's, by build id."""
@@ -185,20 +180,25 @@ class SpecStore:
     def history(self, name: str) -> list[HistoryEntry]:
         """Every kept build of the spec, newest first."""
         ids = self._redis.zrevrange(HISTORY_KEY.format(name=name), 0, -1)
-        raws = self._redis.mget([ENTRY_KEY.format(id=i) for i in ids]) if ids else []
-        return [HistoryEntry.model_validate_json(raw) for raw in raws if raw]
+        entries = self.entries(ids)
+        return [entries[i] for i in ids if i in entries]
 
     def with_last_success(self, names: list[str]) -> dict[str, tuple[StoredSpec, HistoryEntry | None]]:
         """Each named spec that exists, with its newest build that succeeded; two round trips in all."""
+        found = self._with_histories(names, last=-1)
+        entries = self.entries([build_id for _, _, ids in found for build_id in ids])
+        return {name: (stored, _first_success(ids, entries)) for name, stored, ids in found}
+
+    def _with_histories(self, names: list[str], *, last: int) -> list[tuple[str, StoredSpec, list[str]]]:
+        """Each named spec that exists, with the ids of its builds newest first, up to rank `last` (-1: all);
+        one round trip."""
         pipe = self._redis.pipeline(transaction=False)
         for name in names:
             pipe.get(SPEC_KEY.format(name=name))
-            pipe.zrevrange(HISTORY_KEY.format(name=name), 0, -1)
+            pipe.zrevrange(HISTORY_KEY.format(name=name), 0, last)
         answers = pipe.execute()
-        histories = answers[1::2]
-        entries = self.entries([build_id for ids in histories for build_id in ids])
-        return {name: (StoredSpec.model_validate_json(raw), _first_success(ids, entries))
-                for name, raw, ids in zip(names, answers[0::2], histories) if raw}
+        return [(name, StoredSpec.model_validate_json(raw), ids)
+                for name, raw, ids in zip(names, answers[0::2], answers[1::2]) if raw]
 
     def prune(self, name: str) -> list[str]:
         """Keep the newest N succeeded and M failed or cancelled builds; drop the rest, with their logs."""

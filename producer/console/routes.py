@@ -165,11 +165,10 @@ def _save_spec(request: Request, pages: Pages, client: BuildClient, fields: Spec
     if fixed_name is not None:
         form.name = fixed_name  # an edit keeps its name: another name would be another spec
     spec = form.parsed()
-    target = pages.target(spec) if spec else None
     editing = fixed_name is not None
     if spec is None or fields.action != "save":
         return pages.render(request, "spec_form.html", 422 if form.problems else 200, form=form, editing=editing,
-                            target=target)
+                            target=pages.target(spec) if spec else None)
     try:
         _, build = client.apply(spec)
     except InvalidSpec as e:
@@ -238,8 +237,8 @@ def _build_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
 
     @router.get("/ui/builds/{build_id}/log")
     def download(build_id: str) -> PlainTextResponse:
-        text = "".join(f"{present.without_ansi(line)}\n" for line in client.logs(build_id))
-        disposition = f'attachment; filename="build-{client.status(build_id).id}.log"'
+        text = "".join(f"{present.without_ansi(line)}\n" for line in client.logs(build_id))  # 404 for an unknown id
+        disposition = f'attachment; filename="build-{build_id}.log"'
         return PlainTextResponse(text, headers={"content-disposition": disposition, **SECURITY_HEADERS})
 
     @router.post("/ui/builds/{build_id}/cancel")
