@@ -67,6 +67,9 @@ def spawn(args: list[str], log_path: Path, **kwargs) -> Process:
     return Process(popen, log_path)
 
 
+DATABASES = 32  # each test module that runs its own worker takes a database of its own
+
+
 @dataclass
 class RedisServer:
     """redis-server on loopback with AOF on, data under `workdir`; optionally with a password and TLS only."""
@@ -87,7 +90,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = ["redis-server", "--bind", "127.0.0.1", "--dir", str(self.workdir), "--appendonly", "yes",
-                "--save", "", "--maxmemory-policy", "noeviction"]
+                "--save", "", "--maxmemory-policy", "noeviction", "--databases", str(DATABASES)]
         if self.password:
             args += ["--requirepass", self.password]
         args += self._tls_args() if self.tls else ["--port", str(self.port)]
@@ -124,15 +127,31 @@ def make_tls_certificates(folder: Path) -> None:
             "-out", "server.pem", "-days", "2", "-extfile", "san.cnf")
 
 
+@dataclass(frozen=True)
+class TokenAuth:
+    """A registry's `auth: token` section: where callers get tokens, and whose signatures it trusts."""
+
+    realm: str
+    service: str
+    issuer: str
+    root_certificates: Path
+
+    def config(self) -> str:
+        return (f"auth:\n  token:\n    realm: {self.realm}\n    service: {self.service}\n"
+                f"    issuer: {self.issuer}\n    rootcertbundle: {self.root_certificates}\n")
+
+
 @dataclass
 class Registry:
-    """The CNCF distribution registry (Debian's docker-registry) on loopback, htpasswd auth if a user is given."""
+    """The CNCF distribution registry (Debian's docker-registry) on loopback: htpasswd auth if a user is given,
+    or tokens from a token service as Docker Hub does it."""
 
     workdir: Path
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     port: int = field(default_factory=free_port)
     process: Process | None = None
+    token_auth: TokenAuth | None = None
 
     @property
     def host(self) -> str:
@@ -150,7 +169,7 @@ class Registry:
         return self
 
     def _config(self) -> str:
-        auth = ""
+        auth = self.token_auth.config() if self.token_auth else ""
         if self.username:
             htpasswd = self.workdir / "htpasswd"
             entry = subprocess.run(

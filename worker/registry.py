@@ -129,9 +129,21 @@ class RegistryClient:
         response = self._request(url, f"repository:{reference.repository}:pull", action)
         if response.status_code == 404:
             return None
+        if response.status_code in (401, 403):
+            raise self._refusal(response, action)
         if response.status_code != 200:
             raise error_for_status(response.status_code, self._registry, action, response.headers.get("Retry-After"))
         return response.headers.get(DIGEST_HEADER)
+
+    def _refusal(self, response: requests.Response, action: str) -> AuthFailed:
+        """Why the registry still says no after the authorization it asked for: which credentials it refused,
+        and its own reason (a token service grants only what an account may do, so a repository the account
+        may not read comes back as `insufficient_scope`)."""
+        challenge = dict(_CHALLENGE_PARAM_RE.findall(response.headers.get("WWW-Authenticate", "")))
+        whose = "the credentials" if self._credentials else "anonymous access (no credentials were given)"
+        why = f": {challenge['error'][:100].replace('_', ' ')}" if challenge.get("error") else ""
+        return AuthFailed(f"registry {self._registry} rejected {whose} for {action} (HTTP {response.status_code}"
+                          f"{why})")
 
     def _request(self, url: str, scope: str, action: str) -> requests.Response:
         headers = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}

@@ -39,13 +39,13 @@ class SchedulingPass:
             insecure_registries=frozenset(settings.insecure_registries), timeout_s=settings.registry_timeout_s)
         self._specs, self._schedules = stores.specs, stores.schedules
         self._submitter = Submitter(app, settings, stores)
-        # One HEAD per base and secret per pass: its digest, or the error it ended with.
+        # One HEAD per base and secret per pass (reset by run): its digest, or the error it ended with.
         self._digests: dict[tuple[str, str | None], str | None | ImageBuilderError] = {}
 
     def run(self, now: float | None = None) -> dict[str, int]:
         """One pass; how many due schedules ended which way. Due schedules are claimed, read and noted in
         batches of PASS_BATCH, a few round trips each; each is still decided on its own."""
-        outcomes = Counter()
+        outcomes, self._digests = Counter(), {}
         due = self._schedules.due(now)
         for start in range(0, len(due), PASS_BATCH):
             outcomes.update(self._run_batch(due[start:start + PASS_BATCH], now))
