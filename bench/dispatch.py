@@ -1,12 +1,14 @@
 """Dispatch throughput of already-built specs (each submission ends Succeeded, skipped after a manifest HEAD),
-end to end through the Python client and through POST /builds, against a raw Celery no-op task on the same
-Redis; then the same through the client with 1, 2 and 4 worker processes. Ratios are printed, the last line
-being the 1 -> 4 worker speed-up."""
+end to end through the Python client and through POST /builds, against two baselines on the same Redis: a raw
+Celery no-op task, and a raw Celery task that makes just the one manifest HEAD a skipped build needs. Then the
+speed-up from 1 to 2 and 4 single-process workers, beside raw Celery's own from 1 to 2. Per build it counts the
+Redis commands and the registry requests. The last line holds the ratios."""
 
 import collections
 import concurrent.futures
 import os
 import re
+import statistics
 import sys
 import time
 
@@ -15,10 +17,13 @@ import redis
 
 from bench.harness import ROOT, bench
 from devstack.services import Process, spawn, wait_until
-from devstack.stack import API_TOKEN, start_api, start_worker
+from devstack.stack import API_TOKEN, PUSH_PASSWORD, PUSH_USER, start_api, start_worker
+from worker.reference import parse_reference
 from worker.spec import parse_spec
 
 SPECS = int(os.environ.get("BENCH_SPECS", "60"))
+BUILDS = int(os.environ.get("BENCH_BUILDS", "300"))  # per measurement: long enough to span several seconds
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # the paths take turns this often; medians are printed
 CLIENTS = 8  # submitting threads, like several systems submitting at once
 
 
@@ -29,10 +34,12 @@ def throughput(submit_and_wait, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def noop_worker(redis_url: str, concurrency: int, log) -> Process:
+def noop_worker(redis_url: str, concurrency: int, log, name: str = "noop") -> Process:
+    """A raw Celery worker for bench.noop_app; the HEAD's credentials come from the environment."""
+    env = {**os.environ, "BENCH_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT),
+           "BENCH_HEAD_AUTH": f"{PUSH_USER}:{PUSH_PASSWORD}"}
     process = spawn([sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker", "-Q", "noop", "-c",
-                     str(concurrency), "-l", "INFO", "--hostname", f"noop{concurrency}@%h"], log,
-                    env={**os.environ, "BENCH_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)})
+                     str(concurrency), "-l", "INFO", "--hostname", f"{name}{concurrency}@%h"], log, env=env)
     wait_until(lambda: " ready." in log.read_text(errors="replace"), "the no-op worker")
     return process
 
@@ -43,15 +50,17 @@ def main() -> None:
                  for i in range(SPECS)]
         for spec in specs:  # built once, so every later submission is a skipped build
             b.build(spec, force=False)
+        target = parse_reference(b.client.wait(b.client.submit(specs[0]).id, timeout_s=300).image)
+        head_url = f"http://{target.api_host}/v2/{target.repository}/manifests/{target.manifest_reference}"
 
         def via_client(i):
-            assert b.client.wait(b.client.submit(specs[i]).id, timeout_s=300).skipped
+            assert b.client.wait(b.client.submit(specs[i % SPECS]).id, timeout_s=300).skipped
 
         api, url = start_api(b.stack, "bench")
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=60)
 
         def via_http(i):
-            build_id = http.post("/builds", json=specs[i].to_wire()).json()["id"]
+            build_id = http.post("/builds", json=specs[i % SPECS].to_wire()).json()["id"]
             while http.get(f"/builds/{build_id}").json()["phase"] in ("Pending", "Running"):
                 time.sleep(0.01)
 
@@ -61,38 +70,65 @@ def main() -> None:
         def via_raw_celery(i):
             noop_app.send_task("bench.noop", queue="noop").get(timeout=60)
 
+        def via_raw_celery_head(i):
+            noop_app.send_task("bench.head", args=[head_url], queue="noop").get(timeout=60)
+
         server = redis.Redis(port=b.stack.redis.port)
-        raw, raw_calls, _ = counted(server, b, lambda: throughput(via_raw_celery, SPECS))
-        client, client_calls, registry_requests = counted(server, b, lambda: throughput(via_client, SPECS))
-        over_http = throughput(via_http, SPECS)
-        print(f"per raw Celery no-op: {cost(raw_calls)}")
-        print(f"per skipped build through the client: {cost(client_calls)}; registry requests "
-              f"{sum(registry_requests.values()) / SPECS:.2f} ({', '.join(f'{k} {v / SPECS:.2f}' for k, v in registry_requests.items())})")
-        print(f"raw Celery no-op: {raw:.1f}/s; client: {client:.1f}/s; POST /builds: {over_http:.1f}/s")
-        print(f"dispatch ratio client/raw Celery = {client / raw:.2f}; HTTP/raw Celery = {over_http / raw:.2f}")
+        _, raw_calls, _ = counted(server, b, lambda: throughput(via_raw_celery, BUILDS))
+        _, client_calls, registry_requests = counted(server, b, lambda: throughput(via_client, BUILDS))
+        paths = {"raw Celery no-op": via_raw_celery, "raw Celery one HEAD": via_raw_celery_head,
+                 "client": via_client, "POST /builds": via_http}
+        rounds = [{name: throughput(path, BUILDS) for name, path in paths.items()} for _ in range(ROUNDS)]
         api.stop()
         noop.stop()
-        print(scaling(b, via_client))
+        print(f"per raw Celery no-op: {cost(raw_calls)}")
+        print(f"per skipped build through the client: {cost(client_calls)}; registry requests "
+              f"{sum(registry_requests.values()) / BUILDS:.2f} "
+              f"({', '.join(f'{k} {v / BUILDS:.2f}' for k, v in registry_requests.items())})")
+        for i, rates in enumerate(rounds, 1):
+            print(f"round {i}: " + "; ".join(f"{name} {rate:.1f}/s" for name, rate in rates.items()))
+        print(scaling(b, via_client, noop_app))
+
+        def ratio(ours: str, baseline: str) -> float:
+            return statistics.median(rates[ours] / rates[baseline] for rates in rounds)
+
+        print(f"dispatch ratio (median of {ROUNDS} rounds) client/raw Celery = "
+              f"{ratio('client', 'raw Celery no-op'):.2f}; HTTP/raw Celery = {ratio('POST /builds', 'raw Celery no-op'):.2f}; "
+              f"client/raw Celery with one HEAD = {ratio('client', 'raw Celery one HEAD'):.2f}; "
+              f"HTTP/that = {ratio('POST /builds', 'raw Celery one HEAD'):.2f}")
 
 
-def scaling(b, via_client) -> str:
-    """Client dispatch throughput with 1, 2 and 4 single-process workers (the session's worker stopped)."""
+def scaling(b, via_client, noop_app) -> str:
+    """Client dispatch throughput with 1, 2 and 4 single-process workers (the session's worker stopped), and raw
+    Celery's no-op throughput with 1 and 2 single-process workers, in the same run."""
     b.stop_default_worker()
-    rates = {}
+    rates, raw_rates = {}, {}
     for count in (1, 2, 4):
         workers = [start_worker(b.stack, f"scale{count}-{i}", concurrency="1") for i in range(count)]
         try:
-            rates[count] = throughput(via_client, SPECS)
+            rates[count] = throughput(via_client, BUILDS)
         finally:
             for worker in workers:
                 worker.process.stop()
-    print(", ".join(f"{n} worker(s): {rate:.1f}/s" for n, rate in rates.items()))
-    return f"worker scaling speed-up: 1->2 = {rates[2] / rates[1]:.2f}, 1->4 = {rates[4] / rates[1]:.2f}"
+    for count in (1, 2):
+        workers = [noop_worker(b.stack.redis.url(), 1, b.workdir / f"noop-scale{count}-{i}.log", f"scale{i}-")
+                   for i in range(count)]
+        try:
+            raw_rates[count] = throughput(lambda i: noop_app.send_task("bench.noop", queue="noop").get(timeout=60),
+                                          BUILDS * 2)
+        finally:
+            for worker in workers:
+                worker.stop()
+    print(", ".join(f"{n} worker(s): {rate:.1f}/s" for n, rate in rates.items()) + "; raw Celery " +
+          ", ".join(f"{n} worker(s): {rate:.1f}/s" for n, rate in raw_rates.items()))
+    ours, theirs = rates[2] / rates[1], raw_rates[2] / raw_rates[1]
+    return (f"worker scaling speed-up: 1->2 = {ours:.2f}, 1->4 = {rates[4] / rates[1]:.2f}; raw Celery 1->2 = "
+            f"{theirs:.2f}; ours / raw Celery's = {ours / theirs:.2f}")
 
 
 def counted(server: redis.Redis, b, action):
     """What `action` returns, with the Redis commands (by name, from INFO commandstats) and the push registry's
-    requests (by method and route kind) it caused; each divided by SPECS where printed."""
+    requests (by method and route kind) it caused; each divided by BUILDS where printed."""
     log = b.stack.push_registry.process.log_path
     before_calls, before_log = _calls(server), len(log.read_text())
     value = action()
@@ -115,8 +151,8 @@ def _calls(server: redis.Redis) -> collections.Counter:
 def cost(calls: collections.Counter) -> str:
     """Redis commands per build (each one inside a Lua script, a pipeline or a transaction counted): the total,
     then the most frequent."""
-    top = ", ".join(f"{name} {count / SPECS:.1f}" for name, count in calls.most_common(8))
-    return f"{sum(calls.values()) / SPECS:.1f} Redis commands ({top})"
+    top = ", ".join(f"{name} {count / BUILDS:.1f}" for name, count in calls.most_common(8))
+    return f"{sum(calls.values()) / BUILDS:.1f} Redis commands ({top})"
 
 
 def _noop_app(url: str):

@@ -219,17 +219,21 @@ class BuildClient:
         """Block until the build has ended and everything about its end is in place (history, schedule, metrics,
         the log's end marker); TimeoutError after `timeout_s`."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not self._over(result := self.status(build_id)):
+        closed = False
+        while not self._over(result := self.status(build_id), closed):
             remaining_s = WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
             if remaining_s <= 0:
                 raise TimeoutError(f"build {build_id} still {result.phase.value} after {timeout_s} s")
             # Wakes at the log's end marker; the record is re-read each slice in case the marker never comes.
-            self._stores.log.wait_closed(build_id, min(remaining_s, WAIT_SLICE_S))
+            closed = self._stores.log.wait_closed(build_id, min(remaining_s, WAIT_SLICE_S))
         return result
 
-    def _over(self, result: BuildResult) -> bool:
+    def _over(self, result: BuildResult, closed: bool = False) -> bool:
+        """Ended, with its log's end marker written (seen already if `closed`) or long enough ago."""
         if not result.phase.is_final:
             return False
+        if closed:
+            return True
         ended_long_ago = result.finished_at and utcnow() - result.finished_at > timedelta(seconds=LOG_END_GRACE_S)
         return bool(ended_long_ago) or self._stores.log.is_closed(result.id)
 

@@ -56,15 +56,17 @@ redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1 - tonumber(ARGV[6]))
 return ARGV[1]
 """
 
-# Worker: make this build the target's in-flight one unless another active build already is.
-_ADOPT = _LUA_PHASES + """
-local current = redis.call('GET', KEYS[1])
-if current and current ~= ARGV[1] then
-  local phase = phase_of(current)
-  if phase and not is_final(phase) then return current end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return ARGV[1]
+# Worker: take a target for one delivery. Remember the message (to redeliver it), hold the target's lock, make the
+# build the target's in-flight one unless another active build is, and start its heartbeat. 0 if the lock is held.
+_TAKE = _LUA_PHASES + """
+redis.call('HSETNX', KEYS[1], 'message', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return 0 end
+local current = redis.call('GET', KEYS[3])
+local phase = current and current ~= ARGV[5] and phase_of(current)
+if not (phase and not is_final(phase)) then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[2]) end
+redis.call('ZADD', KEYS[4], ARGV[6], ARGV[5])
+return 1
 """
 
 # Start: Running, unless the build already ended or a cancel was asked for.
@@ -111,10 +113,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-_EXTEND_IF_EQUAL = """
+# Keep alive: the heartbeat, and the lock while this delivery holds it (or takes it back if it lapsed). 0 if lost.
+_KEEP_ALIVE = """
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 if not current then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0 end
+return 0
+"""
+
+# Let go: stop the heartbeat and free the lock if this delivery still holds it.
+_LET_GO = """
+redis.call('ZREM', KEYS[2], ARGV[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -135,13 +146,22 @@ class BuildState:
         self._redis = client
         self._expires_s = expires_s
         self._scripts = {name: client.register_script(text) for name, text in (
-            ("submit", _SUBMIT), ("adopt", _ADOPT), ("start", _START), ("advance", _ADVANCE), ("finish", _FINISH),
-            ("cancel", _CANCEL), ("delete_if_equal", _DELETE_IF_EQUAL), ("extend_if_equal", _EXTEND_IF_EQUAL))}
+            ("submit", _SUBMIT), ("take", _TAKE), ("start", _START), ("advance", _ADVANCE), ("finish", _FINISH),
+            ("cancel", _CANCEL), ("delete_if_equal", _DELETE_IF_EQUAL), ("keep_alive", _KEEP_ALIVE),
+            ("let_go", _LET_GO))}
 
     # -- the record ----------------------------------------------------------------------------------------
     def find(self, build_id: str) -> BuildResult | None:
         raw = self._redis.get(RECORD_KEY.format(id=build_id))
         return BuildResult.model_validate_json(raw) if raw else None
+
+    def find_with_cancel(self, build_id: str) -> tuple[BuildResult | None, bool]:
+        """The record, if any, and whether a cancel was asked for; one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(RECORD_KEY.format(id=build_id))
+        pipe.exists(CANCEL_KEY.format(id=build_id))
+        raw, cancel = pipe.execute()
+        return (BuildResult.model_validate_json(raw) if raw else None), bool(cancel)
 
     def get(self, build_id: str) -> BuildResult:
         result = self.find(build_id)
@@ -194,13 +214,6 @@ class BuildState:
         return bool(self._scripts["finish"](keys=keys, args=args))
 
     # -- the message and its counters ------------------------------------------------------------------------
-    def remember_message(self, build_id: str, message: dict[str, Any]) -> None:
-        key = JOB_KEY.format(id=build_id)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hsetnx(key, "message", json.dumps(message))
-        pipe.expire(key, self._expires_s)
-        pipe.execute()
-
     def message(self, build_id: str) -> dict[str, Any] | None:
         raw = self._redis.hget(JOB_KEY.format(id=build_id), "message")
         return json.loads(raw) if raw else None
@@ -223,30 +236,29 @@ class BuildState:
         return bool(self._redis.exists(CANCEL_KEY.format(id=build_id)))
 
     # -- the target: in-flight id, and the lock kept alive by the running build ----------------------------
-    def adopt(self, target: str, build_id: str) -> str:
-        return self._scripts["adopt"](keys=[INFLIGHT_KEY.format(target=target)], args=[build_id, self._expires_s])
-
     def release(self, target: str, build_id: str) -> None:
         self._scripts["delete_if_equal"](keys=[INFLIGHT_KEY.format(target=target)], args=[build_id])
 
-    def acquire_lock(self, target: str) -> str | None:
+    def take(self, target: str, build_id: str, message: dict[str, Any]) -> str | None:
+        """Remember the message, hold the target's lock, make the build its in-flight one (unless another active
+        build is) and start the heartbeat, in one round trip: the lock's token, or None if another delivery
+        holds the lock."""
         token = uuid.uuid4().hex
-        ok = self._redis.set(LOCK_KEY.format(target=target), token, nx=True, px=LOCK_TTL_S * 1000)
-        return token if ok else None
+        keys = [JOB_KEY.format(id=build_id), LOCK_KEY.format(target=target), INFLIGHT_KEY.format(target=target),
+                HEARTBEATS_KEY]
+        args = [json.dumps(message), self._expires_s, token, LOCK_TTL_S * 1000, build_id,
+                time.time() + HEARTBEAT_TTL_S]
+        return token if self._scripts["take"](keys=keys, args=args) else None
 
     def keep_alive(self, target: str, token: str, build_id: str) -> bool:
         """Extend the lock and the heartbeat (one round trip); False if another delivery took the lock meanwhile."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zadd(HEARTBEATS_KEY, {build_id: time.time() + HEARTBEAT_TTL_S})
-        self._scripts["extend_if_equal"](keys=[LOCK_KEY.format(target=target)], args=[token, LOCK_TTL_S * 1000],
-                                         client=pipe)
-        return bool(pipe.execute()[1])
+        keys = [LOCK_KEY.format(target=target), HEARTBEATS_KEY]
+        args = [token, LOCK_TTL_S * 1000, time.time() + HEARTBEAT_TTL_S, build_id]
+        return bool(self._scripts["keep_alive"](keys=keys, args=args))
 
     def let_go(self, target: str, token: str, build_id: str) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zrem(HEARTBEATS_KEY, build_id)
-        self._scripts["delete_if_equal"](keys=[LOCK_KEY.format(target=target)], args=[token], client=pipe)
-        pipe.execute()
+        """Stop the heartbeat and free the lock if this delivery still holds it (one round trip)."""
+        self._scripts["let_go"](keys=[LOCK_KEY.format(target=target), HEARTBEATS_KEY], args=[token, build_id])
 
     def claim_dead(self) -> list[str]:
         """Builds whose heartbeat expired; each is returned to exactly one caller (ZREM decides)."""
@@ -296,16 +308,26 @@ class BuildLog:
     def append(self, build_id: str, line: str) -> None:
         self._add(build_id, {"line": line})
 
-    def close(self, build_id: str, phase: str) -> None:
-        """Mark the end so that followers stop; the marker carries the final phase."""
-        self._add(build_id, {LOG_END_FIELD: phase})
+    def close(self, build_id: str, phase: str, *, last_line: str | None = None,
+              along: Callable[[redis.client.Pipeline], None] = lambda pipe: None) -> None:
+        """Mark the end so that followers stop; the marker carries the final phase. `last_line`, and whatever
+        `along` queues (other writes of the build's end), go first in the same round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        along(pipe)
+        if last_line is not None:
+            self._queue(pipe, build_id, {"line": last_line})
+        self._queue(pipe, build_id, {LOG_END_FIELD: phase})
+        pipe.execute()
 
     def _add(self, build_id: str, fields: dict[str, str]) -> None:
-        key = LOG_KEY.format(id=build_id)
         pipe = self._redis.pipeline(transaction=False)
+        self._queue(pipe, build_id, fields)
+        pipe.execute()
+
+    def _queue(self, pipe: redis.client.Pipeline, build_id: str, fields: dict[str, str]) -> None:
+        key = LOG_KEY.format(id=build_id)
         pipe.xadd(key, fields, maxlen=self._max_lines, approximate=True)
         pipe.expire(key, self._retention_s)
-        pipe.execute()
 
     def is_closed(self, build_id: str) -> bool:
         """The end marker is there (or the log is gone: expired, or never written)."""

@@ -24,32 +24,35 @@ class Lifecycle:
         self._schedules = schedules
         self._metrics = metrics
 
-    def start(self, running: BuildResult) -> str:
-        """'started'; or 'ended' / 'cancelled' (nothing written) when the build must not run."""
+    def start(self, running: BuildResult) -> tuple[str, bool]:
+        """'started'; or 'ended' / 'cancelled' (nothing written) when the build must not run. Also whether the
+        build is in a stored spec's history (True where not known): its entry is written before the build is
+        queued, so a build without one at its start never has one, and its later changes need no mirroring."""
         outcome = self._state.start(running)
-        if outcome == "started":
-            self._specs.build_changed(running)
-        return outcome
+        if outcome != "started":
+            return outcome, True
+        return outcome, self._specs.build_changed(running) is not None
 
-    def advance(self, result: BuildResult) -> bool:
+    def advance(self, result: BuildResult, *, in_history: bool = True) -> bool:
         """A change short of the end (a step, a requeue); False if the build has ended meanwhile."""
         if not self._state.advance(result):
             return False
-        self._specs.build_changed(result)
+        if in_history:
+            self._specs.build_changed(result)
         return True
 
-    def end(self, final: BuildResult, *, expected: BuildPhase | None = None, last_line: str | None = None) -> bool:
+    def end(self, final: BuildResult, *, expected: BuildPhase | None = None, last_line: str | None = None,
+            in_history: bool = True) -> bool:
         """End the build, once: True for the caller that ended it, False if it had ended already (or was not in
-        the `expected` phase). Only that caller writes `last_line`, so nothing follows the log's end marker."""
+        the `expected` phase). Only that caller writes `last_line`, so nothing follows the log's end marker;
+        the metrics, the last line and the end marker go in one round trip."""
         if not self._state.finish(final, expected):
             return False
-        if last_line:
-            self._log.append(final.id, last_line)
-        entry = self._specs.build_changed(final)
+        entry = self._specs.build_changed(final) if in_history else None
         if entry is not None and entry.trigger in SCHEDULED_TRIGGERS:
             self._schedules.build_ended(entry.name, succeeded=final.succeeded, error=_why_not_succeeded(final))
-        self._metrics.finished(final)
-        self._log.close(final.id, final.phase.value)
+        self._log.close(final.id, final.phase.value, last_line=last_line,
+                        along=lambda pipe: self._metrics.finished(final, pipe))
         return True
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from worker.buildstate import BuildLog, BuildState
+from worker.buildstate import BuildLog
 from worker.errors import AlreadyFinished, BuildCancelled
 from worker.lifecycle import Lifecycle
 from worker.metrics import Metrics
@@ -20,22 +20,23 @@ StateSink = Callable[[str, dict[str, Any]], None]
 class Progress:
     """The worker's writer of one build's record; a raw message with no record yet gets one here."""
 
-    def __init__(self, build_id: str, state: BuildState, lifecycle: Lifecycle, log: BuildLog, on_state: StateSink,
-                 metrics: Metrics | None = None, worker: str | None = None):
+    def __init__(self, build_id: str, found: BuildResult | None, lifecycle: Lifecycle, log: BuildLog,
+                 on_state: StateSink, metrics: Metrics | None = None, worker: str | None = None):
         self._lifecycle = lifecycle
         self._log = log
         self._on_state = on_state
         self._metrics = metrics
         self._worker = worker
         self._step_started: tuple[BuildStep, float] | None = None
-        self.result = state.find(build_id) or BuildResult(id=build_id, image="", submitted_at=utcnow())
+        self._in_history = True  # until the start says otherwise: mirror every change
+        self.result = found or BuildResult(id=build_id, image="", submitted_at=utcnow())
 
     def start(self, image: str) -> None:
         """Running; BuildCancelled if a cancel came first, AlreadyFinished if the build ended meanwhile."""
         running = self.result.model_copy(update={
             "phase": BuildPhase.RUNNING, "image": image, "started_at": utcnow(), "error": None, "step": None,
             "worker": self._worker})
-        outcome = self._lifecycle.start(running)
+        outcome, self._in_history = self._lifecycle.start(running)
         if outcome == "cancelled":
             raise BuildCancelled("cancelled before it started")
         if outcome == "ended":
@@ -69,7 +70,7 @@ class Progress:
     def _finish(self, phase: BuildPhase, last_line: str | None, **fields: Any) -> BuildResult:
         self._end_step()
         final = self.result.model_copy(update={"phase": phase, "finished_at": utcnow(), **fields})
-        self._lifecycle.end(final, last_line=last_line)
+        self._lifecycle.end(final, last_line=last_line, in_history=self._in_history)
         self.result = final
         return final
 
@@ -81,7 +82,7 @@ class Progress:
 
     def _advance(self, **fields: Any) -> None:
         self.result = self.result.model_copy(update=fields)
-        self._lifecycle.advance(self.result)
+        self._lifecycle.advance(self.result, in_history=self._in_history)
 
     def _meta(self) -> dict[str, Any]:
         return self.result.model_dump(mode="json")

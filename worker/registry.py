@@ -8,6 +8,7 @@ import collections
 import ipaddress
 import json
 import math
+import os
 import re
 import socket
 import time
@@ -116,6 +117,11 @@ class RegistryClient:
         self._insecure = plain_http_allowed(registry, insecure_registries)
         self._timeout_s = timeout_s
         self._session = requests.Session()
+        # The environment (proxies, CA bundle) is read once per host here, as requests would read it on every
+        # request; and ~/.netrc is never consulted, so no stray credentials go to a token realm.
+        self._session.trust_env = False
+        self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._proxies: dict[str, dict[str, str]] = {}  # by scheme://host
         self._grants: dict[str, _Grant] = {}  # by scope
 
     def __repr__(self) -> str:
@@ -256,11 +262,21 @@ class RegistryClient:
 
     def _send(self, method: str, url: str, headers: dict[str, str], action: str, **kwargs) -> requests.Response:
         try:
-            return self._session.request(method, url, headers=headers, timeout=self._timeout_s, **kwargs)
+            return self._session.request(method, url, headers=headers, timeout=self._timeout_s, verify=self._verify,
+                                         proxies=self._proxies_for(url), **kwargs)
         except requests.RequestException as e:
             raise RegistryUnavailable(
                 f"registry {self._registry} is unreachable for {action}: {type(e).__name__}"
             ) from None
+
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """The proxies the environment sets for the URL's host (honouring NO_PROXY), as requests works them out."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin not in self._proxies:
+            self._proxies[origin] = requests.utils.get_environ_proxies(url)
+        return self._proxies[origin]
 
 
 class RegistrySessions:

@@ -70,8 +70,9 @@ class Delivery:
         self._id: str = task.request.id
         self._state = stores.builds
         self._metrics = stores.metrics
+        found, self._cancel_asked = stores.builds.find_with_cancel(self._id)
         self._progress = Progress(
-            self._id, stores.builds, stores.lifecycle, stores.log,
+            self._id, found, stores.lifecycle, stores.log,
             on_state=lambda state, meta: task.update_state(state=state, meta=meta),
             metrics=stores.metrics, worker=task.request.hostname,
         )
@@ -80,7 +81,7 @@ class Delivery:
         try:
             if self._progress.result.phase.is_final:
                 raise AlreadyFinished(f"build {self._id} already ended {self._progress.result.phase.value}")
-            if self._state.cancel_requested(self._id):
+            if self._cancel_asked:
                 raise BuildCancelled("cancelled before it started")
             image_spec, target, forced = self._validate(spec, force)
             return self._build_locked(image_spec, target, forced)
@@ -111,17 +112,14 @@ class Delivery:
         image_spec = parse_spec(spec)
         if not isinstance(force, bool):
             raise InvalidSpec(f"force: must be a JSON boolean, got {type(force).__name__}")
-        target = resolve_target(image_spec, self._settings)
-        self._state.remember_message(self._id, {"spec": image_spec.to_wire(), "force": force})
-        return image_spec, target, force
+        return image_spec, resolve_target(image_spec, self._settings), force
 
     def _build_locked(self, spec: ImageSpec, target: ImageReference, force: bool) -> dict[str, Any]:
-        token = self._state.acquire_lock(str(target))
+        token = self._state.take(str(target), self._id, {"spec": spec.to_wire(), "force": force})
         if token is None:  # another delivery builds this target now: come back when its lock may be free
             raise self._task.retry(countdown=LOCK_TTL_S, max_retries=None)
         try:
             self._count_lost_deliveries()
-            self._state.adopt(str(target), self._id)
             with BuildWatch(self._state, self._id, str(target), token, self._settings.build_timeout_s) as watch:
                 ledger = ContainerLedger(self._state, self._id)
                 result = Builder(self._settings, self._progress, watch, ledger, self._registries

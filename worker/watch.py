@@ -41,8 +41,7 @@ class BuildWatch:
         self.on_abort: Callable[[], None] = lambda: None
 
     def __enter__(self) -> BuildWatch:
-        self._beat()
-        self._thread.start()
+        self._thread.start()  # the first heartbeat came with the lock (BuildState.take)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -36,3 +36,18 @@ def test_unsafe_realms_are_refused_before_any_request(realm, words):
 ])
 def test_safe_realms_are_kept(realm, insecure):
     assert client(insecure=insecure)._safe_realm(realm, "manifest check of x") == realm
+
+
+def test_proxies_come_from_the_environment_once_per_host_and_honour_no_proxy(monkeypatch):
+    # Given a proxy for https and a NO_PROXY naming one registry
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "direct.example")
+    registry = client()
+    # When the proxies for two hosts are worked out, then the environment changes
+    proxied = registry._proxies_for("https://registry.example.com/v2/x/manifests/1")
+    direct = registry._proxies_for("https://direct.example/token")
+    monkeypatch.setenv("HTTPS_PROXY", "http://other.example:3128")
+    # Then the first goes through the proxy, the second does not, and each host's answer is kept
+    assert proxied.get("https") == "http://proxy.example:3128"
+    assert "https" not in direct
+    assert registry._proxies_for("https://registry.example.com/v2/y/manifests/2") == proxied
