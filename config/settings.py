@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     schedule_disable_after: int = Field(3, ge=1, validation_alias="IMAGEBUILDER_SCHEDULE_DISABLE_AFTER")
     soft_shutdown_s: float = Field(30.0, ge=0, validation_alias="IMAGEBUILDER_SOFT_SHUTDOWN_S")
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="IMAGEBUILDER_METRICS_PORT")
+    # "" (the default): BuildKit wherever it works (checked at worker start), else classic; or one forced.
+    builder: Literal["", "buildkit", "classic"] = Field("", validation_alias="IMAGEBUILDER_BUILDER")
+    # The Docker client BuildKit builds run; "" finds the first `docker` on PATH that can.
+    docker_cli: str = Field("", validation_alias="IMAGEBUILDER_DOCKER_CLI")
 
     @field_validator("insecure_registries", "api_tokens", mode="before")
     @classmethod

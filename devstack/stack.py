@@ -57,6 +57,9 @@ class Stack:
             "IMAGEBUILDER_BUILD_TIMEOUT_S": str(BUILD_TIMEOUT_S),
             "IMAGEBUILDER_BUILD_CA_BUNDLE": str(CA_BUNDLE),
             "IMAGEBUILDER_API_TOKENS": f"another-token,{API_TOKEN}",
+            # The suite's faults and cancels are written against the classic builder's containers; BuildKit,
+            # the default wherever it works, has tests of its own that unset this (tests/integration/test_buildkit.py).
+            "IMAGEBUILDER_BUILDER": "classic",
         }
         values.update(overrides)
         return values

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 from config.settings import Settings
 from worker.buildstate import ContainerLedger
 from worker.credentials import pull_credentials, push_credentials
-from worker.dockerfile import BuildInputs, build_context, render_dockerfile
+from worker.buildkit import BuildKitRun, DockerCli
+from worker.dockerfile import REBUILD_ARG, BuildInputs, build_context, render_dockerfile
 from worker.engine import Engine
 from worker.progress import Progress
 from worker.reference import ImageReference, parse_reference
@@ -19,6 +21,7 @@ from worker.tagging import compute_tag
 from worker.watch import BuildWatch
 
 EngineFactory = Callable[..., Engine]
+PreviousImage = Callable[[ImageSpec, ImageReference], "str | None"]  # the spec's last successful image, if any
 
 
 class Builder:
@@ -28,8 +31,11 @@ class Builder:
     containers so that none survives the build, even one left by an earlier delivery that crashed."""
 
     def __init__(self, settings: Settings, progress: Progress, watch: BuildWatch, ledger: ContainerLedger,
-                 registries: RegistrySessions, engine_factory: EngineFactory | None = None):
+                 registries: RegistrySessions, engine_factory: EngineFactory | None = None, *,
+                 buildkit: DockerCli | None = None, previous_image: PreviousImage = lambda spec, target: None):
         self._settings = settings
+        self._buildkit = buildkit
+        self._previous_image = previous_image
         self._registries = registries
         self._progress = progress
         self._watch = watch
@@ -66,17 +72,30 @@ class Builder:
         inputs = BuildInputs(
             tag=compute_tag(spec), created=utcnow(), base_user=engine.image_user(spec.base_image),
             base_digest=base_digest or "", ca_bundle=self._settings.build_ca_bundle is not None,
-            pip_index_url=self._settings.pip_index_url,
+            pip_index_url=self._settings.pip_index_url, buildkit=self._buildkit is not None,
         )
         dockerfile = render_dockerfile(spec, inputs)
         self._step(BuildStep.BUILDING)
         for line in dockerfile.splitlines():
             self._progress.line(f"Dockerfile: {line}")
         context = build_context(dockerfile, self._settings.build_ca_bundle)
-        engine.build(context, str(target), nocache=force, timeout_s=self._settings.build_timeout_s)
+        if self._buildkit is None:
+            engine.build(context, str(target), nocache=force, timeout_s=self._settings.build_timeout_s)
+        else:
+            self._buildkit_build(engine, context, spec, target, force)
         self._step(BuildStep.PUSHING)
         digest = engine.push(target, self._push_credentials)
         return self._progress.succeed(digest=digest, base_digest=base_digest)
+
+    def _buildkit_build(self, engine: Engine, context, spec: ImageSpec, target: ImageReference,
+                        force: bool) -> None:
+        """Inline cache metadata goes into every image; layers come from this engine's cache, else from the
+        target and the spec's last successful image in the registry, which another host may have built."""
+        sources = [str(target)] + [image for image in (self._previous_image(spec, target),) if image]
+        self._progress.line(f"BuildKit through {self._buildkit}; importing cache from {', '.join(sources)}")
+        build_args = {"BUILDKIT_INLINE_CACHE": "1"} | ({REBUILD_ARG: uuid.uuid4().hex} if force else {})
+        run = BuildKitRun(self._buildkit, str(target), cache_from=sources, build_args=build_args)
+        engine.buildkit_build(run, context, [self._push_credentials] if self._push_credentials else [])
 
     def _step(self, step: BuildStep) -> None:
         self._watch.check()  # a cancelled or timed-out build goes no further, and never pushes

@@ -22,6 +22,17 @@ BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 CREATED_LABEL = "org.opencontainers.image.created"
 _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?::[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
 APT_CLEANUP = "apt-get clean && rm -rf /var/lib/apt/lists/*"
+REBUILD_ARG = "IMAGEBUILDER_REBUILD"  # a forced BuildKit build sets it: every step runs again, the caches stay
+# BuildKit download caches, shared by every build on an engine; locked, as apt allows one user at a time. apt is
+# pointed at them (Debian's docker-clean hook only empties the default folders), and the image's own apt folders
+# are cleaned as the classic build cleans them, so both builders make the same image.
+APT_ARCHIVES_CACHE = "/var/cache/imagebuilder/apt-archives"
+APT_LISTS_CACHE = "/var/cache/imagebuilder/apt-lists"
+APT_CACHE_MOUNTS = (f"--mount=type=cache,id=imagebuilder-apt-archives,target={APT_ARCHIVES_CACHE},sharing=locked "
+                    f"--mount=type=cache,id=imagebuilder-apt-lists,target={APT_LISTS_CACHE},sharing=locked")
+APT_CACHE_OPTIONS = f" -o Dir::Cache::Archives={APT_ARCHIVES_CACHE} -o Dir::State::Lists={APT_LISTS_CACHE}"
+PIP_CACHE_DIR = "/root/.cache/pip"
+CONDA_CACHE_DIR = "/var/cache/imagebuilder/conda"
 
 
 @dataclass(frozen=True)
@@ -34,11 +45,12 @@ class BuildInputs:
     base_digest: str = ""
     ca_bundle: bool = False
     pip_index_url: str = ""
+    buildkit: bool = False  # download caches as cache mounts; a forced rebuild by REBUILD_ARG
 
 
 def render_dockerfile(spec: ImageSpec, inputs: BuildInputs) -> str:
     """FROM base; USER root; apt, conda, pip; the base's USER again; OCI labels."""
-    lines = [f"FROM {spec.base_image}", "USER root"]
+    lines = [f"FROM {spec.base_image}"] + ([f"ARG {REBUILD_ARG}"] if inputs.buildkit else []) + ["USER root"]
     if inputs.ca_bundle:
         lines.append(f"COPY {CA_CONTEXT_NAME} {CA_IMAGE_PATH}")
     packages = spec.packages
@@ -54,27 +66,36 @@ def render_dockerfile(spec: ImageSpec, inputs: BuildInputs) -> str:
 
 
 def _apt_command(items: list[str], inputs: BuildInputs) -> str:
-    ca = f" -o Acquire::https::CAInfo={CA_IMAGE_PATH}" if inputs.ca_bundle else ""
+    options = f" -o Acquire::https::CAInfo={CA_IMAGE_PATH}" if inputs.ca_bundle else ""
+    prepare = ""
+    if inputs.buildkit:  # lists and archives come from, and stay in, the cache mounts
+        options += APT_CACHE_OPTIONS
+        prepare = f"{APT_CACHE_MOUNTS} mkdir -p {APT_ARCHIVES_CACHE}/partial {APT_LISTS_CACHE}/partial && "
     return (
-        f"apt-get{ca} update && DEBIAN_FRONTEND=noninteractive apt-get{ca} install -y "
+        f"{prepare}apt-get{options} update && DEBIAN_FRONTEND=noninteractive apt-get{options} install -y "
         f"--no-install-recommends {quoted_args(items)} && {APT_CLEANUP}"
     )
 
 
 def _conda_command(items: list[str], inputs: BuildInputs) -> str:
     ca = f"CONDA_SSL_VERIFY={CA_IMAGE_PATH} " if inputs.ca_bundle else ""
-    return f"{ca}conda install --yes {quoted_args(conda_install_args(items))} && conda clean --all --yes"
+    install = f"{ca}conda install --yes {quoted_args(conda_install_args(items))} && conda clean --all --yes"
+    if inputs.buildkit:  # packages are fetched into the cache mount; the clean-up then finds none in the image
+        return (f"--mount=type=cache,id=imagebuilder-conda,target={CONDA_CACHE_DIR},sharing=locked "
+                f"CONDA_PKGS_DIRS={CONDA_CACHE_DIR} {install}")
+    return install
 
 
 def _pip_command(items: list[str], inputs: BuildInputs) -> str:
     # PEP 668 bases (Debian's python3) refuse system installs unless told; older pips ignore the variable.
-    options = " --no-cache-dir"
+    options = f" --cache-dir {PIP_CACHE_DIR}" if inputs.buildkit else " --no-cache-dir"
     if inputs.ca_bundle:
         options += f" --cert {CA_IMAGE_PATH}"
     if inputs.pip_index_url:
         options += f" --index-url {shlex.quote(inputs.pip_index_url)}"
+    mount = f"--mount=type=cache,id=imagebuilder-pip,target={PIP_CACHE_DIR} " if inputs.buildkit else ""
     return (
-        "PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 "
+        f"{mount}PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 "
         f"python3 -m pip install{options} {quoted_args(items)}"
     )
 

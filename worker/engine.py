@@ -13,8 +13,9 @@ import requests
 import urllib3
 from docker.errors import APIError, DockerException, NotFound
 
+from worker.buildkit import BuildKitProcess, BuildKitRun, client_config
 from worker.credentials import RegistryCredentials
-from worker.errors import BuildStepFailed, DaemonUnavailable, ImageBuilderError
+from worker.errors import BuildStepFailed, ConfigurationError, DaemonUnavailable, ImageBuilderError
 from worker.reference import ImageReference
 from worker.registry import error_for_message
 
@@ -38,6 +39,7 @@ class Engine:
         self._check = check
         self._on_container = on_container
         self._container: str | None = None
+        self._buildkit: BuildKitProcess | None = None
         self.step_images: list[str] = []
 
     @classmethod
@@ -49,7 +51,10 @@ class Engine:
         return cls(client.api, on_line, **hooks)
 
     def kill_current(self) -> None:
-        """Kill the build container running now (called from the watch thread, on its own connection)."""
+        """Kill the BuildKit client, or the build container running now (called from the watch thread; the
+        container is killed on a connection of its own)."""
+        if self._buildkit is not None:
+            self._buildkit.kill()
         container = self._container
         if container:
             with contextlib.suppress(DockerException, *_CONNECTION_ERRORS):
@@ -112,6 +117,27 @@ class Engine:
         if not image_id:
             raise BuildStepFailed(f"the engine finished building {tag} without reporting an image id")
         return image_id
+
+    def buildkit_build(self, run: BuildKitRun, context: io.BytesIO,
+                       credentials: list[RegistryCredentials]) -> str:
+        """Build with BuildKit through the Docker CLI (the base already pulled, caches imported with
+        `credentials`); the new image id. A failing step is fatal, with the command and the client's last lines;
+        an engine that went away is retryable; a cancel or timeout raises what the watch decided."""
+        self._buildkit = BuildKitProcess(self._on_line, self._check)
+        with client_config(credentials) as config_dir:
+            try:
+                image_id = self._buildkit.run(run, context, config_dir)
+            except OSError as e:
+                raise ConfigurationError(f"cannot run the Docker client {run.cli.path}: {e.strerror or e}") from None
+        self._check()  # killed on cancel or timeout: say that, not what the killed client printed
+        if image_id:
+            return image_id
+        tail = run.tail or collections.deque()
+        message = next((line for line in reversed(tail) if line and not line.startswith("-")),
+                       f"the Docker client exited with status {run.returncode}")
+        if not _engine_answers():
+            raise DaemonUnavailable(f"the Docker engine went away during the build: {message}")
+        raise _build_failure(message, tail)
 
     def push(self, reference: ImageReference, credentials: RegistryCredentials | None) -> str:
         """Push `reference`; the manifest digest the registry stored (required, or the push failed)."""

@@ -5,6 +5,7 @@ already ended is left as it is, and one that is running elsewhere is retried lat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -31,10 +32,10 @@ from worker.errors import (
 )
 from worker.progress import Progress
 from worker.reference import ImageReference
+from worker.registry import RegistrySessions
 from worker.scheduling import SCHEDULE_PASS_TASK, SchedulingPass
 from worker.spec import ImageSpec, parse_spec
 from worker.states import BuildPhase
-from worker.registry import RegistrySessions
 from worker.stores import Stores
 from worker.tagging import resolve_target
 from worker.watch import BuildWatch, backoff_s
@@ -69,6 +70,7 @@ class Delivery:
         self._settings: Settings = task.app.settings
         self._id: str = task.request.id
         self._state = stores.builds
+        self._specs = stores.specs
         self._metrics = stores.metrics
         found, self._cancel_asked = stores.builds.find_with_cancel(self._id)
         self._progress = Progress(
@@ -122,11 +124,20 @@ class Delivery:
             self._count_lost_deliveries()
             with BuildWatch(self._state, self._id, str(target), token, self._settings.build_timeout_s) as watch:
                 ledger = ContainerLedger(self._state, self._id)
-                result = Builder(self._settings, self._progress, watch, ledger, self._registries
+                result = Builder(self._settings, self._progress, watch, ledger, self._registries,
+                                 buildkit=self._task.app.buildkit_cli, previous_image=self._previous_image
                                  ).run(spec, target, force=force)
             return result.model_dump(mode="json")
         finally:
             self._state.let_go(str(target), token, self._id)
+
+    def _previous_image(self, spec: ImageSpec, target: ImageReference) -> str | None:
+        """The spec's last successful image under another tag, to import layers from (read only when building)."""
+        found = self._specs.with_last_success([spec.name]).get(spec.name)
+        entry = found[1] if found else None
+        if entry is None or entry.tag == target.tag:
+            return None
+        return str(dataclasses.replace(target, tag=entry.tag, digest=None))
 
     def _count_lost_deliveries(self) -> None:
         """A record still Running means an earlier delivery died with its worker; cap how often that may happen."""

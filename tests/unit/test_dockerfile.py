@@ -137,3 +137,27 @@ def test_arbitrary_text_is_refused_naming_the_field_or_renders_safely(manager, i
         assert f"packages.{manager}[" in str(e)
         return
     assert_runs_split_into(dockerfile, *(items if m == manager else [] for m in ("apt", "pip", "conda")))
+
+
+BUILDKIT = BuildInputs(tag="caa3311e", created=CREATED, base_user="jovyan", buildkit=True)
+
+
+def test_buildkit_keeps_order_and_installs_but_fetches_through_cache_mounts():
+    # Given the same spec rendered for both builders
+    packages = {"apt": ["jq"], "pip": ["requests"], "conda": ["numpy"]}
+    classic, buildkit = render(packages, BuildInputs(tag="caa3311e", created=CREATED, base_user="jovyan")), render(
+        packages, BUILDKIT)
+    # Then BuildKit's has the rebuild argument first, the same steps in the same order, each with its cache mount
+    assert buildkit.splitlines()[:3] == ["FROM quay.io/org/base:1", "ARG IMAGEBUILDER_REBUILD", "USER root"]
+    kinds = [line.split("--mount=type=cache,id=")[1].split(",")[0] for line in run_lines(buildkit)]
+    assert kinds == ["imagebuilder-apt-archives", "imagebuilder-conda", "imagebuilder-pip"]
+    assert [line for line in classic.splitlines() if not line.startswith("RUN ")] == [
+        line for line in buildkit.splitlines() if not line.startswith(("RUN ", "ARG "))]
+    # And apt fetches into the mounts, then cleans the image's own folders as the classic build does
+    apt = run_lines(buildkit)[0]
+    assert "-o Dir::Cache::Archives=/var/cache/imagebuilder/apt-archives" in apt and "sharing=locked" in apt
+    assert apt.endswith("apt-get clean && rm -rf /var/lib/apt/lists/*")
+    # And pip keeps its cache in the mount instead of running without one
+    pip = run_lines(buildkit)[2]
+    assert "--cache-dir /root/.cache/pip" in pip and "--no-cache-dir" not in pip
+    assert "--no-cache-dir" in run_lines(classic)[2]

@@ -1,0 +1,155 @@
+"""BuildKit builds through the Docker CLI on the real engine: the default builder, download caches kept out of the
+image, inline cache imported from the registry, failing steps, and a cancel that stops the client and its build."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import docker
+import pytest
+
+from devstack.stack import PUSH_PASSWORD
+from producer.client import BuildClient
+from tests.integration.conftest import start_worker
+from tests.integration.helpers import all_containers, wait_for, wait_for_line
+from tests.integration.test_builds import WAIT_S, pull_back, run_in
+from tests.integration.test_delivery import slow_spec
+from worker.states import BuildPhase
+
+pytestmark = pytest.mark.integration
+BUILDKIT_DB = 17
+
+
+@pytest.fixture(scope="module")
+def buildkit_worker(stack):
+    worker = start_worker(stack, "buildkit", BUILDKIT_DB, IMAGEBUILDER_BUILDER="")  # the default: BuildKit if it can
+    yield worker
+    worker.process.stop()
+
+
+@pytest.fixture
+def bk_client(stack, buildkit_worker):
+    with BuildClient(stack.settings(BUILDKIT_DB)) as client:
+        yield client
+
+
+def build_lines(client: BuildClient, build_id: str) -> list[str]:
+    return list(client.logs(build_id))
+
+
+def cli_processes(tag: str) -> list[Path]:
+    """/proc entries of running `docker build` clients for images named `tag` (any tag of it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"build" in command and any(part.startswith(tag.encode()) for part in command):
+            found.append(entry)
+    return found
+
+
+def test_by_default_the_worker_builds_with_buildkit_and_says_which_client(buildkit_worker):
+    # Given a worker started without IMAGEBUILDER_BUILDER on a machine whose first `docker` may lack buildx
+    # Then it chose BuildKit and named the client it runs
+    line = next(line for line in buildkit_worker.log_text.splitlines() if "builder:" in line)
+    assert "builder: BuildKit through /" in line and "(client " in line, line
+
+
+def test_packages_install_from_download_caches_that_stay_out_of_the_image(stack, bk_client, unique):
+    # Given a spec with an apt and a pip package
+    spec = {"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
+            "packages": {"apt": ["jq"], "pip": ["six==1.17.0"]}}
+    # When it is built, then rebuilt with --force
+    first = bk_client.wait(bk_client.submit(spec).id, timeout_s=WAIT_S)
+    forced = bk_client.submit(spec, force=True)
+    again = bk_client.wait(forced.id, timeout_s=WAIT_S)
+    # Then both succeeded through BuildKit, and the image has both packages and no downloaded archive in it
+    assert first.phase is BuildPhase.SUCCEEDED, first.error
+    assert again.phase is BuildPhase.SUCCEEDED and not again.skipped, again.error
+    pull_back(stack, again.image)
+    assert run_in(again.image, "jq --version").startswith("jq-")
+    assert run_in(again.image, "python3 -c 'import six; print(six.__version__)'").strip() == "1.17.0"
+    leftovers = run_in(again.image, "find /var/cache/apt /var/lib/apt/lists /var/cache/imagebuilder /root/.cache "
+                                    "-type f 2>/dev/null | grep -v -e '/lock$' || true")
+    assert leftovers.strip() == "", leftovers
+    # And the forced rebuild ran every step again but downloaded no apt package: they were in the cache mount
+    # (pip's own cache is mounted too; it keeps what the index lets it cache, which a TLS-intercepting proxy may not)
+    lines = build_lines(bk_client, forced.id)
+    assert any("BuildKit through" in line for line in lines)
+    assert not [line for line in lines if " CACHED " in f"{line} " and "RUN" in line], lines
+    assert any("Need to get 0 B/" in line for line in lines), [line for line in lines if "Need to get" in line]
+
+
+def test_a_spec_edit_reuses_the_apt_layer_from_the_registry_when_the_engine_has_none(stack, bk_client, unique):
+    # Given a stored spec with apt and pip packages, built once and pushed with inline cache metadata
+    spec = {"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
+            "packages": {"apt": ["jq"], "pip": ["six==1.17.0"]}}
+    _, build = bk_client.apply(spec)
+    assert bk_client.wait(build.id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
+    # And an engine that forgot every layer and cache (as another host would have none)
+    engine = docker.from_env()
+    for image in engine.images.list(name=f"{stack.push_registry.host}/team/{unique}"):
+        engine.images.remove(image.id, force=True)
+    subprocess.run(["docker", "builder", "prune", "--all", "--force"], check=True, capture_output=True,
+                   env={"PATH": "/usr/bin:/bin"})
+    # When one pip package is added
+    _, edited = bk_client.apply({**spec, "packages": {"apt": ["jq"], "pip": ["six==1.17.0", "idna==3.10"]}})
+    result = bk_client.wait(edited.id, timeout_s=WAIT_S)
+    # Then the apt step came from the earlier image in the registry, and the image holds every package
+    assert result.phase is BuildPhase.SUCCEEDED, result.error
+    lines = build_lines(bk_client, edited.id)
+    assert any(" CACHED " in f"{line} " and "apt-get" in line for line in lines), lines
+    pull_back(stack, result.image)
+    assert run_in(result.image, "jq --version").startswith("jq-")
+    assert run_in(result.image, "python3 -c 'import six, idna; print(idna.__version__)'").strip() == "3.10"
+
+
+def test_a_failing_run_step_is_fatal_and_says_which_command_and_why(stack, bk_client, unique):
+    # Given a spec whose apt package does not exist
+    spec = {"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
+            "packages": {"apt": ["no-such-package-here"]}}
+    # When it is built
+    result = bk_client.wait(bk_client.submit(spec).id, timeout_s=WAIT_S)
+    # Then it failed at once (no retry), naming the command, with apt's own words among the last lines
+    assert result.phase is BuildPhase.FAILED
+    assert "build step failed" in result.error and "apt-get" in result.error, result.error
+    assert "Unable to locate package no-such-package-here" in result.error, result.error
+
+
+def test_cancel_stops_the_client_and_its_build_and_no_credential_is_on_its_command_line(stack, bk_client, unique):
+    # Given a long BuildKit build, caught while apt runs
+    containers_before = all_containers()
+    build_id = bk_client.submit(slow_spec(stack, unique, heavy=True), force=True).id
+    wait_for_line(bk_client, build_id, lambda line: "apt-get" in line and line.startswith("#"))
+    (client_process,) = cli_processes(f"{stack.push_registry.host}/team/{unique}")
+    command_line = (client_process / "cmdline").read_bytes() + (client_process / "environ").read_bytes()
+    # When it is cancelled
+    bk_client.cancel(build_id)
+    result = bk_client.wait(build_id, timeout_s=WAIT_S)
+    # Then it ended Cancelled, the client is gone, and so is the build it ran: no apt process, no container
+    assert result.phase is BuildPhase.CANCELLED
+    wait_for(lambda: not cli_processes(f"{stack.push_registry.host}/team/{unique}"), "the client to exit", 10)
+    wait_for(lambda: b"build-essential" not in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout,
+             "the build's apt-get to stop", 30)
+    assert all_containers() <= containers_before
+    # And the push credentials were never on its command line or in its environment
+    assert PUSH_PASSWORD.encode() not in command_line
+
+
+def test_a_pool_process_killed_mid_build_takes_its_client_along_and_the_build_is_redelivered(
+        stack, bk_client, buildkit_worker, unique):
+    # Given a BuildKit build whose RUN step is under way
+    build_id = bk_client.submit(slow_spec(stack, unique), force=True).id
+    wait_for_line(bk_client, build_id, lambda line: "apt-get" in line and line.startswith("#"))
+    assert cli_processes(f"{stack.push_registry.host}/team/{unique}")
+    # When the worker's pool processes are SIGKILLed
+    for child in buildkit_worker.pool_children():
+        os.kill(child, signal.SIGKILL)
+    # Then the client they started dies with them, and the build is delivered again and succeeds
+    wait_for(lambda: not cli_processes(f"{stack.push_registry.host}/team/{unique}"), "the orphaned client to die", 10)
+    assert bk_client.wait(build_id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
