@@ -1,7 +1,15 @@
 # The project's own image: `imagebuilder` (API by default; `worker`, `submit`, ... as the command).
 # BASE_IMAGE: any Debian-like image with python3 (>= 3.11) and its venv module.
 ARG BASE_IMAGE=python:3.12-slim
+
+# Workers build with BuildKit through Debian's Docker client (20.10 runs BuildKit without the buildx plugin);
+# only the client binary is taken from the docker.io package.
+FROM ${BASE_IMAGE} AS docker-client
+RUN apt-get update && cd /tmp && apt-get download docker.io && dpkg-deb -x docker.io_*.deb /tmp/docker.io \
+ && rm -rf /var/lib/apt/lists/*
+
 FROM ${BASE_IMAGE}
+COPY --from=docker-client /tmp/docker.io/usr/bin/docker /usr/bin/docker
 
 # docker/ may hold ca-bundle.pem, trusted by pip here when a TLS-intercepting proxy is in the way.
 COPY docker/ /tmp/docker/

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,9 +215,49 @@ class Dockerd:
             self.process.stop()
 
 
-def _docker_answers() -> bool:
+@dataclass
+class SecondDockerd:
+    """Another Docker engine on this machine, standing in for another host: its own data root, exec root (so its
+    own containerd), socket and bridge network; nothing built on the first engine is in its stores."""
+
+    workdir: Path
+    bridge: str = "ib-engine2"
+    gateway: str = "172.30.7.1/24"
+    process: Process | None = None
+
+    def __post_init__(self) -> None:
+        # containerd's socket lives under the exec root: keep its path far below the 108 bytes a socket may use
+        self._run_dir = Path(tempfile.mkdtemp(prefix="ib-engine2-"))
+
+    @property
+    def host(self) -> str:
+        """Its DOCKER_HOST."""
+        return f"unix://{self._run_dir / 'docker.sock'}"
+
+    def start(self) -> SecondDockerd:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], capture_output=True)  # may exist
+        subprocess.run(["ip", "addr", "replace", self.gateway, "dev", self.bridge], check=True)
+        subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
+        self.process = spawn(["dockerd", "--data-root", str(self.workdir / "data"), "--exec-root",
+                              str(self._run_dir / "exec"), "--pidfile", str(self._run_dir / "pid"), "-H", self.host,
+                              "--bridge", self.bridge], self.workdir / "dockerd.log")
+        wait_until(lambda: _docker_answers(self.host), f"the second dockerd on {self.host}")
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+        subnet = str(ipaddress.ip_interface(self.gateway).network)
+        subprocess.run(["iptables", "-t", "nat", "-D", "POSTROUTING", "-s", subnet, "!", "-o", self.bridge, "-j",
+                        "MASQUERADE"], capture_output=True)  # dockerd leaves its masquerading rule behind
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        shutil.rmtree(self._run_dir, ignore_errors=True)
+
+
+def _docker_answers(host: str | None = None) -> bool:
     try:
-        client = docker.from_env(timeout=5)
+        client = docker.DockerClient(base_url=host, timeout=5) if host else docker.from_env(timeout=5)
         try:
             return bool(client.ping())
         finally:

@@ -31,6 +31,7 @@ PROBE_TAG = "imagebuilder-probe:buildkit"
 PROBE_DOCKERFILE = "FROM scratch\nLABEL io.imagebuilder.probe=buildkit\n"
 KILL_GRACE_S = 5
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: between fork and exec the child only calls into it
 TAIL_LINES = 20
 # Only what the client needs from the worker's environment: where the engine is and how to trust it. Nothing
 # else (no credentials, no proxies meant for other tools) reaches the child.
@@ -72,8 +73,7 @@ def find_buildkit_cli(explicit: str = "") -> DockerCli:
 def _die_with_parent() -> None:
     """In the child, before exec: be killed if the worker process dies (SIGKILL included), so that no client
     builds on for a delivery that is gone (the engine cancels a build whose client went away)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _docker_clients_on_path() -> list[str]:

@@ -112,3 +112,13 @@ def hostile():
     server = HostileRegistry()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def second_engine(stack, tmp_path_factory):
+    """A second Docker engine standing in for another host (devstack.services.SecondDockerd)."""
+    from devstack.services import SecondDockerd
+
+    engine = SecondDockerd(tmp_path_factory.mktemp("engine2")).start()
+    yield engine
+    engine.stop()

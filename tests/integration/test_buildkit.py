@@ -3,6 +3,7 @@ image, inline cache imported from the registry, failing steps, and a cancel that
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 BUILDKIT_DB = 17
+ENGINES_DB = 18  # one worker at a time, on either engine, sharing the spec's history
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,17 @@ def buildkit_worker(stack):
 def bk_client(stack, buildkit_worker):
     with BuildClient(stack.settings(BUILDKIT_DB)) as client:
         yield client
+
+
+@contextlib.contextmanager
+def worker_on(stack, engine: str, unique: str, **env: str):
+    """A client of a BuildKit worker of its own (on its own Redis database), on the engine `env` names."""
+    worker = start_worker(stack, f"{engine}-{unique}", ENGINES_DB, IMAGEBUILDER_BUILDER="", **env)
+    try:
+        with BuildClient(stack.settings(ENGINES_DB)) as client:
+            yield client
+    finally:
+        worker.process.stop()
 
 
 def build_lines(client: BuildClient, build_id: str) -> list[str]:
@@ -64,8 +77,8 @@ def test_packages_install_from_download_caches_that_stay_out_of_the_image(stack,
     # Given a spec with an apt and a pip package
     spec = {"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
             "packages": {"apt": ["jq"], "pip": ["six==1.17.0"]}}
-    # When it is built, then rebuilt with --force
-    first = bk_client.wait(bk_client.submit(spec).id, timeout_s=WAIT_S)
+    # When it is built (forced, so its steps run even if the engine has their layers), then rebuilt with --force
+    first = bk_client.wait(bk_client.submit(spec, force=True).id, timeout_s=WAIT_S)
     forced = bk_client.submit(spec, force=True)
     again = bk_client.wait(forced.id, timeout_s=WAIT_S)
     # Then both succeeded through BuildKit, and the image has both packages and no downloaded archive in it
@@ -85,28 +98,26 @@ def test_packages_install_from_download_caches_that_stay_out_of_the_image(stack,
     assert any("Need to get 0 B/" in line for line in lines), [line for line in lines if "Need to get" in line]
 
 
-def test_a_spec_edit_reuses_the_apt_layer_from_the_registry_when_the_engine_has_none(stack, bk_client, unique):
-    # Given a stored spec with apt and pip packages, built once and pushed with inline cache metadata
+def test_another_engine_reuses_the_apt_layer_when_one_pip_package_is_added(stack, second_engine, unique):
+    # Given a stored spec with apt and pip packages, built and pushed by a worker on the first engine
     spec = {"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
             "packages": {"apt": ["jq"], "pip": ["six==1.17.0"]}}
-    _, build = bk_client.apply(spec)
-    assert bk_client.wait(build.id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
-    # And an engine that forgot every layer and cache (as another host would have none)
-    engine = docker.from_env()
-    for image in engine.images.list(name=f"{stack.push_registry.host}/team/{unique}"):
-        engine.images.remove(image.id, force=True)
-    subprocess.run(["docker", "builder", "prune", "--all", "--force"], check=True, capture_output=True,
-                   env={"PATH": "/usr/bin:/bin"})
-    # When one pip package is added
-    _, edited = bk_client.apply({**spec, "packages": {"apt": ["jq"], "pip": ["six==1.17.0", "idna==3.10"]}})
-    result = bk_client.wait(edited.id, timeout_s=WAIT_S)
-    # Then the apt step came from the earlier image in the registry, and the image holds every package
-    assert result.phase is BuildPhase.SUCCEEDED, result.error
-    lines = build_lines(bk_client, edited.id)
+    with worker_on(stack, "engine1", unique) as client:
+        _, build = client.apply(spec)
+        assert client.wait(build.id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
+    # When one pip package is added, and a worker on the second engine, which never built it, builds it
+    with worker_on(stack, "engine2", unique, DOCKER_HOST=second_engine.host) as client:
+        _, edited = client.apply({**spec, "packages": {"apt": ["jq"], "pip": ["six==1.17.0", "idna==3.10"]}})
+        result = client.wait(edited.id, timeout_s=WAIT_S)
+        lines = build_lines(client, edited.id)
+    # Then the apt step came from the first build's image in the registry, and the image holds every package
+    assert result.phase is BuildPhase.SUCCEEDED and result.worker.startswith("engine2"), result
     assert any(" CACHED " in f"{line} " and "apt-get" in line for line in lines), lines
     pull_back(stack, result.image)
     assert run_in(result.image, "jq --version").startswith("jq-")
     assert run_in(result.image, "python3 -c 'import six, idna; print(idna.__version__)'").strip() == "3.10"
+    # And the second engine ran no container that is left
+    assert docker.DockerClient(base_url=second_engine.host).containers.list(all=True) == []
 
 
 def test_a_failing_run_step_is_fatal_and_says_which_command_and_why(stack, bk_client, unique):
@@ -153,3 +164,40 @@ def test_a_pool_process_killed_mid_build_takes_its_client_along_and_the_build_is
     # Then the client they started dies with them, and the build is delivered again and succeeds
     wait_for(lambda: not cli_processes(f"{stack.push_registry.host}/team/{unique}"), "the orphaned client to die", 10)
     assert bk_client.wait(build_id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
+
+
+def test_a_second_spec_sharing_apt_packages_downloads_only_what_it_adds(stack, bk_client, unique):
+    # Given a spec whose apt package was downloaded on this engine by another spec's build (forced builds both:
+    # their steps run even where the engine has the layers)
+    first = bk_client.wait(bk_client.submit({"name": f"{unique}-a", "baseImage": stack.debian_base,
+                                             "pullSecret": "private", "packages": {"apt": ["bc"]}}, force=True).id,
+                           timeout_s=WAIT_S)
+    assert first.phase is BuildPhase.SUCCEEDED, first.error
+    # When a second spec installs it and one more
+    second = bk_client.submit({"name": f"{unique}-b", "baseImage": stack.debian_base, "pullSecret": "private",
+                               "packages": {"apt": ["bc", "dc"]}}, force=True)
+    assert bk_client.wait(second.id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
+    # Then apt fetched less than it installed ("Need to get <to fetch>/<all> of archives"), and not the shared one
+    lines = build_lines(bk_client, second.id)
+    (need,) = [line for line in lines if "Need to get " in line]
+    fetched, total = (parse_size(part) for part in need.split("Need to get ")[1].split(" of archives")[0].split("/"))
+    assert fetched < total, need
+    assert not [line for line in lines if "Get:" in line and " bc " in line]
+
+
+def parse_size(text: str) -> float:
+    number, unit = text.strip().split()
+    return float(number.replace(",", "")) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+
+
+def test_a_build_past_its_timeout_is_stopped_with_its_client(stack, unique):
+    # Given a BuildKit worker whose builds may take 4 s, and a build that takes longer
+    with worker_on(stack, "short", unique, IMAGEBUILDER_BUILD_TIMEOUT_S="4") as client:
+        build_id = client.submit(slow_spec(stack, unique, heavy=True), force=True).id
+        # When it runs past its time
+        result = client.wait(build_id, timeout_s=WAIT_S)
+    # Then it failed saying so, and neither its client nor its apt-get runs on
+    assert result.phase is BuildPhase.FAILED and result.error == "timed out after 4 s", result.error
+    assert not cli_processes(f"{stack.push_registry.host}/team/{unique}")
+    wait_for(lambda: b"build-essential" not in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout,
+             "the build's apt-get to stop", 30)

@@ -78,6 +78,9 @@ def test_the_stack_comes_up_scaled_and_builds_a_spec_end_to_end(compose_env, uni
         assert result["phase"] == "Succeeded", result
         assert result["image"].startswith(f"{REGISTRY}/images/{unique}:")
         assert httpx.get(f"http://{REGISTRY}/v2/images/{unique}/tags/list").json()["tags"]
+        # And the workers built it with BuildKit, through the Docker client the image carries
+        workers = compose(PROJECT, "logs", "--no-color", "worker", env=compose_env).stdout
+        assert "builder: BuildKit through /usr/bin/docker (client 20.10" in workers, workers[-3000:]
     finally:
         logs = compose(PROJECT, "logs", "--no-color", env=compose_env).stdout
         compose(PROJECT, "down", "-v", "--timeout", "5", env=compose_env)
