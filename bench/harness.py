@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -100,6 +101,8 @@ class Bench:
 
 @contextmanager
 def bench() -> Iterator[Bench]:
+    # A benchmark stopped with SIGTERM (kill, timeout) still stops the services it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory(prefix="imagebuilder-bench-") as tmp, local_stack(Path(tmp)) as stack:
         worker = start_worker(stack, "bench")
         try:

@@ -201,3 +201,19 @@ def test_a_build_past_its_timeout_is_stopped_with_its_client(stack, unique):
     assert not cli_processes(f"{stack.push_registry.host}/team/{unique}")
     wait_for(lambda: b"build-essential" not in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout,
              "the build's apt-get to stop", 30)
+
+
+def test_cancel_on_the_other_engine_leaves_nothing_running_there(stack, second_engine, unique):
+    # Given a long BuildKit build on the second engine, caught while apt runs
+    with worker_on(stack, "engine2-cancel", unique, DOCKER_HOST=second_engine.host) as client:
+        build_id = client.submit(slow_spec(stack, unique, heavy=True), force=True).id
+        wait_for_line(client, build_id, lambda line: "apt-get" in line and line.startswith("#"))
+        # When it is cancelled
+        client.cancel(build_id)
+        result = client.wait(build_id, timeout_s=WAIT_S)
+    # Then it ended Cancelled, and neither its client, nor its apt-get, nor any container is left on that engine
+    assert result.phase is BuildPhase.CANCELLED
+    assert not cli_processes(f"{stack.push_registry.host}/team/{unique}")
+    wait_for(lambda: b"build-essential" not in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout,
+             "the build's apt-get to stop", 30)
+    assert docker.DockerClient(base_url=second_engine.host).containers.list(all=True) == []
