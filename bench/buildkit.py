@@ -16,16 +16,13 @@ import time
 
 import docker
 
-from bench.harness import bench, timed
+from bench.harness import RawDocker, bench, timed
 from devstack.baseimage import DEBIAN_IMAGE, push
 from devstack.services import SecondDockerd
-from devstack.stack import PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER, start_worker
+from devstack.stack import PULL_PASSWORD, PULL_USER, start_worker
 from producer.client import BuildClient
 from worker.buildkit import find_buildkit_cli
-from worker.dockerfile import BuildInputs, build_context, render_dockerfile
-from worker.result import utcnow
 from worker.spec import parse_spec
-from worker.tagging import compute_tag
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 APT, PIP = ["jq", "tree", "file", "bc", "build-essential", "python3-dev"], ["six==1.17.0"]  # a long apt list
@@ -37,9 +34,10 @@ CLI_ENV = {"PATH": "/usr/bin:/bin"}  # the system's `docker` (Debian's), whateve
 def main() -> None:
     with bench() as b:
         b.stop_default_worker()
+        raw = RawDocker(b.stack, b.workdir / "raw-buildkit-config", cli=find_buildkit_cli().path, buildkit=True)
         engine2 = SecondDockerd(b.workdir / "engine2").start()
         try:
-            report(*[measure(b, engine2, run) for run in range(1, RUNS + 1)])
+            report(*[measure(b, raw, engine2, run) for run in range(1, RUNS + 1)])
         finally:
             engine2.stop()
 
@@ -55,7 +53,7 @@ def worker_at(b, name: str, **env: str):
         worker.process.stop()
 
 
-def measure(b, engine2, run: int) -> tuple[float, float, float]:
+def measure(b, raw_docker: RawDocker, engine2, run: int) -> tuple[float, float, float]:
     name = f"bk{run}-{time.time_ns() % 10**8}"
     spec = {"name": name, "baseImage": b.stack.debian_base, "pullSecret": "private",
             "packages": {"apt": APT, "pip": PIP}}
@@ -64,8 +62,12 @@ def measure(b, engine2, run: int) -> tuple[float, float, float]:
         build(client, spec, stored=True)  # the spec's first image, pushed with inline cache metadata
         forget()
         cold = build(client, {**spec, "name": f"{name}-c"}, force=True)
+        context = b.context_dir(parse_spec(spec), buildkit=True)
+        target = f"{b.stack.push_registry.host}/raw/{name}:latest"
         forget()
-        raw = timed(lambda: raw_build(b, spec))
+        # What an admin would type: pull, `DOCKER_BUILDKIT=1 docker build` of the system's Dockerfile, push
+        raw = timed(lambda: raw_docker.pull_build_push(b.stack.debian_base, context, target, nocache=False,
+                                                       build_args={"BUILDKIT_INLINE_CACHE": "1"}))
     forget(engine2.host, images=True)
     with worker_at(b, f"engine2-{run}", DOCKER_HOST=engine2.host) as client:
         cold_fresh = build(client, {**added, "name": f"{name}-f"}, force=True)
@@ -98,26 +100,6 @@ def forget(host: str | None = None, *, images: bool = False) -> None:
     env = {**CLI_ENV, **({"DOCKER_HOST": host} if host else {})}
     command = ["system", "prune", "--all", "--force"] if images else ["builder", "prune", "--all", "--force"]
     subprocess.run(["docker", *command], env=env, check=True, capture_output=True)
-
-
-def raw_build(b, spec: dict) -> None:
-    """What an admin would type: pull, `DOCKER_BUILDKIT=1 docker build` of the system's own Dockerfile, push."""
-    image_spec = parse_spec(spec)
-    inputs = BuildInputs(tag=compute_tag(image_spec), created=utcnow(), buildkit=True,
-                         ca_bundle=b.stack.settings().build_ca_bundle is not None)
-    context = build_context(render_dockerfile(image_spec, inputs), b.stack.settings().build_ca_bundle)
-    target = f"{b.stack.push_registry.host}/raw/{spec['name']}:latest"
-    config = b.workdir / "raw-docker-config"
-    env = {**CLI_ENV, "DOCKER_CONFIG": str(config), "DOCKER_BUILDKIT": "1"}
-    cli = find_buildkit_cli().path
-    for host, user, password in ((b.stack.private_registry.host, PULL_USER, PULL_PASSWORD),
-                                 (b.stack.push_registry.host, PUSH_USER, PUSH_PASSWORD)):
-        subprocess.run([cli, "login", "-u", user, "--password-stdin", host], input=password.encode(), env=env,
-                       check=True, capture_output=True)
-    subprocess.run([cli, "pull", spec["baseImage"]], env=env, check=True, capture_output=True)
-    subprocess.run([cli, "build", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", target, "-"],
-                   input=context.getvalue(), env=env, check=True, capture_output=True)
-    subprocess.run([cli, "push", target], env=env, check=True, capture_output=True)
 
 
 def new_base(b, run: int) -> None:

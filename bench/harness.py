@@ -35,20 +35,24 @@ from worker.tagging import compute_tag  # noqa: E402
 
 
 class RawDocker:
-    """The baseline: what an admin would type, `docker pull/build/push`, logged in to both registries."""
+    """The baseline: what an admin would type, `docker pull/build/push`, logged in to both registries (once, here).
+    The classic builder by default; with `buildkit`, the given client's BuildKit builds."""
 
-    def __init__(self, stack: Stack, config_dir: Path):
-        self._env = {**os.environ, "DOCKER_CONFIG": str(config_dir), "DOCKER_BUILDKIT": "0"}
+    def __init__(self, stack: Stack, config_dir: Path, *, cli: str = "docker", buildkit: bool = False):
+        self._cli = cli
+        self._env = {**os.environ, "DOCKER_CONFIG": str(config_dir), "DOCKER_BUILDKIT": "1" if buildkit else "0"}
         self._run("login", "-u", PULL_USER, "--password-stdin", stack.private_registry.host, stdin=PULL_PASSWORD)
         self._run("login", "-u", PUSH_USER, "--password-stdin", stack.push_registry.host, stdin=PUSH_PASSWORD)
 
     def _run(self, *args: str, stdin: str | None = None) -> None:
-        subprocess.run(["docker", *args], input=stdin, text=True, env=self._env, check=True,
+        subprocess.run([self._cli, *args], input=stdin, text=True, env=self._env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def pull_build_push(self, base: str, context_dir: Path, target: str, *, nocache: bool) -> None:
+    def pull_build_push(self, base: str, context_dir: Path, target: str, *, nocache: bool,
+                        build_args: dict[str, str] | None = None) -> None:
         self._run("pull", base)
-        self._run("build", *(["--no-cache"] if nocache else []), "-t", target, str(context_dir))
+        arguments = [item for name, value in (build_args or {}).items() for item in ("--build-arg", f"{name}={value}")]
+        self._run("build", *(["--no-cache"] if nocache else []), *arguments, "-t", target, str(context_dir))
         self._run("push", target)
 
 
@@ -63,11 +67,12 @@ class Bench:
     def stop_default_worker(self) -> None:
         self.worker.process.stop()
 
-    def context_dir(self, spec: ImageSpec) -> Path:
-        """The very Dockerfile (and CA bundle) the system renders for `spec`, unpacked for `docker build`."""
-        inputs = BuildInputs(tag=compute_tag(spec), created=utcnow(),
+    def context_dir(self, spec: ImageSpec, *, buildkit: bool = False) -> Path:
+        """The very Dockerfile (and CA bundle) the system renders for `spec` (for BuildKit, with its cache mounts),
+        unpacked for `docker build`."""
+        inputs = BuildInputs(tag=compute_tag(spec), created=utcnow(), buildkit=buildkit,
                              ca_bundle=self.stack.settings().build_ca_bundle is not None)
-        context = self.workdir / f"context-{spec.name}"
+        context = self.workdir / f"context-{spec.name}{'-buildkit' if buildkit else ''}"
         context.mkdir(exist_ok=True)
         tar = build_context(render_dockerfile(spec, inputs), self.stack.settings().build_ca_bundle)
         subprocess.run(["tar", "-x", "-C", str(context)], input=tar.read(), check=True)
