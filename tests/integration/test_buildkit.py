@@ -49,6 +49,15 @@ def worker_on(stack, engine: str, unique: str, **env: str):
         worker.process.stop()
 
 
+def engine_containers(host: str | None) -> set[str]:
+    """Every container on the engine at `host` (None: the default engine), running or not."""
+    engine = docker.DockerClient(base_url=host) if host else docker.from_env()
+    try:
+        return {container.id for container in engine.containers.list(all=True)}
+    finally:
+        engine.close()
+
+
 def build_lines(client: BuildClient, build_id: str) -> list[str]:
     return list(client.logs(build_id))
 
@@ -190,17 +199,22 @@ def parse_size(text: str) -> float:
     return float(number.replace(",", "")) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
 
 
-def test_a_build_past_its_timeout_is_stopped_with_its_client(stack, unique):
-    # Given a BuildKit worker whose builds may take 4 s, and a build that takes longer
-    with worker_on(stack, "short", unique, IMAGEBUILDER_BUILD_TIMEOUT_S="4") as client:
+@pytest.mark.parametrize("engine", ["engine1", "engine2"])
+def test_a_build_past_its_timeout_is_stopped_with_its_client_on_either_engine(stack, second_engine, unique, engine):
+    # Given a BuildKit worker on either engine whose builds may take 4 s, and a build that takes longer
+    host = {"engine1": None, "engine2": second_engine.host}[engine]
+    before = engine_containers(host)
+    with worker_on(stack, f"{engine}-short", unique, IMAGEBUILDER_BUILD_TIMEOUT_S="4",
+                   **({"DOCKER_HOST": host} if host else {})) as client:
         build_id = client.submit(slow_spec(stack, unique, heavy=True), force=True).id
         # When it runs past its time
         result = client.wait(build_id, timeout_s=WAIT_S)
-    # Then it failed saying so, and neither its client nor its apt-get runs on
+    # Then it failed saying so, and neither its client, nor its apt-get, nor a container of it is left on that engine
     assert result.phase is BuildPhase.FAILED and result.error == "timed out after 4 s", result.error
     assert not cli_processes(f"{stack.push_registry.host}/team/{unique}")
     wait_for(lambda: b"build-essential" not in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout,
              "the build's apt-get to stop", 30)
+    assert engine_containers(host) <= before
 
 
 def test_cancel_on_the_other_engine_leaves_nothing_running_there(stack, second_engine, unique):
