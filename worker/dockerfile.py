@@ -9,6 +9,7 @@ import tarfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from worker.errors import BuildStepFailed
 from worker.packages import conda_install_args, quoted_args
@@ -92,12 +93,18 @@ def _pip_command(items: list[str], inputs: BuildInputs) -> str:
     if inputs.ca_bundle:
         options += f" --cert {CA_IMAGE_PATH}"
     if inputs.pip_index_url:
-        options += f" --index-url {shlex.quote(inputs.pip_index_url)}"
+        options += f" --index-url {shlex.quote(inputs.pip_index_url)}" + _trusted_if_plain(inputs.pip_index_url)
     mount = f"--mount=type=cache,id=imagebuilder-pip,target={PIP_CACHE_DIR} " if inputs.buildkit else ""
     return (
         f"{mount}PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 "
         f"python3 -m pip install{options} {quoted_args(items)}"
     )
+
+
+def _trusted_if_plain(index_url: str) -> str:
+    """pip ignores an index over plain http (bar localhost) unless its host is named trusted."""
+    parts = urlsplit(index_url)
+    return f" --trusted-host {shlex.quote(parts.netloc)}" if parts.scheme == "http" else ""
 
 
 def _restorable_user(user: str) -> str:

@@ -16,6 +16,7 @@ from devstack.stack import PUSH_PASSWORD
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
 from tests.integration.helpers import all_containers, wait_for, wait_for_line
+from tests.integration.pip_index import MODULE, PROJECT, VERSION, PackageIndex
 from tests.integration.test_builds import WAIT_S, pull_back, run_in
 from tests.integration.test_delivery import slow_spec
 from worker.states import BuildPhase
@@ -105,6 +106,27 @@ def test_packages_install_from_download_caches_that_stay_out_of_the_image(stack,
     assert any("BuildKit through" in line for line in lines)
     assert not [line for line in lines if " CACHED " in f"{line} " and "RUN" in line], lines
     assert any("Need to get 0 B/" in line for line in lines), [line for line in lines if "Need to get" in line]
+
+
+def test_pip_takes_a_wheel_it_downloaded_once_from_its_cache_when_the_index_lets_it(stack, unique):
+    # Given a package index on the engine's bridge that serves a wheel as PyPI does (cacheable, immutable), and a
+    # BuildKit worker that installs from it
+    gateway = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    spec = {"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
+            "packages": {"pip": [f"{PROJECT}=={VERSION}"]}}
+    with PackageIndex(gateway) as index, worker_on(stack, "pip-index", unique,
+                                                    IMAGEBUILDER_PIP_INDEX_URL=index.url) as client:
+        # When the spec is built, then built again with --force (every step runs again)
+        first = client.wait(client.submit(spec, force=True).id, timeout_s=WAIT_S)
+        downloads_first = index.requests[index.wheel_path]
+        again = client.wait(client.submit(spec, force=True).id, timeout_s=WAIT_S)
+    # Then the first build downloaded the wheel once, and the forced rebuild did not download it again
+    assert first.phase is BuildPhase.SUCCEEDED and again.phase is BuildPhase.SUCCEEDED, (first.error, again.error)
+    assert downloads_first == 1 and index.requests[index.wheel_path] == 1, index.requests
+    # And the rebuilt image has the package, and no pip cache inside it
+    pull_back(stack, again.image)
+    assert run_in(again.image, f"python3 -c 'import {MODULE}; print({MODULE}.VERSION)'").strip() == VERSION
+    assert run_in(again.image, "find /root/.cache -type f 2>/dev/null || true").strip() == ""
 
 
 def test_another_engine_reuses_the_apt_layer_when_one_pip_package_is_added(stack, second_engine, unique):

@@ -60,6 +60,17 @@ def test_ca_bundle_and_index_reach_every_installer():
     assert pip[pip.index("--index-url") + 1] == "https://mirror.example/simple"
 
 
+def test_an_index_over_plain_http_is_named_trusted_as_pip_requires_and_an_https_one_is_not():
+    # Given an index over plain http (a company's devpi, say) and one over https
+    plain = BuildInputs(tag="t", created=CREATED, pip_index_url="http://devpi.internal:3141/root/pypi/+simple/")
+    secure = BuildInputs(tag="t", created=CREATED, pip_index_url="https://mirror.example/simple")
+    # When pip's step is rendered for each
+    plain_pip, secure_pip = (shlex.split(run_lines(render({"pip": ["six"]}, i))[0]) for i in (plain, secure))
+    # Then only the plain one marks its host:port trusted (pip would ignore it otherwise)
+    assert plain_pip[plain_pip.index("--trusted-host") + 1] == "devpi.internal:3141"
+    assert "--trusted-host" not in secure_pip
+
+
 def test_conda_channel_lines_become_channels_of_the_one_install():
     argv = shlex.split(run_lines(render({"conda": ["-c pytorch -c fastai fastai", "cartopy >= 0.20.0"]}))[0])
     assert argv[:7] == ["conda", "install", "--yes", "-c", "pytorch", "-c", "fastai"]
@@ -72,8 +83,8 @@ def test_the_longest_allowed_lists_render_run_lines_under_the_kernels_argument_l
     from worker.packages import MAX_ARG_STRLEN, MAX_INSTALL_ARGS_BYTES
 
     items = [f"{'p' * 490}{i:04d}" for i in range(MAX_INSTALL_ARGS_BYTES // 496)]
-    inputs = BuildInputs(tag="t", created=CREATED, ca_bundle=True,
-                         pip_index_url="https://m.example/" + "s" * (MAX_PIP_INDEX_URL_CHARS - 18))
+    inputs = BuildInputs(tag="t", created=CREATED, ca_bundle=True,  # plain http: its host is repeated, trusted
+                         pip_index_url="http://" + "m" * (MAX_PIP_INDEX_URL_CHARS - 15) + ".example")
     # When they are rendered
     dockerfile = render({"apt": items, "pip": items, "conda": items}, inputs)
     # Then every RUN line, as the argument `/bin/sh -c` gets, stays under the limit
