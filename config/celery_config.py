@@ -12,6 +12,7 @@ from config.settings import Settings, SettingsError
 
 BUILD_TASK_NAME = "imagebuilder.build"
 BUILD_QUEUE = "builds"
+BASES_PUSHED_TASK = "imagebuilder.bases_pushed"  # check the stored specs built on pushed tags (worker/basewatch.py)
 REDIS_RETRIES = 3
 REDIS_PATIENT_RETRIES = 35  # about a minute with the backoff below
 

@@ -21,6 +21,7 @@ DEFAULT_RETRY_BACKOFF_S = 5.0
 DEFAULT_RETRY_BACKOFF_MAX_S = 300.0
 DEFAULT_MAX_DELIVERIES = 3
 DEFAULT_API_MAX_BODY_BYTES = 1 << 20
+DEFAULT_WEBHOOK_MAX_BODY_BYTES = 256 << 10  # a registry's envelope of push events is a few KiB
 DEFAULT_API_MAX_LOG_STREAMS = 16  # each holds one of the API's 40 worker threads while its build runs
 MAX_PIP_INDEX_URL_CHARS = 2048  # counted in the margin a RUN line keeps below the kernel's argument limit
 HARD_LIMIT_GRACE_S = 60  # the hard limit leaves the soft one time to stop the build and record why
@@ -91,6 +92,11 @@ class Settings(BaseSettings):
     api_public_docs: bool = Field(False, validation_alias="IMAGEBUILDER_API_PUBLIC_DOCS")
     api_max_log_streams: int = Field(DEFAULT_API_MAX_LOG_STREAMS, ge=1, le=32,
                                      validation_alias="IMAGEBUILDER_API_MAX_LOG_STREAMS")
+    webhook_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias="IMAGEBUILDER_WEBHOOK_TOKENS"
+    )
+    webhook_max_body_bytes: int = Field(DEFAULT_WEBHOOK_MAX_BODY_BYTES, ge=1024,
+                                        validation_alias="IMAGEBUILDER_WEBHOOK_MAX_BODY_BYTES")
     ui_session_s: int = Field(12 * 3600, ge=60, le=30 * 24 * 3600, validation_alias="IMAGEBUILDER_UI_SESSION_S")
     history_keep_succeeded: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_SUCCEEDED")
     history_keep_failed: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_FAILED")
@@ -103,7 +109,7 @@ class Settings(BaseSettings):
     # The Docker client BuildKit builds run; "" finds the first `docker` on PATH that can.
     docker_cli: str = Field("", validation_alias="IMAGEBUILDER_DOCKER_CLI")
 
-    @field_validator("insecure_registries", "api_tokens", mode="before")
+    @field_validator("insecure_registries", "api_tokens", "webhook_tokens", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

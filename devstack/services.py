@@ -143,10 +143,26 @@ class TokenAuth:
                 f"    issuer: {self.issuer}\n    rootcertbundle: {self.root_certificates}\n")
 
 
+@dataclass(frozen=True)
+class Notifications:
+    """A registry's `notifications` section: one endpoint that gets each manifest push (not pulls, not blobs),
+    with a bearer token header, as an operator would point a registry at `imagebuilder api`."""
+
+    url: str
+    token: str = field(repr=False)
+
+    def config(self) -> str:
+        return ("notifications:\n  endpoints:\n    - name: imagebuilder\n"
+                f"      url: {self.url}\n      headers:\n        Authorization: [Bearer {self.token}]\n"
+                "      timeout: 2s\n      threshold: 5\n      backoff: 1s\n"
+                "      ignoredmediatypes: [application/octet-stream]\n"
+                "      ignore:\n        actions: [pull]\n")
+
+
 @dataclass
 class Registry:
     """The CNCF distribution registry (Debian's docker-registry) on loopback: htpasswd auth if a user is given,
-    or tokens from a token service as Docker Hub does it."""
+    or tokens from a token service as Docker Hub does it; with `notify`, it notifies an endpoint of pushes."""
 
     workdir: Path
     username: str | None = None
@@ -154,6 +170,7 @@ class Registry:
     port: int = field(default_factory=free_port)
     process: Process | None = None
     token_auth: TokenAuth | None = None
+    notify: Notifications | None = None
 
     @property
     def host(self) -> str:
@@ -182,7 +199,7 @@ class Registry:
         return (
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n"
             f"    rootdirectory: {self.workdir / 'data'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n{auth}"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n{auth}{self.notify.config() if self.notify else ''}"
         )
 
     def stop(self) -> None:

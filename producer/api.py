@@ -3,6 +3,7 @@ the edge (producer/edge.py) before any body is read."""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -22,9 +23,10 @@ from producer.client import BuildClient
 from producer.console.csrf import CsrfChecked
 from producer.console.routes import mount_console
 from producer.console.sessions import Sessions
-from producer.edge import CONSOLE_PREFIX, BearerTokens, Edge
+from producer.edge import CONSOLE_PREFIX, BearerTokens, Edge, HookTokensHidden
+from producer.hooks import mount_hooks
 from producer.outcomes import OUTCOMES, outcome_of
-from producer.overview import MAX_PAGE_ITEMS, SpecListing
+from producer.overview import MAX_PAGE_ITEMS, SpecDetail, SpecListing
 from worker.errors import ConfigurationError, ImageBuilderError
 from worker.metrics import metrics_registry
 from worker.result import BuildResult
@@ -100,7 +102,10 @@ def create_api(settings: Settings) -> FastAPI:
     api = FastAPI(title="imagebuilder", version="0.1.0", description="Submit image builds and follow them.")
     api.add_middleware(CsrfChecked, secret=sessions.secret)
     api.add_middleware(Edge, tokens=BearerTokens(tokens), sessions=sessions,  # added last: runs first
-                       max_body_bytes=settings.api_max_body_bytes, public_docs=settings.api_public_docs)
+                       max_body_bytes=settings.api_max_body_bytes, public_docs=settings.api_public_docs,
+                       hook_tokens=BearerTokens(t.get_secret_value() for t in settings.webhook_tokens),
+                       max_hook_body_bytes=settings.webhook_max_body_bytes)
+    _hide_hook_tokens(logging.getLogger("uvicorn.access"))
     for kind in (*(kind for kind, _ in OUTCOMES), Exception):
         api.add_exception_handler(kind, _answer)
     api.add_exception_handler(RequestValidationError, _invalid_request)
@@ -108,8 +113,15 @@ def create_api(settings: Settings) -> FastAPI:
     _build_routes(api, client, LogStreams(settings.api_max_log_streams))
     _spec_routes(api, client)
     _service_routes(api, client)
+    mount_hooks(api, client, _documented(400, 401, 413, 503))
     api.state.console = mount_console(api, client, settings, sessions)
     return api
+
+
+def _hide_hook_tokens(access_log: logging.Logger) -> None:
+    """Once per process, however many apps it makes (a filter on the logger outlives uvicorn's dictConfig)."""
+    if not any(isinstance(f, HookTokensHidden) for f in access_log.filters):
+        access_log.addFilter(HookTokensHidden())
 
 
 def api_from_environment() -> FastAPI:
@@ -233,10 +245,12 @@ def _spec_routes(api: FastAPI, client: BuildClient) -> None:
         response.headers["X-Total-Count"] = str(page.total)
         return page.items
 
-    @api.get("/specs/{name}", response_model=StoredSpec, dependencies=[BEARER],
+    @api.get("/specs/{name}", response_model=SpecDetail, dependencies=[BEARER],
              responses={**ERRORS, **_documented(404)})
-    def show(name: str) -> StoredSpec:
-        return client.spec(name)
+    def show(name: str) -> SpecDetail:
+        """The stored spec, with `upstream` (the stored spec whose image it is built on) and `downstream` (those
+        built on its images), which rebuild after it."""
+        return client.spec_detail(name)
 
     @api.delete("/specs/{name}", status_code=204, dependencies=[BEARER], responses={**ERRORS, **_documented(404)})
     def delete(name: str) -> Response:

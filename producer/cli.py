@@ -190,9 +190,12 @@ def spec_list(as_json: bool) -> None:
 @spec.command("show")
 @click.argument("name")
 def spec_show(name: str) -> None:
-    """A stored spec, as YAML."""
+    """A stored spec, as YAML; comments after it name the stored spec it is built on and those built on it."""
     with _client() as client:
-        click.echo(yaml.safe_dump(client.spec(name).spec.to_wire(), sort_keys=False), nl=False)
+        detail = client.spec_detail(name)
+        click.echo(yaml.safe_dump(detail.spec.to_wire(), sort_keys=False), nl=False)
+        click.echo(f"# upstream: {detail.upstream or '-'}")
+        click.echo(f"# downstream: {', '.join(detail.downstream) or '-'}")
 
 
 @spec.command("delete")

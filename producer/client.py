@@ -13,19 +13,21 @@ from typing import Any, TypeVar
 from config.celery_config import redis_client
 from config.settings import Settings
 from producer.overview import (
-    BuildListing, HourOfBuilds, Operations, SpecListing, SpecPage, WorkerListing, percentile,
+    BuildListing, HourOfBuilds, Operations, SpecDetail, SpecListing, SpecPage, WorkerListing, percentile,
 )
 from worker.app import create_sender_app
 from worker.buildstate import RECENT_BUILDS_KEPT, unknown_build
 from worker.errors import AlreadyFinished
+from worker.imagechain import ImageChains
 from worker.metrics import queue_depth
+from worker.reference import ImageReference
 from worker.result import BuildResult, utcnow
 from worker.schedules import Policy, Schedule, parse_schedule
 from worker.spec import ImageSpec, parse_spec
 from worker.specstore import HistoryEntry, StoredSpec, Trigger
 from worker.states import BuildPhase
 from worker.stores import Stores, store_errors, stores_on
-from worker.submission import Submitter
+from worker.submission import Submitter, send_pushed
 from worker.tagging import resolve_target
 
 WAIT_SLICE_S = 5.0
@@ -52,6 +54,7 @@ class BuildClient:
         self._app = create_sender_app(settings)
         self._stores = stores_on(redis_client(settings), settings)
         self._submitter = Submitter(self._app, settings, self._stores)
+        self._chains = ImageChains(self._stores.specs, settings)
 
     def __repr__(self) -> str:
         return f"BuildClient(settings={self._settings!r})"
@@ -93,6 +96,7 @@ class BuildClient:
         """Create or update a stored spec; a new spec, or an edit that changes its tag, is built at once."""
         spec = spec if isinstance(spec, ImageSpec) else parse_spec(spec)
         resolve_target(spec, self._settings)  # refuse before storing what could never be built
+        self._chains.refuse_cycle(spec)
         stored, changed = self._stores.specs.apply(spec)
         return stored, self._submitter.submit_stored(stored, Trigger.SPEC_CHANGED) if changed else None
 
@@ -117,6 +121,18 @@ class BuildClient:
     @_translated
     def spec(self, name: str) -> StoredSpec:
         return self._stores.specs.get(name)
+
+    @_translated
+    def spec_detail(self, name: str) -> SpecDetail:
+        """The stored spec, with the stored spec it is built on and those built on it."""
+        stored = self._stores.specs.get(name)
+        return SpecDetail(**stored.model_dump(), upstream=self._chains.upstream(stored.spec),
+                          downstream=self._chains.downstream(name))
+
+    @_translated
+    def bases_pushed(self, pushed: list[ImageReference]) -> None:
+        """Queue the check of the stored specs built on these pushed tags (a registry's webhook said so)."""
+        send_pushed(self._app, [str(reference) for reference in pushed], Trigger.BASE_PUSHED)
 
     @_translated
     def delete_spec(self, name: str) -> None:

@@ -2,7 +2,8 @@
 body is bounded. FastAPI reads and parses a body before any route dependency runs, so neither can be left to it.
 
 The API takes a bearer token; the console's pages (and the live log they follow) take the console's session
-cookie instead, and send whoever has none to sign in.
+cookie instead, and send whoever has none to sign in. Webhooks take a webhook token of their own: as a bearer
+token, or, for Docker Hub (which sends no headers), as the last part of the path; their bodies have a smaller bound.
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware: that one wraps every response, server-sent events too."""
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 from urllib.parse import quote
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,6 +34,10 @@ CONSOLE_PREFIX = "/ui/"
 CONSOLE_STATIC_PREFIX = "/ui/static/"
 SIGN_IN_PATH = "/ui/login"
 _LIVE_LOG_PATH = re.compile(r"/builds/[^/]+/logs")
+HOOKS_PREFIX = "/hooks/"
+REGISTRY_HOOK_PATH = "/hooks/registry"
+DOCKER_HUB_HOOK_PREFIX = "/hooks/dockerhub/"
+_DOCKER_HUB_HOOK_PATH = re.compile(r"/hooks/dockerhub/(?P<token>[^/]+)")
 
 
 class BearerTokens:
@@ -41,11 +47,15 @@ class BearerTokens:
         self._tokens = [token.encode() for token in tokens]
 
     def match(self, authorization: bytes) -> bool:
+        """An `Authorization: Bearer <token>` header's value."""
         scheme, _, given = authorization.partition(b" ")
+        return self.match_token(given.strip()) and scheme.lower() == b"bearer"
+
+    def match_token(self, given: bytes) -> bool:
         matched = False
         for token in self._tokens:
-            matched |= hmac.compare_digest(given.strip(), token)
-        return matched and scheme.lower() == b"bearer"
+            matched |= hmac.compare_digest(given, token)
+        return matched
 
 
 class Edge:
@@ -53,11 +63,13 @@ class Edge:
     `max_body_bytes` (declared or, chunked, as it arrives); hands the app the body it read."""
 
     def __init__(self, app: ASGIApp, *, tokens: BearerTokens, sessions: Sessions, max_body_bytes: int,
-                 public_docs: bool):
+                 public_docs: bool, hook_tokens: BearerTokens = BearerTokens(()), max_hook_body_bytes: int = 0):
         self._app = app
         self._tokens = tokens
         self._sessions = sessions
         self._max_body_bytes = max_body_bytes
+        self._hook_tokens = hook_tokens
+        self._max_hook_body_bytes = max_hook_body_bytes
         self._public = HEALTH_PATHS | CONSOLE_PUBLIC_PATHS | (DOCS_PATHS if public_docs else frozenset())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,13 +80,26 @@ class Edge:
         if path.startswith(CONSOLE_PREFIX) and not self._is_public(path) and not self._signed_in(scope):
             await redirect(send, f"{SIGN_IN_PATH}?next={quote(path)}")
             return
+        if path.startswith(HOOKS_PREFIX):
+            await self._hook(scope, receive, send)
+            return
         if not path.startswith(CONSOLE_PREFIX) and not self._is_public(path) and not self._api_caller(scope):
             await answer(send, 401, "a valid bearer token is required", {"www-authenticate": "Bearer"})
             return
-        body = await self._bounded_body(scope, receive)
+        await self._pass_bounded(scope, receive, send, self._max_body_bytes, "IMAGEBUILDER_API_MAX_BODY_BYTES")
+
+    async def _hook(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._hook_caller(scope):
+            await answer(send, 401, "a valid webhook token is required (one of IMAGEBUILDER_WEBHOOK_TOKENS)",
+                         {"www-authenticate": "Bearer"})
+            return
+        await self._pass_bounded(scope, receive, send, self._max_hook_body_bytes,
+                                 "IMAGEBUILDER_WEBHOOK_MAX_BODY_BYTES")
+
+    async def _pass_bounded(self, scope: Scope, receive: Receive, send: Send, most: int, setting: str) -> None:
+        body = await self._bounded_body(scope, receive, most)
         if body is None:
-            await answer(send, 413, f"the request body is larger than {self._max_body_bytes} bytes "
-                                    "(IMAGEBUILDER_API_MAX_BODY_BYTES)")
+            await answer(send, 413, f"the request body is larger than {most} bytes ({setting})")
             return
         await self._app(scope, _replaying(body, receive), send)
 
@@ -85,16 +110,24 @@ class Edge:
         cookie = cookie_parser(_header(scope, b"cookie").decode("latin-1")).get(SESSION_COOKIE, "")
         return bool(cookie) and self._sessions.valid(cookie)
 
+    def _hook_caller(self, scope: Scope) -> bool:
+        """A registry's notification with a webhook token as its bearer token, or Docker Hub's with one in its path."""
+        path = scope["path"]
+        if path == REGISTRY_HOOK_PATH:
+            return self._hook_tokens.match(_header(scope, b"authorization"))
+        in_path = _DOCKER_HUB_HOOK_PATH.fullmatch(path)
+        return in_path is not None and self._hook_tokens.match_token(in_path["token"].encode("utf-8", "replace"))
+
     def _api_caller(self, scope: Scope) -> bool:
         """A bearer token; or, for a console page following a build's log live, a console session."""
         if self._tokens.match(_header(scope, b"authorization")):
             return True
         return scope["method"] == "GET" and bool(_LIVE_LOG_PATH.fullmatch(scope["path"])) and self._signed_in(scope)
 
-    async def _bounded_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or None as soon as it is known to be too large (before reading it, if declared)."""
+    async def _bounded_body(self, scope: Scope, receive: Receive, most: int) -> bytes | None:
+        """The whole body, or None as soon as it is known to be longer than `most` (before reading it, if declared)."""
         declared = _header(scope, b"content-length")
-        if declared.isdigit() and int(declared) > self._max_body_bytes:
+        if declared.isdigit() and int(declared) > most:
             return None
         chunks, size = [], 0
         while True:
@@ -103,10 +136,27 @@ class Edge:
                 return b"".join(chunks)
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self._max_body_bytes:
+            if size > most:
                 return None
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+class HookTokensHidden(logging.Filter):
+    """Keeps Docker Hub's webhook token, which is in its path, out of the access log (uvicorn's record args are
+    client, method, path, HTTP version, status)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], hide_hook_token(args[2]), *args[3:])
+        return True
+
+
+def hide_hook_token(path: str) -> str:
+    if not path.startswith(DOCKER_HUB_HOOK_PREFIX):
+        return path
+    return DOCKER_HUB_HOOK_PREFIX + "[token hidden]"
 
 
 def _header(scope: Scope, name: bytes) -> bytes:

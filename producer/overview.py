@@ -22,6 +22,13 @@ class SpecListing(StoredSpec):
     schedule: Schedule | None = None
 
 
+class SpecDetail(StoredSpec):
+    """A stored spec with its place in image chains: the stored spec it is built on, and those built on it."""
+
+    upstream: str | None = None
+    downstream: list[str] = []
+
+
 class SpecPage(BaseModel):
     """One page of the stored specs whose name contains a filter, and how many match in all."""
 

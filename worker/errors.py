@@ -37,6 +37,10 @@ class InvalidSpec(FatalError):
     """The image spec breaks a rule; the message names the field, the item and the rule."""
 
 
+class InvalidRequest(FatalError):
+    """A request's body is not what its route takes (a webhook's payload); the message says which part and why."""
+
+
 class ConfigurationError(FatalError):
     """The service is not configured to build (feature flag off, registry unset, inconsistent settings)."""
 

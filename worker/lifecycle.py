@@ -5,24 +5,32 @@ metrics and the schedule, and the log's end marker comes last, so whoever waits 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from worker.buildstate import BuildLog, BuildState
 from worker.metrics import Metrics
+from worker.reference import parse_reference
 from worker.result import BuildResult
 from worker.schedules import ScheduleStore
 from worker.specstore import SCHEDULED_TRIGGERS, SpecStore
 from worker.states import BuildPhase
+
+logger = logging.getLogger(__name__)
 
 
 class Lifecycle:
     """Moves build records through their phases and mirrors each change into the spec's history."""
 
     def __init__(self, state: BuildState, log: BuildLog, specs: SpecStore, schedules: ScheduleStore,
-                 metrics: Metrics):
+                 metrics: Metrics, announce_rebuilt: Callable[[str], None] | None = None):
         self._state = state
         self._log = log
         self._specs = specs
         self._schedules = schedules
         self._metrics = metrics
+        # Told of a stored spec's new image that other specs are built on (a worker queues their check)
+        self._announce_rebuilt = announce_rebuilt
 
     def start(self, running: BuildResult) -> tuple[str, bool]:
         """'started'; or 'ended' / 'cancelled' (nothing written) when the build must not run. Also whether the
@@ -53,7 +61,20 @@ class Lifecycle:
             self._schedules.build_ended(entry.name, succeeded=final.succeeded, error=_why_not_succeeded(final))
         self._log.close(final.id, final.phase.value, last_line=last_line,
                         along=lambda pipe: self._metrics.finished(final, pipe))
+        if entry is not None and final.succeeded and not final.skipped:
+            self._downstream(final.image)
         return True
+
+    def _downstream(self, image: str) -> None:
+        """Announce a new image to the specs built on it. The build has ended whatever happens here: a lost
+        announcement leaves those specs to their schedules or the next push."""
+        if self._announce_rebuilt is None:
+            return
+        try:
+            if self._specs.based_on([parse_reference(image)]):
+                self._announce_rebuilt(image)
+        except Exception:
+            logger.exception("could not announce %s to the specs built on it", image)
 
 
 def _why_not_succeeded(final: BuildResult) -> str | None:

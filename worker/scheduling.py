@@ -12,9 +12,8 @@ from collections import Counter
 from celery import Celery
 
 from config.settings import Settings
-from worker.credentials import pull_credentials
 from worker.errors import ImageBuilderError
-from worker.reference import parse_reference
+from worker.basewatch import CHECK_FAILED, UNCHANGED, BaseDigests
 from worker.registry import RegistrySessions
 from worker.schedules import Policy, Schedule
 from worker.specstore import HistoryEntry, StoredSpec, Trigger
@@ -25,8 +24,6 @@ logger = logging.getLogger(__name__)
 
 SCHEDULE_PASS_TASK = "imagebuilder.schedule_pass"
 SCHEDULE_PASS_ENTRY = "imagebuilder-schedule-pass"
-CHECK_FAILED = "check-failed"
-UNCHANGED = "unchanged"
 PASS_BATCH = 500
 
 
@@ -39,13 +36,12 @@ class SchedulingPass:
             insecure_registries=frozenset(settings.insecure_registries), timeout_s=settings.registry_timeout_s)
         self._specs, self._schedules = stores.specs, stores.schedules
         self._submitter = Submitter(app, settings, stores)
-        # One HEAD per base and secret per pass (reset by run): its digest, or the error it ended with.
-        self._digests: dict[tuple[str, str | None], str | None | ImageBuilderError] = {}
+        self._digests = BaseDigests(settings, self._registries)  # one HEAD per base and secret per pass
 
     def run(self, now: float | None = None) -> dict[str, int]:
         """One pass; how many due schedules ended which way. Due schedules are claimed, read and noted in
         batches of PASS_BATCH, a few round trips each; each is still decided on its own."""
-        outcomes, self._digests = Counter(), {}
+        outcomes, self._digests = Counter(), BaseDigests(self._settings, self._registries)
         due = self._schedules.due(now)
         for start in range(0, len(due), PASS_BATCH):
             outcomes.update(self._run_batch(due[start:start + PASS_BATCH], now))
@@ -81,7 +77,7 @@ class SchedulingPass:
         stored, last = found
         if schedule.policy is Policy.ALWAYS:
             return self._build(stored, Trigger.SCHEDULE)
-        if last is not None and last.base_digest and last.base_digest == self._base_digest(stored):
+        if not self._digests.changed(stored, last):
             return UNCHANGED
         return self._build(stored, Trigger.BASE_CHANGED)
 
@@ -90,19 +86,3 @@ class SchedulingPass:
         self._schedules.checked([(stored.spec.name, True)])
         logger.info("schedule of %s: %s build %s", stored.spec.name, trigger.value, build.id)
         return trigger.value
-
-    def _base_digest(self, stored: StoredSpec) -> str | None:
-        key = (stored.spec.base_image, stored.spec.pull_secret)
-        if key not in self._digests:
-            try:
-                self._digests[key] = self._head_base(stored)
-            except ImageBuilderError as e:
-                self._digests[key] = e
-        if isinstance(found := self._digests[key], ImageBuilderError):
-            raise found
-        return found
-
-    def _head_base(self, stored: StoredSpec) -> str | None:
-        base = parse_reference(stored.spec.base_image)
-        credentials = pull_credentials(self._settings, stored.spec.pull_secret, base.registry)
-        return self._registries.client(base.registry, credentials).manifest_digest(base)

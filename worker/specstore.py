@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from worker.buildstate import BuildLog
 from worker.errors import UnknownSpec
+from worker.reference import ImageReference, parse_reference
 from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec
 from worker.states import LUA_IS_FINAL, BuildPhase
@@ -22,6 +23,11 @@ SPEC_KEY = "imagebuilder:spec:{name}"  # JSON StoredSpec
 SPECS_KEY = "imagebuilder:specs"  # sorted set of stored spec names, for listing in order
 HISTORY_KEY = "imagebuilder:history:{name}"  # sorted set: build id -> submitted (epoch s)
 ENTRY_KEY = "imagebuilder:history-entry:{id}"  # JSON HistoryEntry; no expiry, pruning removes it
+# The index of specs by base: per normalised base repository, a hash of spec name -> the base's tag (or
+# "@digest" when pinned), so that a push is matched without reading every spec. Written with each apply and
+# delete; made from the specs once, for data stored before it existed (the marker says it was).
+BASED_ON_KEY = "imagebuilder:based-on:{repository}"
+BASED_ON_INDEXED_KEY = "imagebuilder:based-on-indexed"
 
 # Mirror a build's fields into its history entry, unless the entry already shows an end: a late update from
 # a step or a requeue never overwrites it. Returns the entry as it now is (nil if the build has none).
@@ -44,6 +50,8 @@ class Trigger(str, Enum):
     SCHEDULE = "schedule"  # a schedule tick with the `always` policy
     BASE_CHANGED = "base-changed"  # a schedule tick found a new digest behind the base image's tag
     SPEC_CHANGED = "spec-changed"  # the spec was created or edited, which gives it a new tag
+    BASE_PUSHED = "base-pushed"  # a registry said the base was pushed, and its digest is new
+    BASE_REBUILT = "base-rebuilt"  # the stored spec that builds the base succeeded with a new digest
 
 
 SCHEDULED_TRIGGERS = frozenset({Trigger.SCHEDULE, Trigger.BASE_CHANGED})
@@ -82,6 +90,24 @@ def _build_fields(result: BuildResult, mode: str = "python") -> dict:
     return result.model_dump(mode=mode, include=set(HistoryEntry.model_fields) - {"name", "tag", "trigger"})
 
 
+def base_key(reference: ImageReference) -> tuple[str, str]:
+    """Where a base is indexed: its repository (registry/path), and its tag (`latest` when it names none), or
+    `@digest` when pinned (a pinned base never changes, so no push matches it)."""
+    if reference.digest:
+        return reference.name, f"@{reference.digest}"
+    return reference.name, reference.tag or "latest"
+
+
+def _index_base(pipe: redis.client.Pipeline, spec: ImageSpec) -> None:
+    repository, tag = base_key(parse_reference(spec.base_image))
+    pipe.hset(BASED_ON_KEY.format(repository=repository), spec.name, tag)
+
+
+def _unindex_base(pipe: redis.client.Pipeline, spec: ImageSpec) -> None:
+    repository, _ = base_key(parse_reference(spec.base_image))
+    pipe.hdel(BASED_ON_KEY.format(repository=repository), spec.name)
+
+
 def _first_success(ids: list[str], entries: dict[str, HistoryEntry]) -> HistoryEntry | None:
     kept = (entries[i] for i in ids if i in entries)
     return next((e for e in kept if e.phase is BuildPhase.SUCCEEDED and not e.error), None)
@@ -96,6 +122,7 @@ class SpecStore:
         self._keep_succeeded = keep_succeeded
         self._keep_failed = keep_failed
         self._mirror = client.register_script(_MIRROR)
+        self._base_indexed = False
 
     # -- specs ---------------------------------------------------------------------------------------------
     def apply(self, spec: ImageSpec) -> tuple[StoredSpec, bool]:
@@ -104,9 +131,13 @@ class SpecStore:
         previous = self.find(spec.name)
         if previous is not None and previous.spec == spec:
             return previous, False
+        self._ensure_base_index()
         pipe = self._redis.pipeline()
         pipe.set(SPEC_KEY.format(name=spec.name), stored.model_dump_json())
         pipe.zadd(SPECS_KEY, {spec.name: 0})
+        if previous is not None:
+            _unindex_base(pipe, previous.spec)
+        _index_base(pipe, spec)
         pipe.execute()
         return stored, previous is None or previous.tag != stored.tag
 
@@ -149,13 +180,43 @@ class SpecStore:
 
     def delete(self, name: str) -> None:
         """Remove the spec and its history (entries and logs); UnknownSpec if there is none."""
-        self.get(name)
+        stored = self.get(name)
         ids = self._redis.zrange(HISTORY_KEY.format(name=name), 0, -1)
         self._forget(name, ids)
         pipe = self._redis.pipeline()
         pipe.delete(SPEC_KEY.format(name=name), HISTORY_KEY.format(name=name))
         pipe.zrem(SPECS_KEY, name)
+        _unindex_base(pipe, stored.spec)
         pipe.execute()
+
+    # -- the index by base -----------------------------------------------------------------------------------
+    def based_on(self, pushed: list[ImageReference]) -> list[str]:
+        """Names of the specs whose base is one of these tags (same registry, repository and tag); one round
+        trip, whatever the number of stored specs."""
+        self._ensure_base_index()
+        pipe = self._redis.pipeline(transaction=False)
+        for reference in pushed:
+            pipe.hgetall(BASED_ON_KEY.format(repository=reference.name))
+        names = {name for reference, found in zip(pushed, pipe.execute())
+                 for name, tag in found.items() if tag == base_key(reference)[1]}
+        return sorted(names)
+
+    def based_on_repository(self, repository: str) -> dict[str, str]:
+        """Every spec whose base is in `repository` (registry/path), with the base's tag (or @digest)."""
+        self._ensure_base_index()
+        return self._redis.hgetall(BASED_ON_KEY.format(repository=repository))
+
+    def _ensure_base_index(self) -> None:
+        """Index the stored specs by base, once per store and Redis: a no-op after the first look."""
+        if self._base_indexed or self._redis.exists(BASED_ON_INDEXED_KEY):
+            self._base_indexed = True
+            return
+        pipe = self._redis.pipeline()
+        for stored in self.all():
+            _index_base(pipe, stored.spec)
+        pipe.set(BASED_ON_INDEXED_KEY, 1)
+        pipe.execute()
+        self._base_indexed = True
 
     # -- history -------------------------------------------------------------------------------------------
     def record(self, name: str, result: BuildResult, tag: str, trigger: Trigger) -> None:

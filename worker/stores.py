@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -35,12 +35,15 @@ class Stores:
         self.redis.close()
 
 
-def open_stores(settings: Settings, *, patient: bool = False) -> Stores:
+def open_stores(settings: Settings, *, patient: bool = False,
+                announce_rebuilt: Callable[[str], None] | None = None) -> Stores:
     """Every store on a new client (a patient one rides out a Redis restart; see `redis_client`)."""
-    return stores_on(redis_client(settings, patient=patient), settings)
+    return stores_on(redis_client(settings, patient=patient), settings, announce_rebuilt)
 
 
-def stores_on(client: redis.Redis, settings: Settings) -> Stores:
+def stores_on(client: redis.Redis, settings: Settings,
+              announce_rebuilt: Callable[[str], None] | None = None) -> Stores:
+    """The stores over `client`; `announce_rebuilt` is told of new images that stored specs are built on."""
     builds = BuildState(client, expires_s=settings.result_expires_s)
     log = BuildLog(client, max_lines=settings.log_max_lines, retention_s=settings.log_retention_s)
     specs = SpecStore(client, log, keep_succeeded=settings.history_keep_succeeded,
@@ -48,7 +51,7 @@ def stores_on(client: redis.Redis, settings: Settings) -> Stores:
     schedules = ScheduleStore(client, disable_after=settings.schedule_disable_after)
     metrics = Metrics(client)
     return Stores(client, builds, log, specs, schedules, metrics,
-                  Lifecycle(builds, log, specs, schedules, metrics))
+                  Lifecycle(builds, log, specs, schedules, metrics, announce_rebuilt))
 
 
 @contextmanager

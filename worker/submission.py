@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from celery import Celery
 
-from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME
+from config.celery_config import BASES_PUSHED_TASK, BUILD_QUEUE, BUILD_TASK_NAME
 from config.settings import Settings
 from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec
@@ -47,3 +47,8 @@ class Submitter:
             self._specs.record(stored.spec.name, pending, stored.tag, trigger)
 
         return self.submit(stored.spec, force=force, before_queueing=remember)
+
+
+def send_pushed(app: Celery, pushed: list[str], trigger: Trigger) -> None:
+    """Queue the check of the stored specs built on these pushed tags (worker/basewatch.py runs it)."""
+    app.send_task(BASES_PUSHED_TASK, kwargs={"pushed": pushed, "trigger": trigger.value}, queue=BUILD_QUEUE)

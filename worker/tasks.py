@@ -12,9 +12,10 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
-from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME
+from config.celery_config import BASES_PUSHED_TASK, BUILD_QUEUE, BUILD_TASK_NAME
 from config.settings import Settings
 from worker.app import ImageBuilderCelery
+from worker.basewatch import RECHECK_AFTER_S, BaseWatch, announcer, validated_push
 from worker.build import Builder
 from worker.buildstate import LOCK_TTL_S, ContainerLedger
 from worker.errors import (
@@ -46,9 +47,10 @@ REGISTRY_ERRORS = (RegistryUnavailable, AuthFailed, BaseImageNotFound, PushFaile
 
 
 def register_tasks(app: ImageBuilderCelery) -> Task:
-    """Register `imagebuilder.build` and `imagebuilder.schedule_pass` on `app`, bound to its Settings."""
+    """Register `imagebuilder.build`, `imagebuilder.schedule_pass` and `imagebuilder.bases_pushed` on `app`, bound
+    to its Settings."""
 
-    wiring = ProcessWiring(app.settings)
+    wiring = ProcessWiring(app.settings, announce_rebuilt=announcer(app))
 
     @app.task(name=BUILD_TASK_NAME, bind=True, queue=BUILD_QUEUE, max_retries=None, throws=(BuildFailed,))
     def build(self: Task, spec: Any = None, force: Any = False) -> dict[str, Any]:
@@ -57,6 +59,21 @@ def register_tasks(app: ImageBuilderCelery) -> Task:
     @app.task(name=SCHEDULE_PASS_TASK, bind=True, queue=BUILD_QUEUE)
     def schedule_pass(self: Task) -> dict[str, int]:
         return SchedulingPass(self.app, self.app.settings, wiring.stores(), wiring.registries()).run()
+
+    recheck_limit = app.settings.hard_time_limit_s // RECHECK_AFTER_S + 1  # the longest a build can run
+
+    @app.task(name=BASES_PUSHED_TASK, bind=True, queue=BUILD_QUEUE)
+    def bases_pushed(self: Task, pushed: Any = None, trigger: Any = None) -> dict[str, int]:
+        arguments = validated_push(pushed, trigger)
+        if arguments is None:
+            return {}
+        watch = BaseWatch(self.app, self.app.settings, wiring.stores(), wiring.registries())
+        outcomes = watch.run(*arguments)
+        if watch.recheck and self.request.retries < recheck_limit:
+            logger.info("%s: %s", BASES_PUSHED_TASK, outcomes)
+            raise self.retry(kwargs={"pushed": sorted(set(watch.recheck)), "trigger": trigger},
+                             countdown=RECHECK_AFTER_S, max_retries=recheck_limit)
+        return outcomes
 
     return build
 

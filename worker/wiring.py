@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 
 from config.settings import Settings
 from worker.registry import RegistrySessions
@@ -15,8 +16,9 @@ from worker.stores import Stores, open_stores
 class ProcessWiring:
     """The stores and registry sessions of the current process, made once."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, announce_rebuilt: Callable[[str], None] | None = None):
         self._settings = settings
+        self._announce_rebuilt = announce_rebuilt
         self._pid: int | None = None
         self._stores: Stores | None = None
         self._lock = threading.Lock()
@@ -25,7 +27,7 @@ class ProcessWiring:
     def stores(self) -> Stores:
         with self._lock:
             if self._pid != os.getpid():
-                self._stores = open_stores(self._settings, patient=True)
+                self._stores = open_stores(self._settings, patient=True, announce_rebuilt=self._announce_rebuilt)
                 self._pid = os.getpid()
             return self._stores
 
