@@ -136,6 +136,11 @@ def test_the_registry_hook_takes_only_a_webhook_token_as_bearer_and_checks_it_be
         assert call_edge("/hooks/registry", headers=headers) == (401, False), headers
 
 
+def test_a_webhook_token_opens_no_api_route():
+    assert call_edge("/builds", headers=[(b"authorization", b"Bearer hook-token")]) == (401, False)
+    assert call_edge("/builds", headers=[(b"authorization", b"Bearer api-token")]) == (202, True)
+
+
 def test_the_docker_hub_hook_takes_its_token_in_the_path_and_no_other_hook_path_is_open():
     assert call_edge("/hooks/dockerhub/hook-token") == (202, True)
     assert call_edge("/hooks/dockerhub/wrong") == (401, False)
