@@ -16,16 +16,21 @@ import docker
 from devstack.baseimage import DEBIAN_IMAGE, push
 from devstack.services import Notifications, Registry
 from devstack.stack import PULL_PASSWORD, PULL_USER, start_api, start_beat
+from config.celery_config import redis_client
 from producer.client import BuildClient
 from tests.integration.conftest import AUTH, start_worker
 from tests.integration.helpers import wait_for
 from tests.integration.test_builds import WAIT_S
 from tests.integration.test_schedules import push_base
+from worker.reference import parse_reference
+from worker.spec import parse_spec
 from worker.specstore import Trigger
+from worker.stores import stores_on
 from worker.states import BuildPhase, BuildStep
 
 pytestmark = pytest.mark.integration
 HOOKS_DB = 19
+INDEX_DB = 20  # its own: the index is dropped there
 HOOK_TOKEN = "hook-" + secrets.token_hex(16)
 NOTIFYING_SECRET = "notifying"
 FAST = {"IMAGEBUILDER_SCHEDULE_PASS_S": "1"}
@@ -243,3 +248,24 @@ def test_a_schedule_tick_after_a_webhook_rebuild_finds_the_digest_unchanged(stac
     # Then it found the digest unchanged: nothing was built
     assert len(hooks_client.history(unique)) == builds
     assert hooks_client.schedule(unique).last_error is None
+
+
+def test_the_index_by_base_follows_edits_and_deletes_and_covers_specs_stored_before_it(stack, unique):
+    # Given two specs on one base, stored (not built), and then the index dropped, as a store from before it was
+    settings = stack.settings(INDEX_DB)
+    store = stores_on(redis_client(settings), settings).specs
+    base, other = parse_reference(f"{unique}/base:1"), parse_reference(f"{unique}/other:2")
+    for name in ("one", "two"):
+        store.apply(parse_spec({"name": f"{unique}-{name}", "baseImage": f"{unique}/base:1"}))
+    store._redis.delete(*store._redis.keys("imagebuilder:based-on*"))
+    # When a store that has not seen the index looks up the pushed tag
+    upgraded = stores_on(redis_client(settings), settings).specs
+    # Then it finds both (the tag written Docker Hub's long way round), and never a spec on another tag
+    assert upgraded.based_on([parse_reference(f"index.docker.io/{unique}/base:1")]) == [f"{unique}-one",
+                                                                                       f"{unique}-two"]
+    assert upgraded.based_on([parse_reference(f"{unique}/base:2")]) == []
+    # When one is moved to another base and the other deleted
+    upgraded.apply(parse_spec({"name": f"{unique}-one", "baseImage": f"{unique}/other:2"}))
+    upgraded.delete(f"{unique}-two")
+    # Then the old base matches nothing and the new one matches the moved spec
+    assert upgraded.based_on([base]) == [] and upgraded.based_on([other]) == [f"{unique}-one"]
