@@ -235,12 +235,15 @@ class Dockerd:
 @dataclass
 class SecondDockerd:
     """Another Docker engine on this machine, standing in for another host: its own data root, exec root (so its
-    own containerd), socket and bridge network; nothing built on the first engine is in its stores."""
+    own containerd), socket and bridge network; nothing built on the first engine is in its stores. With `tls`
+    (CA, certificate, key), it also serves the API over TLS on a loopback port, verifying clients' certificates."""
 
     workdir: Path
     bridge: str = "ib-engine2"
     gateway: str = "172.30.7.1/24"
     process: Process | None = None
+    tls: tuple[Path, Path, Path] | None = None
+    tls_port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
         # containerd's socket lives under the exec root: keep its path far below the 108 bytes a socket may use
@@ -251,6 +254,11 @@ class SecondDockerd:
         """Its DOCKER_HOST."""
         return f"unix://{self._run_dir / 'docker.sock'}"
 
+    @property
+    def tls_host(self) -> str:
+        """Its DOCKER_HOST over TLS (with DOCKER_TLS_VERIFY=1 and a DOCKER_CERT_PATH the CA signed)."""
+        return f"tcp://127.0.0.1:{self.tls_port}"
+
     def start(self) -> SecondDockerd:
         self.workdir.mkdir(parents=True, exist_ok=True)
         subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], capture_output=True)  # may exist
@@ -258,9 +266,16 @@ class SecondDockerd:
         subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
         self.process = spawn(["dockerd", "--data-root", str(self.workdir / "data"), "--exec-root",
                               str(self._run_dir / "exec"), "--pidfile", str(self._run_dir / "pid"), "-H", self.host,
-                              "--bridge", self.bridge], self.workdir / "dockerd.log")
+                              "--bridge", self.bridge, *self._tls_args()], self.workdir / "dockerd.log")
         wait_until(lambda: _docker_answers(self.host), f"the second dockerd on {self.host}")
         return self
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        ca, cert, key = self.tls
+        return ["--tlsverify", "--tlscacert", str(ca), "--tlscert", str(cert), "--tlskey", str(key),
+                "-H", self.tls_host]
 
     def stop(self) -> None:
         if self.process:

@@ -133,10 +133,13 @@ class WorkerProcess:
         return [int(child) for child in children]
 
 
-def start_worker(stack: Stack, name: str, redis_db: int = 0, concurrency: str = "2", **overrides: str) -> WorkerProcess:
+def start_worker(stack: Stack, name: str, redis_db: int = 0, concurrency: str = "2", *,
+                 wrapper: tuple[str, ...] = (), **overrides: str) -> WorkerProcess:
+    """`imagebuilder worker` with the stack's settings and `overrides`, run through `wrapper` (a command that
+    execs its arguments) if given; once it is ready."""
     log = stack.workdir / f"worker-{name}.log"
     process = spawn(
-        [str(IMAGEBUILDER), "worker", "--concurrency", concurrency, "--hostname", f"{name}@%h"],
+        [*wrapper, str(IMAGEBUILDER), "worker", "--concurrency", concurrency, "--hostname", f"{name}@%h"],
         log, env=stack.process_env(redis_db, **overrides),
     )
     worker = WorkerProcess(process)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import docker
 import requests
@@ -19,6 +22,7 @@ from worker.errors import BuildStepFailed, ConfigurationError, DaemonUnavailable
 from worker.reference import ImageReference
 from worker.registry import error_for_message
 
+logger = logging.getLogger(__name__)
 LogSink = Callable[[str], None]
 BUILD_TAIL_LINES = 20
 KILL_TIMEOUT_S = 10
@@ -46,9 +50,9 @@ class Engine:
     def connect(cls, on_line: LogSink, *, timeout_s: int, **hooks) -> Engine:
         """Connect as the Docker CLI would (DOCKER_HOST, ...); DaemonUnavailable if it does not answer."""
         with _daemon_errors("connect to the Docker engine"):
-            client = docker.from_env(timeout=timeout_s)
-            client.ping()
-        return cls(client.api, on_line, **hooks)
+            api = engine_client(timeout_s)
+            api.ping()
+        return cls(api, on_line, **hooks)
 
     def kill_current(self) -> None:
         """Kill the BuildKit client, or the build container running now (called from the watch thread; the
@@ -58,7 +62,7 @@ class Engine:
         container = self._container
         if container:
             with contextlib.suppress(DockerException, *_CONNECTION_ERRORS):
-                docker.from_env(timeout=KILL_TIMEOUT_S).api.kill(container)
+                engine_client(KILL_TIMEOUT_S).kill(container)
 
     def remove_containers(self, container_ids: set[str]) -> set[str]:
         """Force-remove build containers; the ids that are gone now (removed, or already gone)."""
@@ -198,9 +202,72 @@ def _lines_of(chunk: dict) -> list[str]:
     return [f"{chunk['id']}: {chunk['status']}" if chunk.get("id") else chunk["status"]]
 
 
+class EngineApi(docker.APIClient):
+    """docker-py's engine client whose HTTP session never reads the environment, from its first request (the API
+    version check) on: requests would let REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace the CA from DOCKER_CERT_PATH
+    (psf/requests#3829), and a TLS engine behind a private CA would fail verification. Proxy variables do not
+    apply to the engine either."""
+
+    trust_env = property(lambda self: False, lambda self, value: None)  # requests.Session sets it True
+
+
+def engine_client(timeout_s: int) -> EngineApi:
+    """The engine the Docker CLI would use: DOCKER_HOST, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for a remote
+    one."""
+    return EngineApi(timeout=timeout_s, **docker.utils.kwargs_from_env())
+
+
+def check_engine_settings() -> None:
+    """At worker start: ConfigurationError if the engine's TLS settings are unusable (files missing, a certificate
+    either side refuses), so that such a worker never starts. An engine that is only away is left to the builds,
+    which wait for it."""
+    where = describe_engine()
+    try:
+        engine_client(KILL_TIMEOUT_S).close()  # its first request, the API version check, says whether TLS works
+    except DockerException as e:
+        refusal = _tls_refusal(e, where)
+        if refusal is not None:
+            raise refusal from None
+        cause = e.__cause__ or e.__context__ or e
+        logger.warning("the Docker engine at %s does not answer yet (%s): builds wait for it", where,
+                       type(cause).__name__)
+
+
+def _tls_refusal(error: DockerException, where: str) -> ConfigurationError | None:
+    """What is wrong with the engine's TLS settings, if that is why docker-py failed: the certificate files are not
+    there, or either side refused the other's certificate (docker-py wraps the version check's error)."""
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, requests.exceptions.SSLError):
+        return ConfigurationError(
+            f"TLS with the Docker engine at {where} failed ({_tls_reason(cause)}): DOCKER_CERT_PATH must hold ca.pem "
+            "(the CA that signed the engine's certificate) and this worker's cert.pem and key.pem (signed by a CA "
+            "the engine trusts)")
+    if isinstance(error, docker.errors.TLSParameterError):
+        folder = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+        missing = [name for name in ("ca.pem", "cert.pem", "key.pem") if not (folder / name).is_file()]
+        return ConfigurationError(f"cannot use the Docker engine at {where}: DOCKER_CERT_PATH must hold ca.pem, "
+                                  f"cert.pem and key.pem; missing: {', '.join(missing) or 'none (unreadable?)'}")
+    return None
+
+
+def describe_engine() -> str:
+    """DOCKER_HOST and its TLS settings, as a worker's errors name them (no secret is in any)."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (the default)"
+    if os.environ.get("DOCKER_TLS_VERIFY"):
+        host += f" with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH={os.environ.get('DOCKER_CERT_PATH') or '~/.docker'}"
+    return host
+
+
+def _tls_reason(error: requests.exceptions.SSLError) -> str:
+    """The innermost SSL error's own words (certificate verify failed, unknown ca, ...), bounded."""
+    words = str(error)
+    found = re.search(r"\[SSL: [A-Z0-9_]+\] ([^(]+)", words) or re.search(r"SSLError\((.+?)\)", words)
+    return (found.group(1).strip() if found else type(error).__name__)[:200]
+
+
 def _engine_answers() -> bool:
     try:
-        client = docker.from_env(timeout=KILL_TIMEOUT_S)
+        client = engine_client(KILL_TIMEOUT_S)
         try:
             return bool(client.ping())
         finally:

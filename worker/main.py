@@ -10,6 +10,7 @@ from config.celery_config import BUILD_QUEUE, check_delivery_settings
 from config.settings import Settings
 from worker.app import ImageBuilderCelery, create_app
 from worker.buildkit import BuildKitUnavailable, DockerCli, find_buildkit_cli
+from worker.engine import check_engine_settings
 from worker.errors import ConfigurationError
 from worker.reaper import Reaper
 from worker.tasks import register_tasks
@@ -48,6 +49,7 @@ def run_worker(settings: Settings, extra_args: Sequence[str] = ()) -> None:
     first, so the pool's processes inherit the choice."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/MainProcess] %(message)s")
     app = create_worker_app(settings)
+    check_engine_settings()
     app.buildkit_cli = choose_builder(settings)
     # Several workers on one host (compose --scale, host networking) need distinct node names.
     naming = [] if any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in extra_args) else [

@@ -115,10 +115,20 @@ def hostile():
 
 
 @pytest.fixture(scope="session")
-def second_engine(stack, tmp_path_factory):
-    """A second Docker engine standing in for another host (devstack.services.SecondDockerd)."""
+def engine_tls(tmp_path_factory):
+    """A CA and certificates (openssl) for the second engine's TLS port and its clients."""
+    from tests.integration.tls_certs import make_engine_tls
+
+    return make_engine_tls(tmp_path_factory.mktemp("engine-tls"))
+
+
+@pytest.fixture(scope="session")
+def second_engine(stack, engine_tls, tmp_path_factory):
+    """A second Docker engine standing in for another host (devstack.services.SecondDockerd), on a socket of its
+    own and on a loopback TLS port that checks client certificates."""
     from devstack.services import SecondDockerd
 
-    engine = SecondDockerd(tmp_path_factory.mktemp("engine2")).start()
+    engine = SecondDockerd(tmp_path_factory.mktemp("engine2"),
+                           tls=(engine_tls.ca, engine_tls.server_cert, engine_tls.server_key)).start()
     yield engine
     engine.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -125,8 +126,14 @@ def call_edge(path: str, *, headers=(), body=b"{}", max_hook_body_bytes=1024):
                 max_body_bytes=1 << 20, public_docs=False, hook_tokens=BearerTokens(["hook-token"]),
                 max_hook_body_bytes=max_hook_body_bytes)
     scope = {"type": "http", "method": "POST", "path": path, "headers": list(headers)}
-    asyncio.run(edge(scope, receive, send))
+    run_apart(edge(scope, receive, send))
     return sent[0]["status"], bool(ran)
+
+
+def run_apart(coroutine):
+    """Run a coroutine on a loop of its own in another thread: a browser test's loop may be running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def test_the_registry_hook_takes_only_a_webhook_token_as_bearer_and_checks_it_before_the_body():
@@ -165,7 +172,7 @@ def test_without_webhook_tokens_every_hook_is_refused():
         await edge({"type": "http", "method": "POST", "path": "/hooks/dockerhub/x", "headers": []}, None, send)
         return sent[0]["status"]
 
-    assert asyncio.run(run()) == 401
+    assert run_apart(run()) == 401
 
 
 def test_the_access_log_shows_the_docker_hub_hook_without_its_token(caplog):

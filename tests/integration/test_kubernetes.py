@@ -1,0 +1,171 @@
+"""deploy/kubernetes, checked offline: rendered by a real kustomize (kubectl's), every object validated against the
+Kubernetes schemas (kubernetes-validate, strict: unknown fields fail) and the KEDA objects against KEDA's CRD
+schemas (@kubernetes-models/keda, run by node); every variable a manifest gives the service is a setting it reads;
+and the scaling, shutdown and probe settings agree with each other and with the code. The tools are installed by
+scripts/bootstrap.sh under .devstack/k8s-tools."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from config.celery_config import BUILD_QUEUE
+from config.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy" / "kubernetes"
+TOOLS = ROOT / ".devstack" / "k8s-tools"
+KUBERNETES_VERSION = "1.33.0"  # native sidecars (restartPolicy on an init container) need 1.29
+KEDA_API = "keda.sh/v1alpha1"
+SERVICE_IMAGE = "registry.example.com/platform/imagebuilder:0.1.0"  # the example overlay's
+# Read by docker-py's from_env (worker/engine.py) and by the docker CLI the BuildKit builder runs
+DOCKER_CLIENT_VARIABLES = frozenset({"DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"})
+
+
+def kustomize(folder: Path) -> list[dict]:
+    done = subprocess.run([str(TOOLS / "kubectl"), "kustomize", str(folder)], capture_output=True, text=True,
+                          check=True)
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def example() -> list[dict]:
+    return kustomize(DEPLOY / "overlays" / "example")
+
+
+def named(objects: list[dict], kind: str, name: str) -> dict:
+    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def keda_errors(objects: list[dict]) -> list[str | None]:
+    done = subprocess.run(["node", str(Path(__file__).with_name("keda_validate.cjs"))], input=json.dumps(objects),
+                          capture_output=True, text=True, check=True,
+                          env={**os.environ, "NODE_PATH": str(TOOLS / "node_modules")})
+    return json.loads(done.stdout)
+
+
+def service_containers(objects: list[dict]) -> list[dict]:
+    """The containers that run the service's own image, in every workload."""
+    pods = [o["spec"]["template"]["spec"] for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+    return [c for pod in pods for c in pod["containers"] if c["image"] == SERVICE_IMAGE]
+
+
+@pytest.mark.parametrize("folder", ["base", "overlays/example"])
+def test_every_object_is_valid_kubernetes_with_no_unknown_field(folder):
+    # Given the base and the example overlay, rendered by kustomize
+    objects = kustomize(DEPLOY / folder)
+    core = [o for o in objects if o["apiVersion"] != KEDA_API]
+    # Then each core object validates against the Kubernetes schemas, unknown fields refused
+    for o in core:
+        kubernetes_validate.validate(o, KUBERNETES_VERSION, strict=True)
+    assert {o["kind"] for o in core} >= {"ConfigMap", "Service", "StatefulSet", "Deployment",
+                                          "PodDisruptionBudget", "NetworkPolicy"}
+
+
+def test_the_schema_check_would_catch_a_misspelt_field_or_a_wrong_type(example):
+    worker = copy.deepcopy(named(example, "Deployment", "imagebuilder-worker"))
+    worker["spec"]["template"]["spec"]["terminationGracePeriodSecond"] = 660
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(worker, KUBERNETES_VERSION, strict=True)
+    scaled = copy.deepcopy(named(example, "ScaledObject", "imagebuilder-worker"))
+    scaled["spec"]["minReplicaCount"] = "zero"
+    assert keda_errors([scaled]) == ["data/spec/minReplicaCount must be integer"]
+
+
+def test_the_keda_objects_are_valid_against_kedas_crd_schemas(example):
+    keda = [o for o in example if o["apiVersion"] == KEDA_API]
+    assert sorted(o["kind"] for o in keda) == ["ScaledObject", "TriggerAuthentication"]
+    assert keda_errors(keda) == [None, None]
+
+
+def test_every_variable_a_manifest_gives_the_service_is_a_setting_it_reads(example):
+    # Given the names of every variable set on the service's containers, directly or from the settings ConfigMap
+    settings_map = named(example, "ConfigMap", "imagebuilder-settings")["data"]
+    given = {env["name"] for c in service_containers(example) for env in c.get("env", [])} | set(settings_map)
+    # Then each is a Settings variable, or one the Docker client reads
+    read = {field.validation_alias for field in Settings.model_fields.values()} | DOCKER_CLIENT_VARIABLES
+    assert given - read == set()
+    assert {"IMAGEBUILDER_REDIS_URL", "IMAGEBUILDER_API_TOKENS", "DOCKER_HOST"} <= given
+
+
+def test_workers_scale_from_zero_on_the_builds_list_by_their_concurrency(example):
+    scaled = named(example, "ScaledObject", "imagebuilder-worker")
+    (trigger,) = scaled["spec"]["triggers"]
+    worker = named(example, "Deployment", "imagebuilder-worker")["spec"]["template"]["spec"]
+    args = worker["containers"][0]["args"]
+    concurrency = args[args.index("--concurrency") + 1]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "imagebuilder-worker"
+    assert scaled["spec"]["minReplicaCount"] == 0
+    assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == BUILD_QUEUE
+    assert trigger["metadata"]["activationListLength"] == "0"  # active at one queued build
+    assert trigger["metadata"]["listLength"] == concurrency
+    auth = named(example, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "imagebuilder-redis",
+                                                "key": "password"}]
+
+
+def test_a_worker_pod_talks_tls_to_its_own_engine_and_outlasts_its_soft_shutdown(example):
+    settings_map = named(example, "ConfigMap", "imagebuilder-settings")["data"]
+    pod = named(example, "Deployment", "imagebuilder-worker")["spec"]["template"]["spec"]
+    (engine,), (worker,) = pod["initContainers"], pod["containers"]
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    # A native sidecar engine with TLS certificates in a volume both mount; no host socket anywhere
+    assert engine["restartPolicy"] == "Always" and engine["image"].endswith("-dind")
+    assert {"name": "DOCKER_TLS_CERTDIR", "value": "/certs"} in engine["env"]
+    assert env["DOCKER_HOST"] == "tcp://localhost:2376" and env["DOCKER_TLS_VERIFY"] == "1"
+    assert env["DOCKER_CERT_PATH"] == "/certs/client"
+    assert not [v for v in pod["volumes"] if "hostPath" in v]
+    # The grace period outlasts the soft shutdown, and a disruption budget covers the workers
+    assert pod["terminationGracePeriodSeconds"] > float(settings_map["IMAGEBUILDER_SOFT_SHUTDOWN_S"])
+    budget = named(example, "PodDisruptionBudget", "imagebuilder-worker")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= \
+        named(example, "Deployment", "imagebuilder-worker")["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_pull_secrets_are_dockerconfigjson_secrets_mounted_under_the_pull_secrets_dir(example):
+    settings_map = named(example, "ConfigMap", "imagebuilder-settings")["data"]
+    pod = named(example, "Deployment", "imagebuilder-worker")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = [m for m in pod["containers"][0]["volumeMounts"] if "secret" in volumes[m["name"]]]
+    assert mounts
+    for mount in mounts:
+        secret = named(example, "Secret", volumes[mount["name"]]["secret"]["secretName"])
+        assert secret["type"] == "kubernetes.io/dockerconfigjson"
+        assert Path(mount["mountPath"]).parent == Path(settings_map["IMAGEBUILDER_PULL_SECRETS_DIR"])
+
+
+def test_the_api_is_ready_on_readyz_beat_runs_twice_and_redis_keeps_an_aof_behind_a_password(example):
+    api = named(example, "Deployment", "imagebuilder-api")["spec"]["template"]["spec"]["containers"][0]
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert named(example, "Deployment", "imagebuilder-beat")["spec"]["replicas"] == 2
+    redis = named(example, "StatefulSet", "imagebuilder-redis")["spec"]
+    args = " ".join(redis["template"]["spec"]["containers"][0]["args"])
+    assert "--appendonly yes" in args and "--requirepass $(REDIS_PASSWORD)" in args
+    assert redis["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+
+
+def test_only_the_services_own_pods_and_kedas_reach_redis(example):
+    policy = named(example, "NetworkPolicy", "imagebuilder-redis")["spec"]
+    (rule,) = policy["ingress"]
+    pods, keda = rule["from"]
+    assert pods["podSelector"]["matchExpressions"] == [
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["api", "worker", "beat"]}]
+    assert keda == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}
+    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    components = {o["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
+                  for o in example if o["kind"] in ("Deployment", "StatefulSet")}
+    assert components == {"api", "worker", "beat", "redis"}
+
+
+def test_no_secret_value_is_in_a_configmap_or_a_command_line(example):
+    texts = [json.dumps(o) for o in example if o["kind"] == "ConfigMap"]
+    texts += [json.dumps(c.get("args", [])) for c in service_containers(example)]
+    assert not [t for t in texts if re.search(r"CHANGE-ME|PASSWORD=|TOKENS=", t)]
