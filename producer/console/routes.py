@@ -179,7 +179,7 @@ def _save_spec(request: Request, pages: Pages, client: BuildClient, fields: Spec
 
 def _spec_page(request: Request, pages: Pages, client: BuildClient, name: str, status: int = 200,
                schedule_form: ScheduleFields | None = None, problem: str | None = None) -> HTMLResponse:
-    stored = client.spec(name)
+    stored = client.spec_detail(name)
     schedule = client.find_schedule(name)
     return pages.render(request, "spec.html", status, stored=stored, history=client.history(name),
                         target=pages.target(stored.spec), schedule=schedule, upcoming=_upcoming(schedule),

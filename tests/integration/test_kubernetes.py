@@ -1,8 +1,8 @@
 """deploy/kubernetes, checked offline: rendered by a real kustomize (kubectl's), every object validated against the
 Kubernetes schemas (kubernetes-validate, strict: unknown fields fail) and the KEDA objects against KEDA's CRD
-schemas (@kubernetes-models/keda, run by node); every variable a manifest gives the service is a setting it reads;
-and the scaling, shutdown and probe settings agree with each other and with the code. The tools are installed by
-scripts/bootstrap.sh under .devstack/k8s-tools."""
+schemas (KEDA 2.10.1's, compiled by @kubernetes-models/keda 0.4.2, run by node); every variable a manifest gives
+the service is a setting it reads; and the scaling, shutdown and probe settings agree with each other and with the
+code. scripts/bootstrap.sh installs the tools under .devstack/k8s-tools."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ dockerd serving TLS on loopback, with certificates made by openssl (tests/integr
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from pathlib import Path
 
 import docker
@@ -14,10 +13,8 @@ import pytest
 
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
-from tests.integration.helpers import wait_for, wait_for_line
-from tests.integration.test_buildkit import cli_processes, engine_containers
+from tests.integration.test_buildkit import assert_nothing_of_it_runs, cancelled_while_apt_runs
 from tests.integration.test_builds import WAIT_S, pull_back, run_in
-from tests.integration.test_delivery import slow_spec
 from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
@@ -66,20 +63,14 @@ def test_a_worker_without_a_docker_socket_builds_and_pushes_through_a_tls_engine
 
 @pytest.mark.parametrize("builder", ["classic", "buildkit"])
 def test_cancel_through_a_tls_engine_stops_the_build_there(stack, second_engine, engine_tls, unique, builder):
-    # Given a long build by a socketless worker on the TLS engine, caught while apt runs
+    # Given a long build by a socketless worker on the TLS engine
     with remote_worker(stack, second_engine, engine_tls.client, f"tls-cancel-{builder}-{unique}", builder) as (
             _, client):
-        build_id = client.submit(slow_spec(stack, unique, heavy=True), force=True).id
-        wait_for_line(client, build_id, lambda line: "build-essential" in line and ("Get:" in line or "#" in line))
-        # When it is cancelled
-        client.cancel(build_id)
-        result = client.wait(build_id, timeout_s=WAIT_S)
+        # When it is cancelled while apt runs
+        result = cancelled_while_apt_runs(stack, client, unique)
     # Then it ended Cancelled, and nothing of it runs on that engine: no container, no client, no apt-get
     assert result.phase is BuildPhase.CANCELLED
-    assert not cli_processes(f"{stack.push_registry.host}/team/{unique}")
-    wait_for(lambda: b"build-essential" not in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout,
-             "the build's apt-get to stop", 30)
-    assert engine_containers(second_engine.host) == set()
+    assert_nothing_of_it_runs(stack, unique, second_engine.host)
 
 
 @pytest.mark.parametrize(("certificates", "says"), [
