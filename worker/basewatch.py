@@ -14,7 +14,7 @@ from celery import Celery
 from config.celery_config import BASES_PUSHED_TASK
 from config.settings import Settings
 from worker.credentials import pull_credentials
-from worker.errors import ImageBuilderError
+from worker.errors import ImageBuilderError, RetryableError
 from worker.reference import parse_reference
 from worker.registry import RegistrySessions
 from worker.specstore import HistoryEntry, StoredSpec, Trigger
@@ -69,8 +69,9 @@ class BaseWatch:
         self._registries = registries
         self._specs = stores.specs
         self._submitter = Submitter(app, settings, stores)
-        # Bases of specs whose build was already running: it may have pulled the base before this push, so they
-        # are checked again after it (a build of the same target never runs twice at once).
+        # Bases to check again (RECHECK_AFTER_S): those of specs whose build was already running, which may have
+        # pulled the base before this push (a build of a target never runs twice at once), and those whose check
+        # met a registry that was away.
         self.recheck: list[str] = []
 
     def run(self, pushed: list[str], trigger: Trigger) -> dict[str, int]:
@@ -92,6 +93,8 @@ class BaseWatch:
             expected = isinstance(e, ImageBuilderError)
             logger.warning("%s of %s: check failed: %s", trigger.value, name,
                            e.message if expected else type(e).__name__, exc_info=not expected)
+            if isinstance(e, RetryableError):  # its registry or Redis away for now: look again later
+                self.recheck.append(stored.spec.base_image)
             return CHECK_FAILED
         if build.phase is BuildPhase.RUNNING:
             self.recheck.append(stored.spec.base_image)
@@ -108,7 +111,8 @@ def validated_push(pushed: object, trigger: object) -> tuple[list[str], Trigger]
         logger.warning("%s: ignored a message with invalid arguments", BASES_PUSHED_TASK)
         return None
     try:
-        [parse_reference(item) for item in pushed]
+        for item in pushed:
+            parse_reference(item)
     except ValueError:
         logger.warning("%s: ignored a message with an invalid image reference", BASES_PUSHED_TASK)
         return None

@@ -62,7 +62,9 @@ def register_tasks(app: ImageBuilderCelery) -> Task:
 
     recheck_limit = app.settings.hard_time_limit_s // RECHECK_AFTER_S + 1  # the longest a build can run
 
-    @app.task(name=BASES_PUSHED_TASK, bind=True, queue=BUILD_QUEUE)
+    # Redis or a registry away: try again later rather than drop what a webhook or a parent's build announced
+    @app.task(name=BASES_PUSHED_TASK, bind=True, queue=BUILD_QUEUE, autoretry_for=(RetryableError,),
+              retry_backoff=True, max_retries=5)
     def bases_pushed(self: Task, pushed: Any = None, trigger: Any = None) -> dict[str, int]:
         arguments = validated_push(pushed, trigger)
         if arguments is None:

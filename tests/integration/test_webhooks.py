@@ -269,3 +269,36 @@ def test_the_index_by_base_follows_edits_and_deletes_and_covers_specs_stored_bef
     upgraded.delete(f"{unique}-two")
     # Then the old base matches nothing and the new one matches the moved spec
     assert upgraded.based_on([base]) == [] and upgraded.based_on([other]) == [f"{unique}-one"]
+
+
+def test_a_push_whose_registry_is_away_at_the_check_is_checked_again_when_it_is_back(
+        stack, hooks, hooks_client, unique, tmp_path):
+    worker, _, url, _ = hooks
+    # Given a spec built on a base in a registry of its own, and a new version of that base pushed
+    registry = Registry(tmp_path / "registry", PULL_USER, PULL_PASSWORD).start()
+    secret = stack.pull_secrets_dir / f"away-{unique}"
+    secret.mkdir()
+    (secret / ".dockerconfigjson").write_text(json.dumps(
+        {"auths": {registry.host: {"username": PULL_USER, "password": PULL_PASSWORD}}}))
+    try:
+        repository = f"{registry.host}/away/base"
+        push_base(stack, repository, "1")
+        _, build = hooks_client.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": secret.name})
+        assert hooks_client.wait(build.id, timeout_s=WAIT_S).succeeded
+        new = push_base(stack, repository, "2")
+        # When its notification is checked while the registry is down
+        registry.stop()
+        failed_before = worker.log_text.count("'check-failed': 1")
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {HOOK_TOKEN}"}) as http:
+            assert http.post("/hooks/registry", json={"events": [{
+                "action": "push", "target": {"repository": "away/base", "tag": "1"},
+                "request": {"host": registry.host}}]}).status_code == 202
+        wait_for(lambda: worker.log_text.count("'check-failed': 1") > failed_before,
+                 "the check to meet the registry away", 30)
+        # And the registry comes back
+        registry.start()
+        # Then the spec is checked again and rebuilt on the new base
+        wait_for(lambda: on_push(hooks_client, unique), "the rebuild once the registry is back", 60)
+        assert hooks_client.wait(on_push(hooks_client, unique)[0].id, timeout_s=WAIT_S).base_digest == new
+    finally:
+        registry.stop()
