@@ -39,15 +39,15 @@ def beat(stack, scheduler, unique):
     process.process.stop()
 
 
-def push_base(stack, repository: str, marker: str) -> str:
-    """Push a BusyBox variant (distinct by an ENV) to the private registry; its manifest digest."""
+def push_base(stack, repository: str, marker: str, image: str = BUSYBOX_IMAGE) -> str:
+    """Push a variant of `image` (distinct by an ENV) as `repository:1`, with the pull user; its manifest digest."""
     engine = docker.from_env()
-    container = engine.containers.create(BUSYBOX_IMAGE, "true")
-    image = container.commit(repository=repository, tag="1", changes=[f"ENV VARIANT={marker}"])
+    container = engine.containers.create(image, "true")
+    container.commit(repository=repository, tag="1", changes=[f"ENV VARIANT={marker}-{time.time_ns()}"])
     container.remove()
     push(engine, f"{repository}:1", PULL_USER, PULL_PASSWORD)
     return engine.images.get_registry_data(f"{repository}:1", auth_config={
-        "username": PULL_USER, "password": PULL_PASSWORD}).id if image else ""
+        "username": PULL_USER, "password": PULL_PASSWORD}).id
 
 
 def scheduled(client, name):

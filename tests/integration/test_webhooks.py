@@ -152,12 +152,12 @@ def test_a_push_while_the_specs_build_runs_is_checked_again_after_it(stack, hook
     worker, _, url, _ = hooks
     # Given a spec whose build on base v1 is past its pull (a Debian base that apt takes a while on)
     repository = f"{stack.private_registry.host}/hooks-{unique}/debian"
-    first = push_debian_variant(repository, "1")
+    first = push_base(stack, repository, "1", DEBIAN_IMAGE)
     _, build = hooks_client.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": "private",
                                    "packages": {"apt": ["tree", "file"]}})
     wait_for(lambda: hooks_client.status(build.id).step is BuildStep.BUILDING, "the build to be past its pull", 60)
     # When v2 is pushed and its registry's notification arrives while that build runs
-    second = push_debian_variant(repository, "2")
+    second = push_base(stack, repository, "2", DEBIAN_IMAGE)
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {HOOK_TOKEN}"}) as http:
         answer = http.post("/hooks/registry", json={"events": [{
             "action": "push", "target": {"repository": f"hooks-{unique}/debian", "tag": "1"},
@@ -170,18 +170,6 @@ def test_a_push_while_the_specs_build_runs_is_checked_again_after_it(stack, hook
     (rebuild,) = on_push(hooks_client, unique)
     assert rebuild.trigger is Trigger.BASE_PUSHED
     assert hooks_client.wait(rebuild.id, timeout_s=WAIT_S).base_digest == second != first
-
-
-def push_debian_variant(repository: str, marker: str) -> str:
-    """The test Debian image, distinct by an ENV, pushed to the private registry as `repository:1`; its digest
-    (its big layer is mounted from the copy already there, so this is quick)."""
-    engine = docker.from_env()
-    container = engine.containers.create(DEBIAN_IMAGE, "true")
-    container.commit(repository=repository, tag="1", changes=[f"ENV VARIANT={marker}-{time.time_ns()}"])
-    container.remove()
-    push(engine, f"{repository}:1", PULL_USER, PULL_PASSWORD)
-    return engine.images.get_registry_data(f"{repository}:1", auth_config={
-        "username": PULL_USER, "password": PULL_PASSWORD}).id
 
 
 def test_a_wrong_or_missing_token_gets_401_and_nothing_is_built(stack, hooks, hooks_client, unique):
