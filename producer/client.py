@@ -27,7 +27,7 @@ from worker.spec import ImageSpec, parse_spec
 from worker.specstore import HistoryEntry, StoredSpec, Trigger
 from worker.states import BuildPhase
 from worker.stores import Stores, store_errors, stores_on
-from worker.submission import Submitter, send_pushed
+from worker.submission import MAX_PUSHED_PER_TASK, Submitter, send_pushed
 from worker.tagging import resolve_target
 
 WAIT_SLICE_S = 5.0
@@ -131,8 +131,11 @@ class BuildClient:
 
     @_translated
     def bases_pushed(self, pushed: list[ImageReference]) -> None:
-        """Queue the check of the stored specs built on these pushed tags (a registry's webhook said so)."""
-        send_pushed(self._app, [str(reference) for reference in pushed], Trigger.BASE_PUSHED)
+        """Queue the check of the stored specs built on these pushed tags (a registry's webhook said so), in checks
+        of at most MAX_PUSHED_PER_TASK tags."""
+        texts = [str(reference) for reference in pushed]
+        for start in range(0, len(texts), MAX_PUSHED_PER_TASK):
+            send_pushed(self._app, texts[start:start + MAX_PUSHED_PER_TASK], Trigger.BASE_PUSHED)
 
     @_translated
     def delete_spec(self, name: str) -> None:

@@ -24,7 +24,6 @@ from worker.errors import InvalidRequest
 from worker.reference import DOCKER_HUB, ImageReference, parse_reference
 
 HARBOR_PUSH = "PUSH_ARTIFACT"
-MAX_PUSHED_PER_NOTIFICATION = 100  # one check task's worth (worker/basewatch.py MAX_PUSHED_PER_TASK)
 PATH_TOKEN = "one of IMAGEBUILDER_WEBHOOK_TOKENS (the edge checks it before the route runs)"
 logger = logging.getLogger(__name__)
 
@@ -84,9 +83,6 @@ def _reference(text: str) -> ImageReference | None:
 def _found(references: Iterator[ImageReference | None] | list[ImageReference | None]) -> tuple[list, int]:
     found = list(references)
     pushed = list(dict.fromkeys(str(r) for r in found if r is not None))  # a tag once, in the order met
-    if len(pushed) > MAX_PUSHED_PER_NOTIFICATION:
-        raise InvalidRequest(f"body: names {len(pushed)} pushed tags; at most {MAX_PUSHED_PER_NOTIFICATION} per "
-                             "notification are taken")
     return [parse_reference(text) for text in pushed], sum(r is None for r in found)
 
 

@@ -20,12 +20,11 @@ from worker.registry import RegistrySessions
 from worker.specstore import HistoryEntry, StoredSpec, Trigger
 from worker.states import BuildPhase
 from worker.stores import Stores
-from worker.submission import Submitter, send_pushed
+from worker.submission import MAX_PUSHED_PER_TASK, Submitter, send_pushed
 
 logger = logging.getLogger(__name__)
 
 PUSH_TRIGGERS = frozenset({Trigger.BASE_PUSHED, Trigger.BASE_REBUILT})
-MAX_PUSHED_PER_TASK = 100
 UNCHANGED = "unchanged"
 CHECK_FAILED = "check-failed"
 RUNNING_ALREADY = "running-already"  # checked again once that build may have ended (RECHECK_AFTER_S)

@@ -49,6 +49,9 @@ class Submitter:
         return self.submit(stored.spec, force=force, before_queueing=remember)
 
 
+MAX_PUSHED_PER_TASK = 100  # tags one check task takes (a larger notification is split into several)
+
+
 def send_pushed(app: Celery, pushed: list[str], trigger: Trigger) -> None:
     """Queue the check of the stored specs built on these pushed tags (worker/basewatch.py runs it)."""
     app.send_task(BASES_PUSHED_TASK, kwargs={"pushed": pushed, "trigger": trigger.value}, queue=BUILD_QUEUE)

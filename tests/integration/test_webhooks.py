@@ -290,3 +290,20 @@ def test_a_push_whose_registry_is_away_at_the_check_is_checked_again_when_it_is_
         assert hooks_client.wait(on_push(hooks_client, unique)[0].id, timeout_s=WAIT_S).base_digest == new
     finally:
         registry.stop()
+
+
+def test_a_notification_naming_more_tags_than_one_check_takes_is_split_into_several(stack, hooks):
+    worker, _, url, _ = hooks
+    # Given an envelope naming 150 pushed tags (no stored spec is built on any of them)
+    events = [{"action": "push", "target": {"repository": "many/base", "tag": f"t{i}"},
+               "request": {"host": stack.private_registry.host}} for i in range(150)]
+    matching_nothing = re.compile(r"imagebuilder\.bases_pushed\[[^\]]+\] succeeded in \S+: \{\}")
+    before = len(matching_nothing.findall(worker.log_text))
+    # When the registry posts it
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {HOOK_TOKEN}"}) as http:
+        answer = http.post("/hooks/registry", json={"events": events})
+    # Then all 150 are taken, in two checks of at most MAX_PUSHED_PER_TASK (each finding no spec on its tags)
+    assert answer.status_code == 202 and len(answer.json()["checking"]) == 150
+    wait_for(lambda: len(matching_nothing.findall(worker.log_text)) >= before + 2, "two checks", 30)
+    time.sleep(1)
+    assert len(matching_nothing.findall(worker.log_text)) == before + 2

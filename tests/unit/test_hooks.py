@@ -12,7 +12,7 @@ import pytest
 from config.settings import Settings
 from producer.console.sessions import Sessions
 from producer.edge import BearerTokens, Edge, HookTokensHidden
-from producer.hooks import MAX_PUSHED_PER_NOTIFICATION, pushed_in_docker_hub_event, pushed_in_registry_event
+from producer.hooks import pushed_in_docker_hub_event, pushed_in_registry_event
 from worker.errors import InvalidRequest
 from worker.imagechain import ImageChains
 from worker.reference import parse_reference
@@ -96,12 +96,6 @@ def test_an_event_naming_no_image_is_ignored_not_refused():
     # A registry retries any notification it is not answered 2xx for: one odd event must not stall its queue
     event = distribution_event(host="not a host")
     assert texts(pushed_in_registry_event({"events": [event]})) == ([], 1)
-
-
-def test_more_pushed_tags_than_one_check_takes_are_refused():
-    events = [distribution_event(tag=str(i)) for i in range(MAX_PUSHED_PER_NOTIFICATION + 1)]
-    with pytest.raises(InvalidRequest, match=f"at most {MAX_PUSHED_PER_NOTIFICATION}"):
-        pushed_in_registry_event({"events": events})
 
 
 # -- the edge ----------------------------------------------------------------------------------------------------
