@@ -82,8 +82,8 @@ def _reference(text: str) -> ImageReference | None:
 
 def _found(references: Iterator[ImageReference | None] | list[ImageReference | None]) -> tuple[list, int]:
     found = list(references)
-    pushed = list(dict.fromkeys(str(r) for r in found if r is not None))  # a tag once, in the order met
-    return [parse_reference(text) for text in pushed], sum(r is None for r in found)
+    pushed = list(dict.fromkeys(r for r in found if r is not None))  # a tag once, in the order met
+    return pushed, sum(r is None for r in found)
 
 
 def _path(value: Any, *keys: str, default: Any = None) -> Any:

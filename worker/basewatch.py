@@ -15,7 +15,7 @@ from config.celery_config import BASES_PUSHED_TASK
 from config.settings import Settings
 from worker.credentials import pull_credentials
 from worker.errors import ImageBuilderError, RetryableError
-from worker.reference import parse_reference
+from worker.reference import ImageReference, parse_reference
 from worker.registry import RegistrySessions
 from worker.specstore import HistoryEntry, StoredSpec, Trigger
 from worker.states import BuildPhase
@@ -73,11 +73,10 @@ class BaseWatch:
         # met a registry that was away.
         self.recheck: list[str] = []
 
-    def run(self, pushed: list[str], trigger: Trigger) -> dict[str, int]:
+    def run(self, pushed: list[ImageReference], trigger: Trigger) -> dict[str, int]:
         """How each matching spec ended: rebuilt (the trigger's name), unchanged, running-already or
         check-failed."""
-        references = [parse_reference(text) for text in pushed]
-        names = self._specs.based_on(references)
+        names = self._specs.based_on(pushed)
         digests = BaseDigests(self._settings, self._registries)
         found = self._specs.with_last_success(names)
         return dict(Counter(self._check(stored, last, digests, trigger) for stored, last in found.values()))
@@ -103,19 +102,17 @@ class BaseWatch:
         return trigger.value
 
 
-def validated_push(pushed: object, trigger: object) -> tuple[list[str], Trigger] | None:
-    """The task's arguments as sent by this service, or None (logged) for a message nothing here sent."""
+def validated_push(pushed: object, trigger: object) -> tuple[list[ImageReference], Trigger] | None:
+    """The task's arguments as sent by this service, parsed; or None (logged) for a message nothing here sent."""
     if (not isinstance(pushed, list) or len(pushed) > MAX_PUSHED_PER_TASK
             or not all(isinstance(item, str) for item in pushed) or trigger not in {t.value for t in PUSH_TRIGGERS}):
         logger.warning("%s: ignored a message with invalid arguments", BASES_PUSHED_TASK)
         return None
     try:
-        for item in pushed:
-            parse_reference(item)
+        return [parse_reference(item) for item in pushed], Trigger(trigger)
     except ValueError:
         logger.warning("%s: ignored a message with an invalid image reference", BASES_PUSHED_TASK)
         return None
-    return pushed, Trigger(trigger)
 
 
 def announcer(app: Celery) -> Callable[[str], None]:

@@ -4,36 +4,25 @@ repository its images are pushed to (and, in single-repository mode, under its `
 
 from __future__ import annotations
 
-import re
-
 from config.settings import Settings
 from worker.errors import InvalidSpec
 from worker.reference import ImageReference, parse_reference
 from worker.spec import ImageSpec
 from worker.specstore import SpecStore
-from worker.tagging import TAG_LEN
-
-_SINGLE_REPO_TAG = re.compile(rf"(?P<name>.+)-[0-9a-f]{{{TAG_LEN}}}")
+from worker.tagging import builder_of, single_repository_name, target_repository
 
 
 class ImageChains:
-    """Upstream and downstream of stored specs, from the spec store's index by base and the push settings."""
+    """Upstream and downstream of stored specs, from the spec store's index by base and the push settings (the
+    target formula and its inverse are tagging.py's)."""
 
     def __init__(self, specs: SpecStore, settings: Settings):
         self._specs = specs
-        self._push_repo = _repository(settings.push_repo) if settings.push_repo else None
-        # Where spec `n`'s images go, less `n`: "registry/prefix/" (a spec's repository is that plus its name)
-        spec_n = _repository(f"{settings.repo_prefix.rstrip('/')}/n") if settings.repo_prefix else None
-        self._home = spec_n[:-1] if spec_n else None
+        self._targets = {"repo_prefix": settings.repo_prefix, "push_repo": settings.push_repo}
 
     def builder_of(self, base: ImageReference) -> str | None:
         """The name of the spec whose images `base` is among (whether or not such a spec is stored)."""
-        if self._push_repo is not None:
-            found = _SINGLE_REPO_TAG.fullmatch(base.tag or "") if base.name == self._push_repo else None
-            return found["name"] if found else None
-        if self._home is not None and base.name.startswith(self._home) and "/" not in base.name[len(self._home):]:
-            return base.name[len(self._home):]
-        return None
+        return builder_of(base, **self._targets)
 
     def upstream(self, spec: ImageSpec) -> str | None:
         """The stored spec this one builds on, if its base is some stored spec's image."""
@@ -42,12 +31,11 @@ class ImageChains:
 
     def downstream(self, name: str) -> list[str]:
         """The stored specs built on `name`'s images, whichever of its tags they name."""
-        if self._push_repo is not None:
-            based = self._specs.based_on_repository(self._push_repo)
-            return sorted(n for n, tag in based.items() if (m := _SINGLE_REPO_TAG.fullmatch(tag)) and m["name"] == name)
-        if self._home is None:
-            return []
-        return sorted(self._specs.based_on_repository(f"{self._home}{name}"))
+        repository = target_repository(name, **self._targets)
+        based = self._specs.based_on_repository(repository) if repository else {}
+        if self._targets["push_repo"]:  # one repository for every spec: theirs are the `<name>-<tag>` tags
+            return sorted(child for child, tag in based.items() if single_repository_name(tag) == name)
+        return sorted(based)
 
     def refuse_cycle(self, spec: ImageSpec) -> None:
         """InvalidSpec naming the cycle if storing `spec` would make its chain come back to it."""
@@ -62,10 +50,3 @@ class ImageChains:
                 return
             base = stored.spec.base_image
 
-
-def _repository(text: str) -> str | None:
-    """registry/path of a push setting; None if it is invalid (building refuses it, naming the setting)."""
-    try:
-        return parse_reference(text).name
-    except ValueError:
-        return None

@@ -12,8 +12,8 @@ from collections import Counter
 from celery import Celery
 
 from config.settings import Settings
-from worker.errors import ImageBuilderError
 from worker.basewatch import CHECK_FAILED, UNCHANGED, BaseDigests
+from worker.errors import ImageBuilderError
 from worker.registry import RegistrySessions
 from worker.schedules import Policy, Schedule
 from worker.specstore import HistoryEntry, StoredSpec, Trigger

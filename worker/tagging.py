@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from config.settings import Settings
 from worker.errors import ConfigurationError, FeatureDisabled, InvalidSpec
@@ -10,6 +11,7 @@ from worker.reference import ImageReference, is_valid_tag, normalise_registry, p
 from worker.spec import ImageSpec
 
 TAG_LEN = 8
+_SINGLE_REPO_TAG = re.compile(rf"(?P<name>.+)-[0-9a-f]{{{TAG_LEN}}}")  # target_for's `<name>-<tag>`
 
 
 def compute_tag(spec: ImageSpec) -> str:
@@ -32,6 +34,40 @@ def target_for(spec: ImageSpec, *, repo_prefix: str | None, push_repo: str | Non
             "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX is not set: set it to where images go, e.g. docker.io/<namespace>"
         )
     return _reference(f"{repo_prefix.rstrip('/')}/{spec.name}:{tag}", "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX", spec.name)
+
+
+def target_repository(name: str, *, repo_prefix: str | None, push_repo: str | None = None) -> str | None:
+    """registry/path that spec `name`'s images go to, as target_for makes it; None for settings it refuses."""
+    if push_repo:
+        return _repository_of(push_repo)
+    return _repository_of(f"{repo_prefix.rstrip('/')}/{name}") if repo_prefix else None
+
+
+def builder_of(reference: ImageReference, *, repo_prefix: str | None, push_repo: str | None = None) -> str | None:
+    """target_for turned round: the name of the spec whose images `reference` is among (stored or not), or None."""
+    if push_repo:
+        name = single_repository_name(reference.tag or "")
+        return name if name and reference.name == _repository_of(push_repo) else None
+    spec_n = target_repository("n", repo_prefix=repo_prefix)  # a spec named `n` pushes to <home>n
+    if spec_n is None:
+        return None
+    home = spec_n[:-1]
+    rest = reference.name[len(home):]
+    return rest if reference.name.startswith(home) and "/" not in rest else None
+
+
+def single_repository_name(tag: str) -> str | None:
+    """The spec name in a single-repository mode tag (`<name>-<tag>`), or None if `tag` is not one."""
+    found = _SINGLE_REPO_TAG.fullmatch(tag)
+    return found["name"] if found else None
+
+
+def _repository_of(text: str) -> str | None:
+    """registry/path of a push setting's reference; None if invalid (building refuses it, naming the setting)."""
+    try:
+        return parse_reference(text).name
+    except ValueError:
+        return None
 
 
 def _reference(text: str, setting: str, name: str) -> ImageReference:

@@ -5,7 +5,8 @@ import pytest
 from config.settings import Settings
 from worker.errors import ConfigurationError, InvalidSpec
 from worker.spec import parse_spec
-from worker.tagging import compute_tag, resolve_target, target_for
+from worker.reference import parse_reference
+from worker.tagging import builder_of, compute_tag, resolve_target, target_for, target_repository
 
 BASE = "registry.gitlab.com/infuseai/docker-stacks/scipy-notebook"
 
@@ -70,3 +71,24 @@ def test_docker_hub_endpoint_aliases_match_a_bare_namespace_prefix():
     target = resolve_target(spec(), settings(PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX="acme",
                                              PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT="https://index.docker.io/v1/"))
     assert target.registry == "docker.io" and target.repository == "acme/test-build"
+
+
+@pytest.mark.parametrize("targets", [
+    {"repo_prefix": "registry.example/team"}, {"repo_prefix": "myorg"}, {"repo_prefix": "docker.io"},
+    {"repo_prefix": None, "push_repo": "registry.example/all/images"},
+])
+def test_builder_of_turns_target_for_round_and_target_repository_is_the_targets_repository(targets):
+    # Given a spec's target under each kind of push setting
+    target = target_for(spec(apt=["jq"]), **targets)
+    # Then the target names the spec that builds it, and its repository is the spec's target repository
+    assert builder_of(target, **targets) == "test-build"
+    assert target_repository("test-build", **targets) == target.name
+
+
+def test_builder_of_names_no_spec_for_other_repositories_or_tags():
+    by_prefix, single = {"repo_prefix": "registry.example/team"}, {"repo_prefix": None,
+                                                                  "push_repo": "registry.example/all/images"}
+    assert builder_of(parse_reference("registry.example/team/sub/parent:1"), **by_prefix) is None
+    assert builder_of(parse_reference("registry.example/other/parent:1"), **by_prefix) is None
+    assert builder_of(parse_reference("registry.example/all/images:latest"), **single) is None
+    assert builder_of(parse_reference("registry.example/team/parent:1"), repo_prefix=None) is None
