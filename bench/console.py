@@ -28,7 +28,7 @@ from worker.stores import open_stores  # noqa: E402
 
 SPECS = int(os.environ.get("BENCH_SPECS", "10000"))
 PAGES = int(os.environ.get("BENCH_PAGES", "300"))
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 FILTER = "-07"  # matches 1,000 of the 10,000 names
 
 

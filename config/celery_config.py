@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -12,9 +14,13 @@ from config.settings import Settings, SettingsError
 
 BUILD_TASK_NAME = "imagebuilder.build"
 BUILD_QUEUE = "builds"
+# Checks (a webhook's bases, the scheduling pass) have a queue of their own, so none waits in front of a build.
+CHECK_QUEUE = "checks"
+WORKER_QUEUES = (BUILD_QUEUE, CHECK_QUEUE)
 BASES_PUSHED_TASK = "imagebuilder.bases_pushed"  # check the stored specs built on pushed tags (worker/basewatch.py)
 REDIS_RETRIES = 3
 REDIS_PATIENT_RETRIES = 35  # about a minute with the backoff below
+ASYNC_POOL_WAIT_S = 10  # how long an asyncio command waits for a free connection before Redis counts as away
 
 
 def check_delivery_settings(settings: Settings) -> None:
@@ -70,3 +76,15 @@ def redis_client(settings: Settings, *, patient: bool = False) -> redis.Redis:
         settings.redis_dsn, decode_responses=True, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+
+
+def async_redis_client(redis_url: str, *, max_connections: int) -> redis.asyncio.Redis:
+    """An asyncio client on the same Redis, for the API's event loop (its edge, its live logs), retrying as
+    `redis_client` does. Past `max_connections` in use, a command waits up to ASYNC_POOL_WAIT_S for one to come
+    free rather than failing at once, so a burst of requests queues instead of answering 503."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        redis_url, max_connections=max_connections, timeout=ASYNC_POOL_WAIT_S, decode_responses=True,
+        retry=AsyncRetry(ExponentialBackoff(cap=2.0, base=0.1), REDIS_RETRIES),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+    return redis.asyncio.Redis(connection_pool=pool)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DAY_S = 24 * 3600
@@ -22,9 +24,33 @@ DEFAULT_RETRY_BACKOFF_MAX_S = 300.0
 DEFAULT_MAX_DELIVERIES = 3
 DEFAULT_API_MAX_BODY_BYTES = 1 << 20
 DEFAULT_WEBHOOK_MAX_BODY_BYTES = 256 << 10  # a registry's envelope of push events is a few KiB
-DEFAULT_API_MAX_LOG_STREAMS = 16  # each holds one of the API's 40 worker threads while its build runs
+# Per API process. A live log holds no thread, only its socket and a place in its build's shared feed; the
+# process's open-file limit (ulimit -n) must leave room for the sockets.
+DEFAULT_API_MAX_LOG_STREAMS = 1000
+MAX_API_MAX_LOG_STREAMS = 10_000
+DEFAULT_AUTH_MAX_FAILURES = 10
+DEFAULT_AUTH_FAILURE_WINDOW_S = 60
 MAX_PIP_INDEX_URL_CHARS = 2048  # counted in the margin a RUN line keeps below the kernel's argument limit
 HARD_LIMIT_GRACE_S = 60  # the hard limit leaves the soft one time to stop the build and record why
+
+
+class WebhookToken(BaseModel):
+    """One of IMAGEBUILDER_WEBHOOK_TOKENS, and the registry hosts it may speak for (none named: any)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    token: SecretStr
+    hosts: tuple[str, ...] = ()
+
+
+def _scoped_token(entry: str) -> dict[str, object]:
+    token, _, hosts = entry.rpartition("@") if "@" in entry else (entry, "", "")
+    if "," in token:
+        raise ValueError("with scoped entries (token@host[,host]), separate entries with spaces or ';'")
+    names = [host.strip().lower() for host in hosts.split(",") if host.strip()]
+    if not token or ("@" in entry and not names) or any(re.search(r"[/\s@]", host) for host in names):
+        raise ValueError("an entry is a token, or token@host[,host] with registry hosts (host or host:port)")
+    return {"token": token, "hosts": tuple(names)}
 
 
 class SettingsError(ValueError):
@@ -90,13 +116,22 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(DEFAULT_API_MAX_BODY_BYTES, ge=1024,
                                     validation_alias="IMAGEBUILDER_API_MAX_BODY_BYTES")
     api_public_docs: bool = Field(False, validation_alias="IMAGEBUILDER_API_PUBLIC_DOCS")
-    api_max_log_streams: int = Field(DEFAULT_API_MAX_LOG_STREAMS, ge=1, le=32,
+    api_max_log_streams: int = Field(DEFAULT_API_MAX_LOG_STREAMS, ge=1, le=MAX_API_MAX_LOG_STREAMS,
                                      validation_alias="IMAGEBUILDER_API_MAX_LOG_STREAMS")
-    webhook_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+    webhook_tokens: Annotated[list[WebhookToken], NoDecode] = Field(
         default_factory=list, validation_alias="IMAGEBUILDER_WEBHOOK_TOKENS"
     )
     webhook_max_body_bytes: int = Field(DEFAULT_WEBHOOK_MAX_BODY_BYTES, ge=1024,
                                         validation_alias="IMAGEBUILDER_WEBHOOK_MAX_BODY_BYTES")
+    # Failed credentials (API or webhook tokens, console sign-ins) one client address may send per window, after
+    # which it is answered 429 until the window ends.
+    auth_max_failures: int = Field(DEFAULT_AUTH_MAX_FAILURES, ge=1, validation_alias="IMAGEBUILDER_AUTH_MAX_FAILURES")
+    auth_failure_window_s: int = Field(DEFAULT_AUTH_FAILURE_WINDOW_S, ge=1, le=DAY_S,
+                                       validation_alias="IMAGEBUILDER_AUTH_FAILURE_WINDOW_S")
+    # Proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto are believed; none by default.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="IMAGEBUILDER_TRUSTED_PROXIES"
+    )
     ui_session_s: int = Field(12 * 3600, ge=60, le=30 * 24 * 3600, validation_alias="IMAGEBUILDER_UI_SESSION_S")
     history_keep_succeeded: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_SUCCEEDED")
     history_keep_failed: int = Field(5, ge=1, validation_alias="IMAGEBUILDER_HISTORY_KEEP_FAILED")
@@ -109,12 +144,22 @@ class Settings(BaseSettings):
     # The Docker client BuildKit builds run; "" finds the first `docker` on PATH that can.
     docker_cli: str = Field("", validation_alias="IMAGEBUILDER_DOCKER_CLI")
 
-    @field_validator("insecure_registries", "api_tokens", "webhook_tokens", mode="before")
+    @field_validator("insecure_registries", "api_tokens", "trusted_proxies", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("webhook_tokens", mode="before")
+    @classmethod
+    def _webhook_entries(cls, value: object) -> object:
+        """`token[,token]`; with scopes, `token@host[,host]` entries separated by spaces or `;`."""
+        if not isinstance(value, str):
+            return value
+        if "@" not in value:
+            return [{"token": item} for item in re.split(r"[\s,;]+", value) if item]
+        return [_scoped_token(entry) for entry in re.split(r"[\s;]+", value) if entry]
 
     @field_validator("build_ca_bundle", "metrics_port", "visibility_timeout_s", mode="before")
     @classmethod
@@ -128,6 +173,14 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError("must be the path of a readable PEM file")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+        except ValueError:
+            raise ValueError("each item must be an IP address or network (10.0.0.0/8, ::1)") from None
 
     @field_validator("pip_index_url")
     @classmethod

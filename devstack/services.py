@@ -296,3 +296,86 @@ def _docker_answers(host: str | None = None) -> bool:
             client.close()
     except Exception:
         return False
+
+
+NGINX = "/usr/sbin/nginx"
+# A build step may print nothing for minutes. The live log sends keep-alives, but the proxy should never be what
+# ends a stream a build still feeds: an hour, IMAGEBUILDER_BUILD_TIMEOUT_S's default.
+PROXY_READ_TIMEOUT_S = 3600
+
+
+@dataclass
+class Nginx:
+    """Debian's nginx terminating TLS on a loopback port in front of `upstream` (an http:// URL), as an operator's
+    proxy or the shipped Ingress does: X-Forwarded-For and -Proto set, HTTP/1.1 upstream, nothing buffered (the
+    live log is server-sent events). Config, pid, logs and temp files all live under `workdir`, in the foreground:
+    nothing of the package's own server (/etc/nginx, /run/nginx.pid, port 80) is used or touched."""
+
+    workdir: Path
+    upstream: str
+    certificate: Path
+    key: Path
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> Nginx:
+        if not Path(NGINX).exists():
+            raise RuntimeError("nginx is not installed: run scripts/bootstrap.sh (apt-get install nginx)")
+        (self.workdir / "temp").mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "nginx.conf"
+        config.write_text(self._config())
+        # -e: the error log nginx opens before it has read the config (the package's is under /var/log/nginx)
+        self.process = spawn([NGINX, "-p", str(self.workdir), "-c", str(config), "-e", str(self.workdir / "error.log")],
+                             self.workdir / "nginx.log")
+        wait_until(lambda: self.process.popen.poll() is not None or _listening(self.port), f"nginx on {self.url}")
+        if self.process.popen.poll() is not None:
+            raise RuntimeError(f"nginx exited:\n{(self.workdir / 'error.log').read_text(errors='replace')}")
+        return self
+
+    def _config(self) -> str:
+        work = self.workdir
+        temp_paths = "\n".join(f"  {kind}_temp_path {work / 'temp' / kind};"
+                                for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        # As root, nginx runs its workers as `nobody`, who cannot reach temp paths inside a private workdir
+        user = "user root;" if os.geteuid() == 0 else ""
+        return f"""daemon off;
+{user}
+worker_processes 1;
+pid {work / 'nginx.pid'};
+error_log {work / 'error.log'} info;
+events {{
+  worker_connections 256;
+}}
+http {{
+  access_log {work / 'access.log'};
+{temp_paths}
+  server {{
+    listen 127.0.0.1:{self.port} ssl;
+    ssl_certificate {self.certificate};
+    ssl_certificate_key {self.key};
+    location / {{
+      proxy_pass {self.upstream};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_buffering off;
+      proxy_read_timeout {PROXY_READ_TIMEOUT_S}s;
+    }}
+  }}
+}}
+"""
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+def _listening(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        return True

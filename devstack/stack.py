@@ -56,7 +56,10 @@ class Stack:
             "IMAGEBUILDER_PULL_SECRETS_DIR": str(self.pull_secrets_dir),
             "IMAGEBUILDER_BUILD_TIMEOUT_S": str(BUILD_TIMEOUT_S),
             "IMAGEBUILDER_BUILD_CA_BUNDLE": str(CA_BUNDLE),
-            "IMAGEBUILDER_API_TOKENS": f"another-token,{API_TOKEN}",
+            "IMAGEBUILDER_API_TOKENS": f"another-token-{secrets.token_hex(8)},{API_TOKEN}",
+            # The suite sends wrong tokens on purpose from this one address; its throttling has tests of its own
+            # (tests/integration/test_guessing.py), which keep the default.
+            "IMAGEBUILDER_AUTH_MAX_FAILURES": "100000",
             # The suite's faults and cancels are written against the classic builder's containers; BuildKit,
             # the default wherever it works, has tests of its own that unset this (tests/integration/test_buildkit.py).
             "IMAGEBUILDER_BUILDER": "classic",

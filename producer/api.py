@@ -4,39 +4,42 @@ the edge (producer/edge.py) before any body is read."""
 from __future__ import annotations
 
 import logging
-import re
-import threading
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Query, Request, Security
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from pydantic import BaseModel
 
+from config.celery_config import async_redis_client
 from config.settings import Settings, SettingsError
 from producer.client import BuildClient
 from producer.console.csrf import CsrfChecked
 from producer.console.routes import mount_console
 from producer.console.sessions import Sessions
-from producer.edge import CONSOLE_PREFIX, BearerTokens, Edge, HookTokensHidden
+from producer.edge import CONSOLE_PREFIX, BearerTokens, Edge, HookTokens, HookTokensHidden
+from producer.throttle import Throttle
 from producer.hooks import mount_hooks
+from producer.livelog import RETRY_AFTER_S, SSE, LiveLogs, live_logs
 from producer.outcomes import OUTCOMES, outcome_of
 from producer.overview import MAX_PAGE_ITEMS, SpecDetail, SpecListing
 from worker.errors import ConfigurationError, ImageBuilderError
 from worker.metrics import metrics_registry
+from worker.reference import normalise_registry
 from worker.result import BuildResult
 from worker.schedules import Policy, Schedule
 from worker.spec import spec_named
 from worker.specstore import HistoryEntry, StoredSpec
 from worker.stores import store_errors
 
-SSE = "text/event-stream"
-_SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+MIN_TOKEN_CHARS = 16  # shorter API and webhook tokens stop the API at start
+EDGE_REDIS_CONNECTIONS = 64  # the edge's session and throttle reads are short: more requests than this queue
 DEFAULT_PAGE_ITEMS = 100
 MAX_OFFSET = 1_000_000
 MAX_NAME_FILTER_CHARS = 128
@@ -80,42 +83,87 @@ class Readiness(BaseModel):
     redis: bool
 
 
-def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these error statuses, described from the outcome table."""
+def _described(status: int) -> str:
+    """What an error status means, from the outcome table and the edge's own answers."""
     described = {401: ["missing or unknown bearer token"], 413: ["the request body is too large"]}
     for _, outcome in OUTCOMES:
         described.setdefault(outcome.status, []).append(outcome.what)
-    return {status: {"model": ErrorBody, "description": "; ".join(described[status])} for status in statuses}
+    return "; ".join(described[status])
+
+
+def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, described from the outcome table."""
+    return {status: {"model": ErrorBody, "description": _described(status)} for status in statuses}
+
+
+def _documented_as_json(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The same for a route whose own answer is not JSON: FastAPI would document a `model` in the route's media
+    type (text/plain), but its errors are JSON all the same."""
+    content = {"application/json": {"schema": ErrorBody.model_json_schema()}}
+    return {status: {"description": _described(status), "content": content} for status in statuses}
+
+
+def _log_responses() -> dict[int | str, dict[str, Any]]:
+    """The log route's answers: text or server-sent events, else a JSON error; 503 also past the live log bound."""
+    responses = {**_documented_as_json(401, 404, 422, 503), 200: {"content": {"text/plain": {}, SSE: {}}}}
+    responses[503]["description"] += "; this API process serves IMAGEBUILDER_API_MAX_LOG_STREAMS live logs already"
+    responses[503]["headers"] = {"Retry-After": {"description": f"when full: {RETRY_AFTER_S} (seconds)",
+                                                 "schema": {"type": "integer"}}}
+    return responses
 
 
 ERRORS = _documented(401, 422, 503)
-BODY_ERRORS = _documented(401, 413, 422, 503)
+# FastAPI answers 400 itself, in the API's JSON shape, to a JSON body it cannot decode or that nests too deeply.
+UNREADABLE_BODY = "the body is not UTF-8, or its JSON is nested too deeply"
+FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"  # what FastAPI itself says then
+BODY_ERRORS = {**_documented(401, 413, 422, 503), 400: {"model": ErrorBody, "description": UNREADABLE_BODY}}
 
 
 def create_api(settings: Settings) -> FastAPI:
-    """The app for `imagebuilder api`; refuses to start without IMAGEBUILDER_API_TOKENS."""
-    if not settings.api_tokens:
-        raise ConfigurationError("IMAGEBUILDER_API_TOKENS is not set: give at least one bearer token for the API")
+    """The app for `imagebuilder api`; refuses to start without IMAGEBUILDER_API_TOKENS, or with a token too short
+    to withstand guessing."""
+    tokens, hook_tokens = checked_tokens(settings)
     client = BuildClient(settings)
-    tokens = [t.get_secret_value() for t in settings.api_tokens]
-    sessions = Sessions(tokens, settings.ui_session_s)
-    api = FastAPI(title="imagebuilder", version="0.1.0", description="Submit image builds and follow them.")
-    api.add_middleware(CsrfChecked, secret=sessions.secret)
+    async_redis = async_redis_client(settings.redis_dsn, max_connections=EDGE_REDIS_CONNECTIONS)
+    sessions = Sessions(tokens, settings.ui_session_s, client.redis, async_redis)
+    throttle = Throttle(client.redis, async_redis, most=settings.auth_max_failures,
+                        window_s=settings.auth_failure_window_s)
+    # No redirect that adds a slash: Starlette would build its location from the Host header (wrong behind a proxy)
+    api = FastAPI(title="imagebuilder", version="0.1.0", description="Submit image builds and follow them.",
+                  redirect_slashes=False)
+    api.add_middleware(CsrfChecked, sessions=sessions)
     api.add_middleware(Edge, tokens=BearerTokens(tokens), sessions=sessions,  # added last: runs first
-                       max_body_bytes=settings.api_max_body_bytes, public_docs=settings.api_public_docs,
-                       hook_tokens=BearerTokens(t.get_secret_value() for t in settings.webhook_tokens),
+                       throttle=throttle, max_body_bytes=settings.api_max_body_bytes,
+                       public_docs=settings.api_public_docs, hook_tokens=hook_tokens,
                        max_hook_body_bytes=settings.webhook_max_body_bytes)
+    if settings.trusted_proxies:  # outermost: the edge and the routes see the client and scheme the proxy saw
+        api.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     _hide_hook_tokens(logging.getLogger("uvicorn.access"))
     for kind in (*(kind for kind, _ in OUTCOMES), Exception):
         api.add_exception_handler(kind, _answer)
     api.add_exception_handler(RequestValidationError, _invalid_request)
     api.add_exception_handler(StarletteHTTPException, _http_error)
-    _build_routes(api, client, LogStreams(settings.api_max_log_streams))
+    _build_routes(api, client, live_logs(settings))
     _spec_routes(api, client)
     _service_routes(api, client)
     mount_hooks(api, client, _documented(400, 401, 413, 503))
-    api.state.console = mount_console(api, client, settings, sessions)
+    api.state.console = mount_console(api, client, settings, sessions, throttle)
     return api
+
+
+def checked_tokens(settings: Settings) -> tuple[list[str], HookTokens]:
+    """The API's tokens and the webhooks'; ConfigurationError, naming the setting but never a token, if there is
+    no API token or one is shorter than MIN_TOKEN_CHARS."""
+    if not settings.api_tokens:
+        raise ConfigurationError("IMAGEBUILDER_API_TOKENS is not set: give at least one bearer token for the API")
+    tokens = [t.get_secret_value() for t in settings.api_tokens]
+    hooks = [(t.token.get_secret_value(), frozenset(normalise_registry(h) for h in t.hosts))
+             for t in settings.webhook_tokens]
+    for setting, given in (("IMAGEBUILDER_API_TOKENS", tokens), ("IMAGEBUILDER_WEBHOOK_TOKENS", [t for t, _ in hooks])):
+        if short := sum(len(token) < MIN_TOKEN_CHARS for token in given):
+            raise ConfigurationError(f"{setting}: {short} of its {len(given)} tokens are shorter than "
+                                     f"{MIN_TOKEN_CHARS} characters, too easy to guess; use e.g. `openssl rand -hex 16`")
+    return tokens, HookTokens(hooks)
 
 
 def _hide_hook_tokens(access_log: logging.Logger) -> None:
@@ -142,7 +190,10 @@ async def _invalid_request(request: Request, error: RequestValidationError) -> R
 
 
 async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
-    """Routing's own answers (404 for an unknown path, 405): a console page on the console, else as FastAPI gives."""
+    """Routing's own answers (404 for an unknown path, 405), and FastAPI's 400 for a JSON body it could not decode
+    (said plainly): a console page on the console, else as FastAPI gives."""
+    if error.status_code == 400 and error.detail == FASTAPI_UNREADABLE_BODY:
+        error = StarletteHTTPException(400, f"body: {UNREADABLE_BODY}")
     if request.url.path.startswith(CONSOLE_PREFIX):
         return _error(request, error.status_code, str(error.detail))
     return await http_exception_handler(request, error)
@@ -155,45 +206,11 @@ def _error(request: Request, status: int, detail: str) -> Response:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-class LogStreams:
-    """Live log streams hold a worker thread each for as long as the build runs: at most this many at once."""
-
-    def __init__(self, most: int):
-        self._most = most
-        self._permits = threading.BoundedSemaphore(most)
-
-    def follow(self, events: Iterator[str]) -> Iterator[str] | None:
-        """The event stream with a permit held until it ends; None when every permit is taken."""
-        if not self._permits.acquire(blocking=False):
-            return None
-        return self._releasing(events)
-
-    def _releasing(self, events: Iterator[str]) -> Iterator[str]:
-        try:
-            yield from events
-        finally:
-            self._permits.release()
-
-    def busy(self) -> JSONResponse:
-        return JSONResponse({"detail": f"the API already serves {self._most} live log streams "
-                                       "(IMAGEBUILDER_API_MAX_LOG_STREAMS); try again later"}, status_code=503)
+def _log_text(client: BuildClient, build_id: str) -> str:
+    return "".join(f"{line}\n" for line in client.logs(build_id))
 
 
-def sse_event(data: str, event: str | None = None) -> str:
-    """One server-sent event. Every line of `data` is a `data:` field of its own, so no text in it (a log line
-    saying `event: end`, say) can ever become a field, or end the event early."""
-    fields = [f"event: {event}"] if event else []
-    fields += [f"data: {part}" for part in _SSE_LINE_BREAK.split(data)]
-    return "\n".join(fields) + "\n\n"
-
-
-def _events(client: BuildClient, build_id: str, lines: Iterator[str]) -> Iterator[str]:
-    for line in lines:
-        yield sse_event(line)
-    yield sse_event(client.status(build_id).phase.value, event="end")
-
-
-def _build_routes(api: FastAPI, client: BuildClient, streams: LogStreams) -> None:
+def _build_routes(api: FastAPI, client: BuildClient, live: LiveLogs) -> None:
     @api.post("/builds", status_code=202, response_model=BuildResult, dependencies=[BEARER],
               responses={**BODY_ERRORS, **_documented(403)})
     def submit(spec: Annotated[dict[str, Any], Body(examples=[SPEC_EXAMPLE])],
@@ -207,17 +224,15 @@ def _build_routes(api: FastAPI, client: BuildClient, streams: LogStreams) -> Non
         return client.status(build_id)
 
     @api.get("/builds/{build_id}/logs", dependencies=[BEARER], response_class=PlainTextResponse,
-             responses={**ERRORS, **_documented(404), 200: {"content": {"text/plain": {}, SSE: {}}}})
-    def logs(build_id: str, follow: Annotated[bool, Query()] = False,
-             accept: Annotated[str | None, Header()] = None) -> Response:
-        """The build's log as text; live as server-sent events with `?follow=true` or `Accept: text/event-stream`,
-        ending with an `end` event that carries the final phase. Each log line is one event."""
-        live = follow or SSE in (accept or "")
-        lines = client.logs(build_id, follow=live)
-        if not live:
-            return PlainTextResponse("".join(f"{line}\n" for line in lines))
-        events = streams.follow(_events(client, build_id, lines))
-        return StreamingResponse(events, media_type=SSE) if events is not None else streams.busy()
+             responses=_log_responses())
+    async def logs(build_id: str, follow: Annotated[bool, Query()] = False,
+                   accept: Annotated[str | None, Header()] = None) -> Response:
+        """The build's log as text; live as server-sent events with `?follow=true` or `Accept: text/event-stream`:
+        each log line is one event, and the `end` event carries the final phase (an `unavailable` event instead
+        says why the stream stopped short); a `: keep-alive` comment keeps a quiet stream open."""
+        if follow or SSE in (accept or ""):
+            return await live.follow(build_id)
+        return PlainTextResponse(await run_in_threadpool(_log_text, client, build_id))
 
     @api.delete("/builds/{build_id}", status_code=202, response_model=BuildResult, dependencies=[BEARER],
                 responses={**ERRORS, **_documented(404, 409)})
@@ -312,7 +327,7 @@ def _service_routes(api: FastAPI, client: BuildClient) -> None:
         return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
 
     @api.get("/metrics", dependencies=[BEARER], response_class=PlainTextResponse,
-             responses={**ERRORS, 200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+             responses={**_documented_as_json(401, 503), 200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     def prometheus() -> Response:
         with store_errors():
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from worker.tagging import ensure_enabled
 
 CANCEL_WAIT_S = 30.0
 MAX_API_WORKERS = 64
+API_GRACEFUL_SHUTDOWN_S = 10  # live logs may run as long as a build: a stop closes them after this
 
 
 @contextmanager
@@ -55,7 +57,7 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(celery_args: tuple[str, ...]) -> None:
-    """Run a Celery worker on the builds queue; extra arguments go to `celery worker`."""
+    """Run a Celery worker on the builds and checks queues; extra arguments go to `celery worker`."""
     from worker.main import run_worker  # imports docker: only the worker command needs it
 
     with _usage_errors():
@@ -145,17 +147,28 @@ def health(of_worker: bool) -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, MAX_API_WORKERS),
               help="Server processes, each with its own connections (and its own live log stream limit).")
 def api(host: str, port: int, workers: int) -> None:
-    """Serve the HTTP API and the web console (/ui/)."""
+    """Serve the HTTP API and the web console (/ui/). X-Forwarded-* headers are believed only from
+    IMAGEBUILDER_TRUSTED_PROXIES (the app applies them), never by uvicorn's own default."""
     import uvicorn
 
     from producer.api import create_api
 
     with _usage_errors():
         app = create_api(_settings())  # settings and tokens checked here, before any server process starts
+    _allow_open_files()
+    served = {"host": host, "port": port, "proxy_headers": False, "timeout_graceful_shutdown": API_GRACEFUL_SHUTDOWN_S}
     if workers == 1:
-        uvicorn.run(app, host=host, port=port)
+        uvicorn.run(app, **served)
     else:  # each process makes its own app from the same environment
-        uvicorn.run("producer.api:api_from_environment", factory=True, host=host, port=port, workers=workers)
+        uvicorn.run("producer.api:api_from_environment", factory=True, workers=workers, **served)
+
+
+def _allow_open_files() -> None:
+    """Every live log holds a connection: raise the open-file limit from its soft value (often 1,024) to its hard
+    one, as a server that holds many connections does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard != resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 @main.group()

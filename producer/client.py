@@ -17,9 +17,9 @@ from producer.overview import (
 )
 from worker.app import create_sender_app
 from worker.buildstate import RECENT_BUILDS_KEPT, unknown_build
-from worker.errors import AlreadyFinished
+from worker.errors import AlreadyFinished, InvalidRequest
 from worker.imagechain import ImageChains
-from worker.metrics import queue_depth
+from worker.metrics import OUT_OF_SCOPE, queue_depth
 from worker.reference import ImageReference
 from worker.result import BuildResult, utcnow
 from worker.schedules import Policy, Schedule, parse_schedule
@@ -96,8 +96,7 @@ class BuildClient:
         """Create or update a stored spec; a new spec, or an edit that changes its tag, is built at once."""
         spec = spec if isinstance(spec, ImageSpec) else parse_spec(spec)
         resolve_target(spec, self._settings)  # refuse before storing what could never be built
-        self._chains.refuse_cycle(spec)
-        stored, changed = self._stores.specs.apply(spec)
+        stored, changed = self._stores.specs.apply(spec, check=self._chains.refuse_cycle)
         return stored, self._submitter.submit_stored(stored, Trigger.SPEC_CHANGED) if changed else None
 
     @_translated
@@ -131,17 +130,23 @@ class BuildClient:
 
     @_translated
     def bases_pushed(self, pushed: list[ImageReference]) -> None:
-        """Queue the check of the stored specs built on these pushed tags (a registry's webhook said so), in checks
-        of at most MAX_PUSHED_PER_TASK tags."""
-        texts = [str(reference) for reference in pushed]
-        for start in range(0, len(texts), MAX_PUSHED_PER_TASK):
-            send_pushed(self._app, texts[start:start + MAX_PUSHED_PER_TASK], Trigger.BASE_PUSHED)
+        """Queue the check of the stored specs built on these pushed tags (a registry's webhook said so): one
+        check, of at most MAX_PUSHED_PER_TASK tags (InvalidRequest past it)."""
+        if len(pushed) > MAX_PUSHED_PER_TASK:
+            raise InvalidRequest(f"{len(pushed)} pushed tags: one check takes at most {MAX_PUSHED_PER_TASK}")
+        send_pushed(self._app, [str(reference) for reference in pushed], Trigger.BASE_PUSHED)
+
+    @_translated
+    def webhook_out_of_scope(self, pushes: int) -> None:
+        """Count pushes a webhook named on registries its token does not speak for (ignored)."""
+        self._stores.metrics.webhook_ignored(OUT_OF_SCOPE, pushes)
 
     @_translated
     def delete_spec(self, name: str) -> None:
-        """Delete the spec, its history and its schedule."""
+        """Delete the spec, its history, its schedule and what triggers noted of it."""
         self._stores.specs.delete(name)
         self._stores.schedules.remove(name)
+        self._stores.triggers.forget(name)
 
     # -- schedules -------------------------------------------------------------------------------------------
     @_translated

@@ -19,31 +19,39 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from producer.client import BuildClient
-from producer.edge import DOCKER_HUB_HOOK_PREFIX, REGISTRY_HOOK_PATH
+from producer.edge import DOCKER_HUB_HOOK_PREFIX, HOOK_HOSTS_SCOPE, REGISTRY_HOOK_PATH
 from worker.errors import InvalidRequest
 from worker.reference import DOCKER_HUB, ImageReference, parse_reference
+from worker.submission import MAX_PUSHED_PER_TASK
 
 HARBOR_PUSH = "PUSH_ARTIFACT"
 PATH_TOKEN = "one of IMAGEBUILDER_WEBHOOK_TOKENS (the edge checks it before the route runs)"
+# One notification costs a bounded amount of work: a registry sends one event per envelope (distribution) or one
+# artifact per event (Harbor), Docker Hub one tag; past these bounds it is refused with 400, never split.
+MAX_PUSHED_TAGS = MAX_PUSHED_PER_TASK
+MAX_PUSHED_REPOSITORIES = 20
 logger = logging.getLogger(__name__)
 
 
 class HookAnswer(BaseModel):
-    """202: the tags whose stored specs will be checked, and how many events were not tag pushes."""
+    """202: the tags whose stored specs will be checked; how many events were not tag pushes; and how many tag
+    pushes named a registry the token does not speak for (ignored)."""
 
     checking: list[str]
     ignored: int
+    out_of_scope: int = 0
 
 
 def pushed_in_registry_event(body: Any) -> tuple[list[ImageReference], int]:
     """The tags pushed according to a distribution envelope or a Harbor event; and how many events said
     something else (pulls, blob pushes, pushes by digest, other event types)."""
-    if isinstance(body, dict) and isinstance(body.get("events"), list):
-        return _found(_distribution_push(event) for event in body["events"])
+    if isinstance(body, dict) and "events" in body:
+        return _found(_distribution_push(event) for event in _list(body["events"], "events"))
     if isinstance(body, dict) and isinstance(body.get("type"), str):
         if body["type"] != HARBOR_PUSH:
             return [], 1
-        return _found(_harbor_push(resource) for resource in _path(body, "event_data", "resources", default=[]))
+        resources = _list(_path(body, "event_data", "resources", default=[]), "event_data.resources")
+        return _found(_harbor_push(resource) for resource in resources)
     raise InvalidRequest("body: neither a registry's envelope of events (`events`) nor a Harbor event (`type`)")
 
 
@@ -56,19 +64,35 @@ def pushed_in_docker_hub_event(body: Any) -> tuple[list[ImageReference], int]:
     return _found([_reference(f"{DOCKER_HUB}/{repository}:{tag}")])
 
 
+def bounded(pushed: list[ImageReference]) -> list[ImageReference]:
+    """The pushed tags, if one check may take them; InvalidRequest naming the bound otherwise."""
+    if len(pushed) > MAX_PUSHED_TAGS:
+        raise InvalidRequest(f"body: names {len(pushed)} pushed tags; one notification may name at most "
+                             f"{MAX_PUSHED_TAGS}")
+    if (repositories := len({reference.name for reference in pushed})) > MAX_PUSHED_REPOSITORIES:
+        raise InvalidRequest(f"body: names {repositories} repositories; one notification may name at most "
+                             f"{MAX_PUSHED_REPOSITORIES}")
+    return pushed
+
+
+def in_scope(pushed: list[ImageReference], hosts: frozenset[str]) -> list[ImageReference]:
+    """The pushes on registries the token speaks for (every one, for a token without hosts)."""
+    return [reference for reference in pushed if not hosts or reference.registry in hosts]
+
+
 def _distribution_push(event: Any) -> ImageReference | None:
     """A manifest pushed by tag: `request.host` (else the host of `target.url`), `target.repository`, `target.tag`."""
-    target = _path(event, "target", default={})
-    if _path(event, "action") != "push" or not isinstance(target, dict) or not target.get("tag"):
+    repository, tag = _text(event, "target", "repository"), _text(event, "target", "tag")
+    if _path(event, "action") != "push" or not repository or not tag:
         return None
-    host = _path(event, "request", "host") or urlsplit(str(target.get("url", ""))).netloc
-    return _reference(f"{host}/{target.get('repository')}:{target['tag']}") if host else None
+    host = _text(event, "request", "host") or urlsplit(_text(event, "target", "url")).netloc
+    return _reference(f"{host}/{repository}:{tag}") if host else None
 
 
 def _harbor_push(resource: Any) -> ImageReference | None:
     """`resource_url` is host/project/repository:tag, or …@digest for a push by digest (no tag: ignored)."""
-    url = _path(resource, "resource_url")
-    reference = _reference(url) if isinstance(url, str) else None
+    url = _text(resource, "resource_url")
+    reference = _reference(url) if url else None
     return reference if reference is not None and reference.tag and not reference.digest else None
 
 
@@ -94,16 +118,30 @@ def _path(value: Any, *keys: str, default: Any = None) -> Any:
     return value
 
 
+def _text(value: Any, *keys: str) -> str:
+    """The string at that path; "" for anything else (absent, null, a number, a list)."""
+    found = _path(value, *keys)
+    return found if isinstance(found, str) else ""
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise InvalidRequest(f"body: `{where}` must be a list, not {type(value).__name__}")
+    return value
+
+
 def _json_body(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except ValueError:
-        raise InvalidRequest("body: not JSON") from None
+        raise InvalidRequest("body: not JSON (or not UTF-8)") from None
+    except RecursionError:
+        raise InvalidRequest("body: JSON nested too deeply") from None
 
 
 def mount_hooks(api: FastAPI, client: BuildClient, errors: dict[int | str, dict[str, Any]]) -> None:
     """The webhook routes, with their documented error answers; the edge (producer/edge.py) has checked their
-    tokens before they run."""
+    tokens before they run, and put the registry hosts the token speaks for in the request's scope."""
     documented = {"status_code": 202, "response_model": HookAnswer, "responses": errors,
                   "openapi_extra": {"requestBody": {"content": {"application/json": {}}}}}
 
@@ -111,18 +149,22 @@ def mount_hooks(api: FastAPI, client: BuildClient, errors: dict[int | str, dict[
     async def registry_hook(request: Request) -> HookAnswer:
         """A registry's notification, with `Authorization: Bearer <one of IMAGEBUILDER_WEBHOOK_TOKENS>`."""
         pushed, ignored = pushed_in_registry_event(_json_body(await request.body()))
-        return await run_in_threadpool(_queue, client, pushed, ignored, "registry webhook")
+        return await run_in_threadpool(_queue, client, request.scope, pushed, ignored, "registry webhook")
 
     @api.post(DOCKER_HUB_HOOK_PREFIX + "{token}", **documented)
     async def docker_hub_hook(request: Request, token: Annotated[str, Path(description=PATH_TOKEN)]) -> HookAnswer:
         """Docker Hub's push webhook: it sends no headers, so one of IMAGEBUILDER_WEBHOOK_TOKENS is the last part
         of the path (and never logged)."""
         pushed, ignored = pushed_in_docker_hub_event(_json_body(await request.body()))
-        return await run_in_threadpool(_queue, client, pushed, ignored, "Docker Hub webhook")
+        return await run_in_threadpool(_queue, client, request.scope, pushed, ignored, "Docker Hub webhook")
 
 
-def _queue(client: BuildClient, pushed: list[ImageReference], ignored: int, source: str) -> HookAnswer:
-    if pushed:
-        client.bases_pushed(pushed)
-        logger.info("%s: %s pushed; checking the specs built on it", source, ", ".join(map(str, pushed)))
-    return HookAnswer(checking=[str(r) for r in pushed], ignored=ignored)
+def _queue(client: BuildClient, scope: dict, pushed: list[ImageReference], ignored: int, source: str) -> HookAnswer:
+    allowed = in_scope(bounded(pushed), scope.get(HOOK_HOSTS_SCOPE, frozenset()))
+    if out_of_scope := len(pushed) - len(allowed):
+        client.webhook_out_of_scope(out_of_scope)
+        logger.warning("%s: ignored %d pushes naming registries its token does not speak for", source, out_of_scope)
+    if allowed:
+        client.bases_pushed(allowed)
+        logger.info("%s: %s pushed; checking the specs built on it", source, ", ".join(map(str, allowed)))
+    return HookAnswer(checking=[str(r) for r in allowed], ignored=ignored, out_of_scope=out_of_scope)

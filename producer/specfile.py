@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
-
+from producer.boundedyaml import MAX_YAML_CHARS, load_all
 from worker.errors import InvalidSpec
 from worker.spec import ImageSpec, parse_spec
 
@@ -21,7 +20,7 @@ def load_spec_file(path: str) -> ImageSpec:
 
 def load_spec_text(text: str, source: str = "the text") -> ImageSpec:
     """The one spec in `text` (YAML or JSON, any accepted shape); InvalidSpec naming `source` otherwise."""
-    documents = _parsed(text, source)
+    documents = load_all(text, source)
     if len(documents) != 1:
         raise InvalidSpec(f"{source}: expected exactly one spec, found {len(documents)}")
     return parse_spec(documents[0])
@@ -44,17 +43,15 @@ def load_spec_files(path: str) -> list[ImageSpec]:
 
 
 def _documents(path: str) -> list:
+    return load_all(_text(path), path)
+
+
+def _text(path: str) -> str:
+    """The file's text, read no further than one character past the YAML bound (which then refuses it)."""
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        if path == "-":
+            return sys.stdin.read(MAX_YAML_CHARS + 1)
+        with Path(path).open(encoding="utf-8") as file:
+            return file.read(MAX_YAML_CHARS + 1)
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidSpec(f"{path}: cannot read: {e.strerror if isinstance(e, OSError) else e}") from None
-    return _parsed(text, path)
-
-
-def _parsed(text: str, source: str) -> list:
-    try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as e:
-        raise InvalidSpec(f"{source}: not YAML or JSON: {e}") from None
-    except RecursionError:  # PyYAML composes nested collections recursively
-        raise InvalidSpec(f"{source}: nested too deeply to be a spec") from None

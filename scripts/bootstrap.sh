@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(docker.io docker-registry redis-server busybox-static debootstrap apache2-utils ca-certificates iptables
-          docker-compose openssl chromium fonts-dejavu-core)
+          docker-compose openssl chromium fonts-dejavu-core nginx)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -13,6 +13,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}" >&2
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  # The tests run nginx as a binary with a config, pid and logs of their own (devstack/services.py, Nginx); the
+  # package's own server, which its install starts on port 80 of every address, is wanted by nothing here. One the
+  # install just started is stopped (not disabled); one that ran before is someone else's and left alone.
+  if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    invoke-rc.d nginx stop >/dev/null 2>&1 || true  # refused where policy-rc.d kept it from starting at all
+  fi
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

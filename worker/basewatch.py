@@ -1,7 +1,8 @@
 """Rebuilding stored specs whose base was pushed: a registry's webhook said so, or the stored spec that builds
 that base just succeeded (an image chain). A push is only a hint: each matching spec's base is checked by a
-manifest HEAD with its pull secret, and rebuilt only when the digest differs from its last success's, so
-replayed and duplicate notifications build nothing."""
+manifest HEAD with its pull secret, and rebuilt only when the digest differs from the one its last success was
+built on, and only once per digest by triggers (a claim in the trigger store), so replayed and duplicate
+notifications build nothing, and a trigger never retries a failure on the same base."""
 
 from __future__ import annotations
 
@@ -13,35 +14,59 @@ from celery import Celery
 
 from config.celery_config import BASES_PUSHED_TASK
 from config.settings import Settings
-from worker.credentials import pull_credentials
-from worker.errors import ImageBuilderError, RetryableError
-from worker.reference import ImageReference, parse_reference
+from worker.credentials import pull_credentials, push_credentials
+from worker.dockerfile import BASE_DIGEST_LABEL
+from worker.errors import BaseImageNotFound, ImageBuilderError, RetryableError
+from worker.reference import ImageReference, is_digest, parse_reference
 from worker.registry import RegistrySessions
-from worker.specstore import HistoryEntry, StoredSpec, Trigger
+from worker.specstore import HistoryEntry, SpecStore, StoredSpec, Trigger
 from worker.states import BuildPhase
 from worker.stores import Stores
 from worker.submission import MAX_PUSHED_PER_TASK, Submitter, send_pushed
+from worker.triggerstore import TriggerStore
+from worker.tagging import resolve_target
 
 logger = logging.getLogger(__name__)
 
 PUSH_TRIGGERS = frozenset({Trigger.BASE_PUSHED, Trigger.BASE_REBUILT})
 UNCHANGED = "unchanged"
+TRIGGERED_ALREADY = "triggered-already"  # a trigger queued this spec on this digest before: never again
+BASE_MISSING = "base-missing"  # the pushed tag is not there (deleted since): nothing to build on
 CHECK_FAILED = "check-failed"
 RUNNING_ALREADY = "running-already"  # checked again once that build may have ended (RECHECK_AFTER_S)
 RECHECK_AFTER_S = 15
+RECHECK_HOLD_S = 10 * RECHECK_AFTER_S  # a pending recheck's hold on its base outlives a late start of its task
+
+
+def recheck_limit(settings: Settings) -> int:
+    """How many times a base is checked again: for as long as a build can run (its hard time limit)."""
+    return settings.hard_time_limit_s // RECHECK_AFTER_S + 1
 
 
 class BaseDigests:
-    """One manifest HEAD per base and pull secret for as long as it lives: the digest, or the error it met."""
+    """The digest each base has now (one manifest HEAD per base and pull secret for as long as this lives), and
+    the one each spec's last success was built on."""
 
-    def __init__(self, settings: Settings, registries: RegistrySessions):
+    def __init__(self, settings: Settings, registries: RegistrySessions, specs: SpecStore):
         self._settings = settings
         self._registries = registries
+        self._specs = specs
         self._digests: dict[tuple[str, str | None], str | None | ImageBuilderError] = {}
 
     def changed(self, stored: StoredSpec, last: HistoryEntry | None) -> bool:
         """Whether the base's digest differs from the one the last success was built on (or none is known)."""
-        return last is None or not last.base_digest or last.base_digest != self.of(stored)
+        built_on = self.built_on(stored, last)
+        return built_on is None or built_on != self.of(stored)
+
+    def built_on(self, stored: StoredSpec, last: HistoryEntry | None) -> str | None:
+        """The base digest the last success was built on. A skipped success did not pull its base, but its image
+        says (a label); that is read once, from the registry, and kept in the history entry."""
+        if last is None or last.base_digest:
+            return last.base_digest if last else None
+        digest = self._labelled_base(stored) if last.tag == stored.tag else None
+        if digest:
+            self._specs.note_base_digest(last.id, digest)
+        return digest
 
     def of(self, stored: StoredSpec) -> str | None:
         key = (stored.spec.base_image, stored.spec.pull_secret)
@@ -59,6 +84,16 @@ class BaseDigests:
         credentials = pull_credentials(self._settings, stored.spec.pull_secret, base.registry)
         return self._registries.client(base.registry, credentials).manifest_digest(base)
 
+    def _labelled_base(self, stored: StoredSpec) -> str | None:
+        """The base digest the spec's image carries in its label; None if the image or the label is not there."""
+        target = resolve_target(stored.spec, self._settings)
+        client = self._registries.client(target.registry, push_credentials(self._settings))
+        try:
+            digest = client.image_labels(target).get(BASE_DIGEST_LABEL, "")
+        except BaseImageNotFound:
+            return None
+        return digest if is_digest(digest) else None
+
 
 class BaseWatch:
     """Checks the stored specs built on pushed tags, and rebuilds (forced: same tag) those whose base changed."""
@@ -67,39 +102,71 @@ class BaseWatch:
         self._settings = settings
         self._registries = registries
         self._specs = stores.specs
+        self._triggers = stores.triggers
         self._submitter = Submitter(app, settings, stores)
-        # Bases to check again (RECHECK_AFTER_S): those of specs whose build was already running, which may have
-        # pulled the base before this push (a build of a target never runs twice at once), and those whose check
-        # met a registry that was away.
+        # Bases to check again (RECHECK_AFTER_S), normalised: those of specs whose build was already running,
+        # which may have pulled the base before this push (a build of a target never runs twice at once), and
+        # those whose check met a registry that was away.
         self.recheck: list[str] = []
 
     def run(self, pushed: list[ImageReference], trigger: Trigger) -> dict[str, int]:
-        """How each matching spec ended: rebuilt (the trigger's name), unchanged, running-already or
-        check-failed."""
+        """How each matching spec ended: rebuilt (the trigger's name), unchanged, triggered-already,
+        base-missing, running-already or check-failed."""
         names = self._specs.based_on(pushed)
-        digests = BaseDigests(self._settings, self._registries)
+        digests = BaseDigests(self._settings, self._registries, self._specs)
         found = self._specs.with_last_success(names)
         return dict(Counter(self._check(stored, last, digests, trigger) for stored, last in found.values()))
 
     def _check(self, stored: StoredSpec, last: HistoryEntry | None, digests: BaseDigests, trigger: Trigger) -> str:
-        name = stored.spec.name
         try:
-            if not digests.changed(stored, last):
-                return UNCHANGED
-            build = self._submitter.submit_stored(stored, trigger, force=True)  # attaches if it is building now
+            return self._decide(stored, last, digests, trigger)
         except Exception as e:  # one spec's registry failing must not hold up the others
             expected = isinstance(e, ImageBuilderError)
-            logger.warning("%s of %s: check failed: %s", trigger.value, name,
+            logger.warning("%s of %s: check failed: %s", trigger.value, stored.spec.name,
                            e.message if expected else type(e).__name__, exc_info=not expected)
             if isinstance(e, RetryableError):  # its registry or Redis away for now: look again later
-                self.recheck.append(stored.spec.base_image)
+                self._recheck(stored)
             return CHECK_FAILED
-        if build.phase is BuildPhase.RUNNING:
-            self.recheck.append(stored.spec.base_image)
+
+    def _decide(self, stored: StoredSpec, last: HistoryEntry | None, digests: BaseDigests, trigger: Trigger) -> str:
+        current = digests.of(stored)
+        if current is None:
+            return BASE_MISSING
+        if digests.built_on(stored, last) == current:
+            return UNCHANGED
+        previous = self._triggers.claim(stored.spec.name, current)
+        if previous is None:
+            return TRIGGERED_ALREADY
+        return self._rebuild(stored, trigger, current, previous)
+
+    def _rebuild(self, stored: StoredSpec, trigger: Trigger, current: str, previous: str) -> str:
+        name = stored.spec.name
+        try:
+            build = self._submitter.submit_stored(stored, trigger, force=True)  # attaches if it is building now
+        except Exception:
+            self._triggers.unclaim(name, current, previous)
+            raise
+        if build.phase is BuildPhase.RUNNING:  # that build may have pulled the base before: not this trigger's
+            self._triggers.unclaim(name, current, previous)
+            self._recheck(stored)
             logger.info("%s: %s is being built already (%s); checking again after it", trigger.value, name, build.id)
             return RUNNING_ALREADY
-        logger.info("%s: %s builds as %s", trigger.value, name, build.id)
+        logger.info("%s: %s builds as %s on %s", trigger.value, name, build.id, current)
         return trigger.value
+
+    def _recheck(self, stored: StoredSpec) -> None:
+        base = str(parse_reference(stored.spec.base_image))
+        if base not in self.recheck:
+            self.recheck.append(base)
+
+
+def follow_up(triggers: TriggerStore, holder: str, checked: list[str], recheck: list[str]) -> list[str]:
+    """The bases task `holder` is to check again: those it needs to whose one pending recheck is its own (taken now,
+    or held since an earlier try); another task's pending recheck looks at the rest. It lets go of the bases it
+    checked and no longer needs to."""
+    held = triggers.hold_rechecks(recheck, holder, RECHECK_HOLD_S)
+    triggers.release_rechecks([base for base in checked if base not in held], holder)
+    return held
 
 
 def validated_push(pushed: object, trigger: object) -> tuple[list[ImageReference], Trigger] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from config.celery_config import BUILD_QUEUE
+from config.celery_config import CHECK_QUEUE
 from config.settings import Settings
 from worker.app import ImageBuilderCelery, create_app
 from worker.scheduling import SCHEDULE_PASS_ENTRY, SCHEDULE_PASS_TASK
@@ -27,7 +27,7 @@ def create_beat_app(settings: Settings) -> ImageBuilderCelery:
                 "task": SCHEDULE_PASS_TASK,
                 "schedule": settings.schedule_pass_s,
                 # A pass nobody ran in time is dropped: the next one decides the same schedules.
-                "options": {"queue": BUILD_QUEUE, "expires": settings.schedule_pass_s},
+                "options": {"queue": CHECK_QUEUE, "expires": settings.schedule_pass_s},
             }
         },
     )

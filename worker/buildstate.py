@@ -9,10 +9,13 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio
 
+from config.celery_config import async_redis_client
 from worker.errors import UnknownBuild
 from worker.result import BuildResult
 from worker.states import LUA_IS_FINAL, BuildPhase
@@ -31,6 +34,8 @@ HEARTBEAT_TTL_S = 15
 LOCK_TTL_S = HEARTBEAT_TTL_S
 LOG_END_FIELD = "end"
 FOLLOW_BLOCK_MS = 1000
+LIVE_READ_ENTRIES = 1000  # per XREAD of a live reader: a long log arrives in a few round trips
+LIVE_SHORT_READS = 32  # connections beside the live readers' own, for the records checked as followers come
 
 _LUA_PHASES = LUA_IS_FINAL + f"""
 local function phase_of(id)
@@ -370,3 +375,47 @@ class BuildLog:
     def forget(self, build_ids: list[str]) -> None:
         if build_ids:
             self._redis.delete(*[LOG_KEY.format(id=i) for i in build_ids])
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """What one read of a build's log found: its lines, the entry to read on after, and the final phase if the end
+    marker was among them (nothing after it is read)."""
+
+    lines: list[str]
+    after: str
+    end: str | None = None
+
+
+class LiveBuildLog:
+    """A build's log and record read without holding a thread (redis.asyncio), for the API's live followers. Its
+    client belongs to the event loop that first uses it."""
+
+    def __init__(self, client: redis.asyncio.Redis):
+        self._redis = client
+
+    async def read(self, build_id: str, after: str, *, block_ms: int = FOLLOW_BLOCK_MS) -> LogChunk:
+        """The entries after entry `after` ("0-0" for the first), waiting up to `block_ms` for one to come."""
+        key = LOG_KEY.format(id=build_id)
+        response = await self._redis.xread({key: after}, block=block_ms, count=LIVE_READ_ENTRIES)
+        return _chunk([entry for _, entries in response for entry in entries], after)
+
+    async def record(self, build_id: str) -> BuildResult | None:
+        raw = await self._redis.get(RECORD_KEY.format(id=build_id))
+        return BuildResult.model_validate_json(raw) if raw else None
+
+
+def _chunk(entries: list[tuple[str, dict[str, str]]], after: str) -> LogChunk:
+    lines = []
+    for entry_id, fields in entries:
+        after = entry_id
+        if LOG_END_FIELD in fields:
+            return LogChunk(lines, after, fields[LOG_END_FIELD])
+        lines.append(fields.get("line", ""))
+    return LogChunk(lines, after)
+
+
+def live_build_log(redis_url: str, *, most_readers: int) -> LiveBuildLog:
+    """A LiveBuildLog on an asyncio client of its own: each followed build's reader holds a connection for its
+    blocking reads, so the pool has room for `most_readers` of them and a few short reads more."""
+    return LiveBuildLog(async_redis_client(redis_url, max_connections=most_readers + LIVE_SHORT_READS))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,11 @@ from worker.errors import PullSecretError
 from worker.reference import DOCKER_HUB, DOCKER_HUB_LOGIN_SERVER, normalise_registry
 
 DOCKERCONFIG_FILE = ".dockerconfigjson"
+SECRETS_DIR_SETTING = "IMAGEBUILDER_PULL_SECRETS_DIR"
+
+# A PullSecretError reaches API and console users (a build's error, a schedule's last error): it names the secret
+# and the registry, never a path on the worker. The worker's own log says where it looked.
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,14 +62,13 @@ class PullSecretStore:
         try:
             document = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PullSecretError(
-                f"pull secret {secret_name!r} (for registry {registry!r}) at {path} is unreadable: {type(e).__name__}"
-            ) from None
+            logger.warning("pull secret %r: cannot read %s: %s", secret_name, path, _why_unreadable(e))
+            raise PullSecretError(f"pull secret {secret_name!r} (for registry {registry!r}) is unreadable on the "
+                                  f"worker: {_why_unreadable(e)}") from None
         auths = document.get("auths") if isinstance(document, dict) else None
         if not isinstance(auths, dict):
-            raise PullSecretError(
-                f"pull secret {secret_name!r} (for registry {registry!r}) at {path} has no 'auths' object"
-            )
+            logger.warning("pull secret %r: %s has no 'auths' object", secret_name, path)
+            raise PullSecretError(f"pull secret {secret_name!r} (for registry {registry!r}) has no 'auths' object")
         return auths
 
     def _path(self, secret_name: str, registry: str) -> Path:
@@ -71,10 +76,18 @@ class PullSecretStore:
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
+        logger.warning("pull secret %r: neither %s nor %s is a file", secret_name, *candidates)
         raise PullSecretError(
-            f"pull secret {secret_name!r} (for registry {registry!r}) not found: expected "
-            f"{candidates[0]} or {candidates[1]} on the worker"
+            f"pull secret {secret_name!r} (for registry {registry!r}) not found: the worker has neither "
+            f"{secret_name}/{DOCKERCONFIG_FILE} nor {secret_name}.json in its {SECRETS_DIR_SETTING}"
         )
+
+
+def _why_unreadable(error: Exception) -> str:
+    """Why a secret's file could not be read, in words that hold no path (an OSError's str names its file)."""
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    return f"not Docker config JSON ({type(error).__name__})"
 
 
 def _entry_credentials(secret_name: str, registry: str, entry: object) -> RegistryCredentials:

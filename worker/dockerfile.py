@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from worker.errors import BuildStepFailed
+from worker.errors import BuildStepFailed, ConfigurationError
 from worker.packages import conda_install_args, quoted_args
 from worker.spec import ImageSpec
 
@@ -135,9 +135,19 @@ def build_context(dockerfile: str, ca_bundle: Path | None = None) -> io.BytesIO:
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         _add(tar, "Dockerfile", dockerfile.encode())
         if ca_bundle is not None:
-            _add(tar, CA_CONTEXT_NAME, ca_bundle.read_bytes())
+            _add(tar, CA_CONTEXT_NAME, _bundle_bytes(ca_bundle))
     buffer.seek(0)
     return buffer
+
+
+def _bundle_bytes(ca_bundle: Path) -> bytes:
+    """The CA bundle; if it went away since the worker started, an error naming the setting, not the path (a
+    build's error is shown to API and console users)."""
+    try:
+        return ca_bundle.read_bytes()
+    except OSError as e:
+        raise ConfigurationError(f"the worker cannot read its IMAGEBUILDER_BUILD_CA_BUNDLE: "
+                                 f"{e.strerror or type(e).__name__}") from None
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -132,7 +132,9 @@ class Engine:
             try:
                 image_id = self._buildkit.run(run, context, config_dir)
             except OSError as e:
-                raise ConfigurationError(f"cannot run the Docker client {run.cli.path}: {e.strerror or e}") from None
+                logger.error("cannot run the Docker client %s: %s", run.cli.path, e)
+                raise ConfigurationError("the worker cannot run its Docker client (IMAGEBUILDER_DOCKER_CLI, or the "
+                                         f"first `docker` on PATH): {e.strerror or type(e).__name__}") from None
         self._check()  # killed on cancel or timeout: say that, not what the killed client printed
         if image_id:
             return image_id

@@ -8,7 +8,7 @@ from config.settings import Settings
 from worker.errors import InvalidSpec
 from worker.reference import ImageReference, parse_reference
 from worker.spec import ImageSpec
-from worker.specstore import SpecStore
+from worker.specstore import SpecReader, SpecStore
 from worker.tagging import builder_of, single_repository_name, target_repository
 
 
@@ -37,15 +37,16 @@ class ImageChains:
             return sorted(child for child, tag in based.items() if single_repository_name(tag) == name)
         return sorted(based)
 
-    def refuse_cycle(self, spec: ImageSpec) -> None:
-        """InvalidSpec naming the cycle if storing `spec` would make its chain come back to it."""
+    def refuse_cycle(self, spec: ImageSpec, read: SpecReader) -> None:
+        """InvalidSpec naming the cycle if storing `spec` would make its chain come back to it. The stored specs
+        are read through `read`, so that SpecStore.apply can make this check and its write one atomic step."""
         chain, base = [spec.name], spec.base_image
         while (name := self.builder_of(parse_reference(base))) is not None and name not in chain[1:]:
             chain.append(name)
             if name == spec.name:
                 raise InvalidSpec(f"baseImage: {spec.base_image!r} would make a cycle of stored specs, each built "
                                   f"on the next: {' -> '.join(chain)}")
-            stored = self._specs.find(name)
+            stored = read(name)
             if stored is None:
                 return
             base = stored.spec.base_image

@@ -1,4 +1,5 @@
-"""Worker entry points: the app with its task and reaper, and running a Celery worker on the builds queue."""
+"""Worker entry points: the app with its tasks and reaper, and running a Celery worker on the builds and checks
+queues."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-from config.celery_config import BUILD_QUEUE, check_delivery_settings
+from config.celery_config import WORKER_QUEUES, check_delivery_settings
 from config.settings import Settings
 from worker.app import ImageBuilderCelery, create_app
 from worker.buildkit import BuildKitUnavailable, DockerCli, find_buildkit_cli
@@ -45,7 +46,7 @@ def choose_builder(settings: Settings) -> DockerCli | None:
 
 
 def run_worker(settings: Settings, extra_args: Sequence[str] = ()) -> None:
-    """`celery worker -Q builds` with this app; `extra_args` go to Celery as they are. The builder is chosen
+    """`celery worker -Q builds,checks` with this app; `extra_args` go to Celery as they are. The builder is chosen
     first, so the pool's processes inherit the choice."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/MainProcess] %(message)s")
     app = create_worker_app(settings)
@@ -54,4 +55,4 @@ def run_worker(settings: Settings, extra_args: Sequence[str] = ()) -> None:
     # Several workers on one host (compose --scale, host networking) need distinct node names.
     naming = [] if any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in extra_args) else [
         "--hostname", f"builder-{uuid.uuid4().hex[:8]}@%h"]
-    app.worker_main(["worker", "--queues", BUILD_QUEUE, "--loglevel", "INFO", *naming, *extra_args])
+    app.worker_main(["worker", "--queues", ",".join(WORKER_QUEUES), "--loglevel", "INFO", *naming, *extra_args])

@@ -16,6 +16,8 @@ from worker.result import BuildResult, utcnow
 FINISHED_KEY = "imagebuilder:metrics:finished"  # hash: final phase -> builds
 STEP_KEY = "imagebuilder:metrics:step:{step}"  # hash: bucket bound -> count, plus `sum` and `count`
 REGISTRY_ERRORS_KEY = "imagebuilder:metrics:registry_errors"  # hash: error kind -> count
+WEBHOOK_IGNORED_KEY = "imagebuilder:metrics:webhook_ignored"  # hash: why -> pushes a webhook named, ignored
+OUT_OF_SCOPE = "out-of-scope"  # on a registry the webhook's token does not speak for
 WORKERS_KEY = "imagebuilder:workers"  # sorted set: worker hostname -> when it counts as gone (epoch s)
 HOURLY_KEY = "imagebuilder:metrics:hour:{hour}"  # hash: final phase -> builds that ended in that hour
 DURATIONS_KEY = "imagebuilder:metrics:durations"  # list of "ended_at duration_s" for the newest runs
@@ -84,6 +86,9 @@ class Metrics:
     def registry_error(self, kind: str) -> None:
         self._redis.hincrby(REGISTRY_ERRORS_KEY, kind, 1)
 
+    def webhook_ignored(self, why: str, pushes: int) -> None:
+        self._redis.hincrby(WEBHOOK_IGNORED_KEY, why, pushes)
+
     def worker_alive(self, hostname: str) -> None:
         self._redis.zadd(WORKERS_KEY, {hostname: time.time() + WORKER_SEEN_TTL_S})
 
@@ -111,6 +116,11 @@ class RedisCollector(Collector):
         for kind, count in sorted(self._redis.hgetall(REGISTRY_ERRORS_KEY).items()):
             errors.add_metric([kind], float(count))
         yield errors
+        ignored = CounterMetricFamily("imagebuilder_webhook_pushes_ignored", "Pushes webhooks named that were "
+                                      "ignored, by why", labels=["why"])
+        for why, count in sorted(self._redis.hgetall(WEBHOOK_IGNORED_KEY).items()):
+            ignored.add_metric([why], float(count))
+        yield ignored
         yield GaugeMetricFamily("imagebuilder_builds_in_progress", "Builds running now",
                                 value=builds_running(self._redis))
         yield GaugeMetricFamily("imagebuilder_queue_depth", "Builds waiting in the queue",

@@ -27,6 +27,7 @@ _REFERENCE_RE = re.compile(
     re.ASCII,
 )
 _TAG_RE = re.compile(TAG, re.ASCII)
+_DIGEST_RE = re.compile(_DIGEST, re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,11 @@ def normalise_registry(host: str) -> str:
 
 def is_valid_tag(tag: str) -> bool:
     return bool(_TAG_RE.fullmatch(tag))
+
+
+def is_digest(text: str) -> bool:
+    """`algorithm:hex`, as a content digest is written (`sha256:...`)."""
+    return bool(_DIGEST_RE.fullmatch(text))
 
 
 def host_of(registry: str) -> str:

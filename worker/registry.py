@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import dataclasses
 import ipaddress
 import json
 import math
@@ -36,9 +37,11 @@ MANIFEST_MEDIA_TYPES = (
 )
 DIGEST_HEADER = "Docker-Content-Digest"
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_TOKEN_ANSWER_BYTES = 1 << 20  # Docker Hub's tokens are a few KiB; anything this large is not a token
 DEFAULT_TOKEN_LIFE_S = 60  # the token spec's lifetime for an answer without `expires_in`
 MAX_RENEW_MARGIN_S = 10  # a token is renewed this long (at most a tenth of its life) before it expires
+MAX_DOCUMENT_BYTES = 4 << 20  # the distribution registry's own limit for a manifest; an image config is smaller
 MAX_CLIENTS_KEPT = 256
 _EVERY_SCOPE = "*"  # Basic credentials are good for every repository of their registry
 # Where no registry's token service lives, but a cloud's instance credentials do.
@@ -129,17 +132,59 @@ class RegistryClient:
 
     def manifest_digest(self, reference: ImageReference) -> str | None:
         """HEAD the manifest (a GET would count as a pull on Docker Hub): its digest, or None if absent."""
-        scheme = "http" if self._insecure else "https"
-        url = f"{scheme}://{reference.api_host}/v2/{reference.repository}/manifests/{reference.manifest_reference}"
         action = f"manifest check of {reference}"
-        response = self._request(url, f"repository:{reference.repository}:pull", action)
+        response = self._request("HEAD", self._manifest_url(reference), reference, action)
         if response.status_code == 404:
             return None
+        self._require_ok(response, action)
+        return response.headers.get(DIGEST_HEADER)
+
+    def image_labels(self, reference: ImageReference) -> dict[str, str]:
+        """The labels in the image's config: a manifest GET (which Docker Hub counts as a pull, so this is for
+        the rare question a HEAD cannot answer) and a GET of its config blob; for an image index, of its first
+        linux/amd64 image (else its first). BaseImageNotFound if the image is not there."""
+        manifest = self._document("manifest", self._manifest_url(reference), reference)
+        if isinstance(manifest.get("manifests"), list):
+            child = dataclasses.replace(reference, digest=_first_image_of(manifest["manifests"], reference))
+            manifest = self._document("manifest", self._manifest_url(child), reference)
+        config_digest = _path(manifest, "config", "digest")
+        if not isinstance(config_digest, str) or not _DIGEST_RE.fullmatch(config_digest):
+            raise PushFailed(f"registry {self._registry} answered the manifest of {reference} without a config")
+        config = self._document("config", self._blob_url(reference, config_digest), reference)
+        labels = _path(config, "config", "Labels")
+        return {k: v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, dict) else {}
+
+    def _manifest_url(self, reference: ImageReference) -> str:
+        return f"{self._base_url(reference)}/manifests/{reference.manifest_reference}"
+
+    def _blob_url(self, reference: ImageReference, digest: str) -> str:
+        return f"{self._base_url(reference)}/blobs/{digest}"
+
+    def _base_url(self, reference: ImageReference) -> str:
+        return f"{'http' if self._insecure else 'https'}://{reference.api_host}/v2/{reference.repository}"
+
+    def _document(self, what: str, url: str, reference: ImageReference) -> dict:
+        """A JSON object the registry serves (a manifest or an image config), read within MAX_DOCUMENT_BYTES."""
+        action = f"read of the {what} of {reference}"
+        response = self._request("GET", url, reference, action, stream=True)
+        with response:
+            if response.status_code == 404:
+                raise BaseImageNotFound(f"{action}: not found in registry {self._registry} (HTTP 404)")
+            self._require_ok(response, action)
+            body = self._bounded_body(response, f"its answer to the {action}", MAX_DOCUMENT_BYTES)
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            document = None
+        if not isinstance(document, dict):
+            raise PushFailed(f"registry {self._registry} answered the {action} with something other than a JSON object")
+        return document
+
+    def _require_ok(self, response: requests.Response, action: str) -> None:
         if response.status_code in (401, 403):
             raise self._refusal(response, action)
         if response.status_code != 200:
             raise error_for_status(response.status_code, self._registry, action, response.headers.get("Retry-After"))
-        return response.headers.get(DIGEST_HEADER)
 
     def _refusal(self, response: requests.Response, action: str) -> AuthFailed:
         """Why the registry still says no after the authorization it asked for: which credentials it refused,
@@ -151,13 +196,17 @@ class RegistryClient:
         return AuthFailed(f"registry {self._registry} rejected {whose} for {action} (HTTP {response.status_code}"
                           f"{why})")
 
-    def _request(self, url: str, scope: str, action: str) -> requests.Response:
+    def _request(self, method: str, url: str, reference: ImageReference, action: str,
+                 **kwargs) -> requests.Response:
+        """The request, with the authorization the registry accepted before, or the one its challenge asks for."""
+        scope = f"repository:{reference.repository}:pull"
         headers = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
         if grant := self._grant_for(scope):
             headers["Authorization"] = grant.header
-        response = self._send("HEAD", url, headers, action)
+        response = self._send(method, url, headers, action, **kwargs)
         if response.status_code != 401:
             return response
+        response.close()
         headers.pop("Authorization", None)  # refused or expired early: ask afresh
         self._grants.pop(scope, None)
         self._grants.pop(_EVERY_SCOPE, None)
@@ -165,7 +214,7 @@ class RegistryClient:
         if grant is None:
             return response
         headers["Authorization"] = grant.header
-        return self._send("HEAD", url, headers, action)
+        return self._send(method, url, headers, action, **kwargs)
 
     def _grant_for(self, scope: str) -> _Grant | None:
         now = time.monotonic()
@@ -200,7 +249,8 @@ class RegistryClient:
             if response.status_code != 200:
                 raise error_for_status(response.status_code, self._registry, f"the token for {action}",
                                        response.headers.get("Retry-After"))
-            return self._token_in(self._bounded_body(response, action), action)
+            body = self._bounded_body(response, f"its token endpoint's answer to {action}", MAX_TOKEN_ANSWER_BYTES)
+            return self._token_in(body, action)
 
     def _token_in(self, body: bytes, action: str) -> tuple[str, float]:
         """The token of a token endpoint's answer, which must be a JSON object carrying one, and how many seconds
@@ -218,18 +268,15 @@ class RegistryClient:
         life_s = answer.get("expires_in", DEFAULT_TOKEN_LIFE_S)
         return token, float(life_s) if isinstance(life_s, (int, float)) and life_s > 0 else 0.0
 
-    def _bounded_body(self, response: requests.Response, action: str) -> bytes:
+    def _bounded_body(self, response: requests.Response, what: str, most_bytes: int) -> bytes:
         body = b""
         try:
             for chunk in response.iter_content(64 * 1024):
                 body += chunk
-                if len(body) > MAX_TOKEN_ANSWER_BYTES:
-                    raise RegistryUnavailable(f"registry {self._registry}'s token endpoint answered {action} with "
-                                              f"more than {MAX_TOKEN_ANSWER_BYTES} bytes")
+                if len(body) > most_bytes:
+                    raise RegistryUnavailable(f"registry {self._registry} sent more than {most_bytes} bytes in {what}")
         except requests.RequestException as e:
-            raise RegistryUnavailable(
-                f"registry {self._registry}'s token endpoint broke off its answer to {action}: {type(e).__name__}"
-            ) from None
+            raise RegistryUnavailable(f"registry {self._registry} broke off {what}: {type(e).__name__}") from None
         return body
 
     def _safe_realm(self, realm: str, action: str) -> str:
@@ -277,6 +324,21 @@ class RegistryClient:
         if origin not in self._proxies:
             self._proxies[origin] = requests.utils.get_environ_proxies(url)
         return self._proxies[origin]
+
+
+def _first_image_of(entries: list, reference: ImageReference) -> str:
+    """The digest of an index's linux/amd64 image, else of its first entry."""
+    digests = [(_path(e, "platform", "os"), _path(e, "platform", "architecture"), _path(e, "digest")) for e in entries]
+    valid = [(os_, arch, d) for os_, arch, d in digests if isinstance(d, str) and _DIGEST_RE.fullmatch(d)]
+    if not valid:
+        raise PushFailed(f"the image index of {reference} names no image")
+    return next((d for os_, arch, d in valid if (os_, arch) == ("linux", "amd64")), valid[0][2])
+
+
+def _path(value: object, *keys: str) -> object:
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 class RegistrySessions:

@@ -24,8 +24,9 @@ MAX_EVERY_S = 366 * 24 * 3600
 MAX_CRON_CHARS = 200
 MAX_ZONE_CHARS = 64
 
-# Patch fields of a stored schedule in place (JSON fields from ARGV[1]), so that no read-modify-write can undo an
-# edit made meanwhile; nothing if the schedule is gone.
+# Every change to a stored schedule is one of these scripts (or, for a whole new schedule, one MULTI), so that no
+# read-modify-write can undo a change made meanwhile: a build's end patching its schedule while a scheduling pass
+# claims it must not write back a stale due time and make it fire twice.
 _LUA_PATCH = """
 local function patch(key, fields)
   local raw = redis.call('GET', key)
@@ -36,7 +37,31 @@ local function patch(key, fields)
   return 1
 end
 """
-_PATCH = _LUA_PATCH + "return patch(KEYS[1], ARGV[1])"
+# Patch fields (ARGV[2], JSON) of schedule KEYS[1] named ARGV[1]; then, if it exists, leave its due time (ARGV[3]
+# empty), drop it from the due set ('drop') or set it (a score).
+_CHANGE = _LUA_PATCH + """
+if patch(KEYS[1], ARGV[2]) == 0 then return 0 end
+if ARGV[3] == 'drop' then redis.call('ZREM', KEYS[2], ARGV[1])
+elseif ARGV[3] ~= '' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
+return 1
+"""
+# Count one more failure in a row (its error ARGV[2]); at ARGV[3] of them, disable the schedule, saying why
+# (ARGV[4] .. count .. ARGV[5]), and drop it from the due set. Returns the count (0 if the schedule is gone).
+_FAIL = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local schedule = cjson.decode(raw)
+local failures = (tonumber(schedule['consecutive_failures']) or 0) + 1
+schedule['consecutive_failures'] = failures
+schedule['last_error'] = ARGV[2]
+if failures >= tonumber(ARGV[3]) and schedule['enabled'] == true then
+  schedule['enabled'] = false
+  schedule['disabled_reason'] = ARGV[4] .. failures .. ARGV[5]
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+redis.call('SET', KEYS[1], cjson.encode(schedule))
+return failures
+"""
 # Claim a due schedule: move it to its next due time unless another pass already did (compare-and-set), and
 # store that time in the schedule.
 _CLAIM = _LUA_PATCH + """
@@ -45,6 +70,12 @@ if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
 if patch(KEYS[2], ARGV[4]) == 0 then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
+"""
+# Drop a due entry whose schedule is gone or disabled, unless it was enabled again meanwhile.
+_DROP_STALE = """
+local raw = redis.call('GET', KEYS[2])
+if raw and cjson.decode(raw)['enabled'] == true then return 0 end
+return redis.call('ZREM', KEYS[1], ARGV[1])
 """
 
 
@@ -181,15 +212,18 @@ class ScheduleStore:
     def __init__(self, client: redis.Redis, *, disable_after: int):
         self._redis = client
         self._disable_after = disable_after
-        self._claim = client.register_script(_CLAIM)
-        self._patch = client.register_script(_PATCH)
+        self._scripts = {name: client.register_script(text) for name, text in (
+            ("change", _CHANGE), ("fail", _FAIL), ("claim", _CLAIM), ("drop_stale", _DROP_STALE))}
 
     def set(self, schedule: Schedule) -> Schedule:
         """Create or replace; the next due time is computed from now, and a set schedule is enabled."""
         schedule = schedule.model_copy(update={
             "enabled": True, "disabled_reason": None, "consecutive_failures": 0, "last_error": None,
             "next_due": schedule.due_after(datetime.now(timezone.utc))})
-        self._save(schedule)
+        pipe = self._redis.pipeline()  # one MULTI: the record and its due time together
+        pipe.set(SCHEDULE_KEY.format(name=schedule.name), schedule.model_dump_json())
+        pipe.zadd(DUE_KEY, {schedule.name: schedule.next_due.timestamp()})
+        pipe.execute()
         return schedule
 
     def get(self, name: str) -> Schedule:
@@ -212,16 +246,22 @@ class ScheduleStore:
         return [Schedule.model_validate_json(raw) for raw in self._redis.mget(keys) if raw] if keys else []
 
     def remove(self, name: str) -> None:
-        self._redis.delete(SCHEDULE_KEY.format(name=name))
-        self._redis.zrem(DUE_KEY, name)
+        pipe = self._redis.pipeline()
+        pipe.delete(SCHEDULE_KEY.format(name=name))
+        pipe.zrem(DUE_KEY, name)
+        pipe.execute()
 
     def enable(self, name: str) -> Schedule:
-        return self.set(self.get(name))
+        """Fire again from the next due time after now, with the failure count reset."""
+        next_due = self.get(name).due_after(datetime.now(timezone.utc))
+        self._change(name, {"enabled": True, "disabled_reason": None, "consecutive_failures": 0,
+                            "last_error": None, "next_due": next_due.isoformat()}, due=str(next_due.timestamp()))
+        return self.get(name)
 
     def disable(self, name: str, reason: str) -> Schedule:
         """Stop firing until enabled again, keeping the timing and saying why."""
-        schedule = self.get(name)
-        self._disable(schedule, reason)
+        self.get(name)
+        self._disable(name, reason)
         return self.get(name)
 
     def due(self, now: float | None = None) -> list[tuple[str, float]]:
@@ -241,21 +281,22 @@ class ScheduleStore:
                 stale.append(name)
             elif (next_due := self._next_due(schedule, now_at)) is not None:
                 moves.append((schedule.model_copy(update={"next_due": next_due}), due_at))
-        if stale:
-            self._redis.zrem(DUE_KEY, *stale)
         pipe = self._redis.pipeline(transaction=False)
+        for name in stale:
+            self._scripts["drop_stale"](keys=[DUE_KEY, SCHEDULE_KEY.format(name=name)], args=[name], client=pipe)
         for schedule, due_at in moves:
             fields = {"next_due": schedule.next_due.isoformat()}
-            self._claim(keys=[DUE_KEY, SCHEDULE_KEY.format(name=schedule.name)],
-                        args=[schedule.name, repr(due_at), schedule.next_due.timestamp(), json.dumps(fields)],
-                        client=pipe)
-        return [schedule for (schedule, _), claimed in zip(moves, pipe.execute()) if claimed]
+            self._scripts["claim"](keys=[DUE_KEY, SCHEDULE_KEY.format(name=schedule.name)],
+                                   args=[schedule.name, repr(due_at), schedule.next_due.timestamp(),
+                                         json.dumps(fields)], client=pipe)
+        claimed = pipe.execute()[len(stale):]
+        return [schedule for (schedule, _), won in zip(moves, claimed) if won]
 
     def _next_due(self, schedule: Schedule, now_at: datetime) -> datetime | None:
         try:
             return schedule.due_after(max(now_at, schedule.next_due or now_at))
         except NeverMatches as e:
-            self._disable(schedule, f"disabled: {e}")
+            self._disable(schedule.name, f"disabled: {e}")
             return None
 
     def checked(self, ticks: list[tuple[str, bool]]) -> None:
@@ -265,8 +306,7 @@ class ScheduleStore:
         pipe = self._redis.pipeline(transaction=False)
         for name, fired in ticks:
             fields = {"last_fired": now} if fired else {"consecutive_failures": 0, "last_error": None}
-            self._patch(keys=[SCHEDULE_KEY.format(name=name)], args=[json.dumps({"last_checked": now, **fields})],
-                        client=pipe)
+            self._change(name, {"last_checked": now, **fields}, pipe=pipe)
         pipe.execute()
 
     def check_failed(self, name: str, error: str) -> None:
@@ -276,35 +316,22 @@ class ScheduleStore:
     def build_ended(self, name: str, *, succeeded: bool, error: str | None = None) -> None:
         """Count failures in a row of scheduled builds; after `disable_after` of them, disable the schedule."""
         if succeeded:
-            self._update(name, consecutive_failures=0, last_error=None)
+            self._change(name, {"consecutive_failures": 0, "last_error": None})
         else:
             self._failed(name, error or "the build failed", "failed builds")
 
     def _failed(self, name: str, error: str, what: str) -> None:
-        schedule = self.find(name)
-        if schedule is None:
-            return
-        failures = schedule.consecutive_failures + 1
-        self._update(name, consecutive_failures=failures, last_error=error)
-        if failures >= self._disable_after and schedule.enabled:
-            self._disable(schedule, f"disabled after {failures} {what} in a row; "
-                                    f"`imagebuilder schedule enable {name}` resumes it")
+        self._scripts["fail"](keys=[SCHEDULE_KEY.format(name=name), DUE_KEY], args=[
+            name, error, self._disable_after, "disabled after ",
+            f" {what} in a row; `imagebuilder schedule enable {name}` resumes it"])
 
-    def _disable(self, schedule: Schedule, reason: str) -> None:
-        self._update(schedule.name, enabled=False, disabled_reason=reason)
-        self._redis.zrem(DUE_KEY, schedule.name)
+    def _disable(self, name: str, reason: str) -> None:
+        self._change(name, {"enabled": False, "disabled_reason": reason}, due="drop")
 
-    def _update(self, name: str, **fields) -> None:
-        schedule = self.find(name)
-        if schedule is not None:
-            self._save(schedule.model_copy(update=fields))
-
-    def _save(self, schedule: Schedule) -> None:
-        pipe = self._redis.pipeline()
-        pipe.set(SCHEDULE_KEY.format(name=schedule.name), schedule.model_dump_json())
-        if schedule.enabled and schedule.next_due:
-            pipe.zadd(DUE_KEY, {schedule.name: schedule.next_due.timestamp()})
-        pipe.execute()
+    def _change(self, name: str, fields: dict, *, due: str = "", pipe: redis.client.Pipeline | None = None) -> None:
+        """Patch `fields` of the schedule (if it exists) and move its due time as `due` says, in one step."""
+        self._scripts["change"](keys=[SCHEDULE_KEY.format(name=name), DUE_KEY], args=[name, json.dumps(fields), due],
+                                client=self._redis if pipe is None else pipe)
 
 
 def parse_schedule(name: str, *, cron: str | None = None, every_s: int | None = None, tz: str = "UTC",

@@ -36,12 +36,12 @@ class SchedulingPass:
             insecure_registries=frozenset(settings.insecure_registries), timeout_s=settings.registry_timeout_s)
         self._specs, self._schedules = stores.specs, stores.schedules
         self._submitter = Submitter(app, settings, stores)
-        self._digests = BaseDigests(settings, self._registries)  # one HEAD per base and secret per pass
+        self._digests = BaseDigests(settings, self._registries, self._specs)  # one HEAD per base and secret per pass
 
     def run(self, now: float | None = None) -> dict[str, int]:
         """One pass; how many due schedules ended which way. Due schedules are claimed, read and noted in
         batches of PASS_BATCH, a few round trips each; each is still decided on its own."""
-        outcomes, self._digests = Counter(), BaseDigests(self._settings, self._registries)
+        outcomes, self._digests = Counter(), BaseDigests(self._settings, self._registries, self._specs)
         due = self._schedules.due(now)
         for start in range(0, len(due), PASS_BATCH):
             outcomes.update(self._run_batch(due[start:start + PASS_BATCH], now))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
 
@@ -12,7 +13,7 @@ import redis
 from pydantic import BaseModel
 
 from worker.buildstate import BuildLog
-from worker.errors import UnknownSpec
+from worker.errors import StoreUnavailable, UnknownSpec
 from worker.reference import ImageReference, parse_reference
 from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec
@@ -23,11 +24,15 @@ SPEC_KEY = "imagebuilder:spec:{name}"  # JSON StoredSpec
 SPECS_KEY = "imagebuilder:specs"  # sorted set of stored spec names, for listing in order
 HISTORY_KEY = "imagebuilder:history:{name}"  # sorted set: build id -> submitted (epoch s)
 ENTRY_KEY = "imagebuilder:history-entry:{id}"  # JSON HistoryEntry; no expiry, pruning removes it
-# The index of specs by base: per normalised base repository, a hash of spec name -> the base's tag (or
-# "@digest" when pinned), so that a push is matched without reading every spec. Written with each apply and
-# delete; made from the specs once, for data stored before it existed (the marker says it was).
+# The index of specs by base, written with each apply and delete: per normalised base repository, a hash of spec
+# name -> the base's tag (or "@digest" when pinned), for the specs built on any of its images; and per repository
+# and tag, the set of specs built on that very tag, so that a push reads only those. Made from the specs once, for
+# data stored before it (or before its latest shape) existed: the marker holds the shape's version.
 BASED_ON_KEY = "imagebuilder:based-on:{repository}"
+BASED_ON_TAG_KEY = "imagebuilder:based-on-tag:{repository}:{tag}"
 BASED_ON_INDEXED_KEY = "imagebuilder:based-on-indexed"
+BASE_INDEX_VERSION = "2"
+MAX_APPLY_TRIES = 20  # optimistic retries of one apply whose chain another apply changed meanwhile
 
 # Mirror a build's fields into its history entry, unless the entry already shows an end: a late update from
 # a step or a requeue never overwrites it. Returns the entry as it now is (nil if the build has none).
@@ -40,6 +45,18 @@ for field, value in pairs(cjson.decode(ARGV[1])) do entry[field] = value end
 local updated = cjson.encode(entry)
 redis.call('SET', KEYS[1], updated)
 return updated
+"""
+
+# Fill in the base digest of an ended build's entry that has none (a skipped build, whose image says what it was
+# built on); nothing if the entry is gone or knows its base digest already.
+_NOTE_BASE_DIGEST = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local entry = cjson.decode(raw)
+if entry['base_digest'] ~= nil and entry['base_digest'] ~= cjson.null then return 0 end
+entry['base_digest'] = ARGV[1]
+redis.call('SET', KEYS[1], cjson.encode(entry))
+return 1
 """
 
 
@@ -101,11 +118,25 @@ def base_key(reference: ImageReference) -> tuple[str, str]:
 def _index_base(pipe: redis.client.Pipeline, spec: ImageSpec) -> None:
     repository, tag = base_key(parse_reference(spec.base_image))
     pipe.hset(BASED_ON_KEY.format(repository=repository), spec.name, tag)
+    pipe.sadd(BASED_ON_TAG_KEY.format(repository=repository, tag=tag), spec.name)
 
 
 def _unindex_base(pipe: redis.client.Pipeline, spec: ImageSpec) -> None:
-    repository, _ = base_key(parse_reference(spec.base_image))
+    repository, tag = base_key(parse_reference(spec.base_image))
     pipe.hdel(BASED_ON_KEY.format(repository=repository), spec.name)
+    pipe.srem(BASED_ON_TAG_KEY.format(repository=repository, tag=tag), spec.name)
+
+
+SpecReader = Callable[[str], "StoredSpec | None"]
+ApplyCheck = Callable[[ImageSpec, SpecReader], None]  # raises to refuse; reads other specs through the reader
+
+
+def _watched(pipe: redis.client.Pipeline, name: str) -> StoredSpec | None:
+    """A spec read on a pipeline that watches it, so that the transaction fails if it changes before the write."""
+    key = SPEC_KEY.format(name=name)
+    pipe.watch(key)
+    raw = pipe.get(key)
+    return StoredSpec.model_validate_json(raw) if raw else None
 
 
 def _first_success(ids: list[str], entries: dict[str, HistoryEntry]) -> HistoryEntry | None:
@@ -122,17 +153,33 @@ class SpecStore:
         self._keep_succeeded = keep_succeeded
         self._keep_failed = keep_failed
         self._mirror = client.register_script(_MIRROR)
+        self._note_base_digest = client.register_script(_NOTE_BASE_DIGEST)
         self._base_indexed = False
 
     # -- specs ---------------------------------------------------------------------------------------------
-    def apply(self, spec: ImageSpec) -> tuple[StoredSpec, bool]:
-        """Create or update; True when the spec is new or its tag changed (it should then be built)."""
-        stored = StoredSpec(spec=spec, tag=compute_tag(spec), updated_at=utcnow())
-        previous = self.find(spec.name)
-        if previous is not None and previous.spec == spec:
-            return previous, False
+    def apply(self, spec: ImageSpec, check: ApplyCheck = lambda spec, read: None) -> tuple[StoredSpec, bool]:
+        """Create or update; True when the spec is new or its tag changed (it should then be built). `check` may
+        refuse the spec by raising; the specs it reads and the write are one atomic step (Redis WATCH: if any of
+        them changes before the write, the check runs again on what is there then)."""
         self._ensure_base_index()
-        pipe = self._redis.pipeline()
+        with self._redis.pipeline() as pipe:
+            for _ in range(MAX_APPLY_TRIES):
+                try:
+                    return self._apply_watched(pipe, spec, check)
+                except redis.WatchError:
+                    continue
+        raise StoreUnavailable(f"spec {spec.name!r} was changed {MAX_APPLY_TRIES} times while being applied; "
+                               "try again")
+
+    def _apply_watched(self, pipe: redis.client.Pipeline, spec: ImageSpec,
+                       check: ApplyCheck) -> tuple[StoredSpec, bool]:
+        previous = _watched(pipe, spec.name)
+        if previous is not None and previous.spec == spec:
+            pipe.unwatch()
+            return previous, False
+        check(spec, lambda name: _watched(pipe, name))
+        stored = StoredSpec(spec=spec, tag=compute_tag(spec), updated_at=utcnow())
+        pipe.multi()
         pipe.set(SPEC_KEY.format(name=spec.name), stored.model_dump_json())
         pipe.zadd(SPECS_KEY, {spec.name: 0})
         if previous is not None:
@@ -192,14 +239,13 @@ class SpecStore:
     # -- the index by base -----------------------------------------------------------------------------------
     def based_on(self, pushed: list[ImageReference]) -> list[str]:
         """Names of the specs whose base is one of these tags (same registry, repository and tag); one round
-        trip, whatever the number of stored specs."""
+        trip that reads only the specs on those tags, whatever the number of stored specs."""
         self._ensure_base_index()
         pipe = self._redis.pipeline(transaction=False)
         for reference in pushed:
-            pipe.hgetall(BASED_ON_KEY.format(repository=reference.name))
-        names = {name for reference, found in zip(pushed, pipe.execute())
-                 for name, tag in found.items() if tag == base_key(reference)[1]}
-        return sorted(names)
+            repository, tag = base_key(reference)
+            pipe.smembers(BASED_ON_TAG_KEY.format(repository=repository, tag=tag))
+        return sorted({name for found in pipe.execute() for name in found})
 
     def based_on_repository(self, repository: str) -> dict[str, str]:
         """Every spec whose base is in `repository` (registry/path), with the base's tag (or @digest)."""
@@ -208,13 +254,13 @@ class SpecStore:
 
     def _ensure_base_index(self) -> None:
         """Index the stored specs by base, once per store and Redis: a no-op after the first look."""
-        if self._base_indexed or self._redis.exists(BASED_ON_INDEXED_KEY):
+        if self._base_indexed or self._redis.get(BASED_ON_INDEXED_KEY) == BASE_INDEX_VERSION:
             self._base_indexed = True
             return
         pipe = self._redis.pipeline()
         for stored in self.all():
             _index_base(pipe, stored.spec)
-        pipe.set(BASED_ON_INDEXED_KEY, 1)
+        pipe.set(BASED_ON_INDEXED_KEY, BASE_INDEX_VERSION)
         pipe.execute()
         self._base_indexed = True
 
@@ -237,6 +283,10 @@ class SpecStore:
         if entry.phase.is_final:
             self.prune(entry.name)
         return entry
+
+    def note_base_digest(self, build_id: str, base_digest: str) -> None:
+        """Record the base digest of an ended build that did not know it (a skipped one: its image's label says)."""
+        self._note_base_digest(keys=[ENTRY_KEY.format(id=build_id)], args=[base_digest])
 
     def history(self, name: str) -> list[HistoryEntry]:
         """Every kept build of the spec, newest first."""

@@ -17,17 +17,19 @@ from worker.lifecycle import Lifecycle
 from worker.metrics import Metrics
 from worker.schedules import ScheduleStore
 from worker.specstore import SpecStore
+from worker.triggerstore import TriggerStore
 
 
 @dataclass(frozen=True)
 class Stores:
-    """Builds, their logs, stored specs, schedules and metrics, over one Redis client."""
+    """Builds, their logs, stored specs, schedules, trigger claims and metrics, over one Redis client."""
 
     redis: redis.Redis
     builds: BuildState
     log: BuildLog
     specs: SpecStore
     schedules: ScheduleStore
+    triggers: TriggerStore
     metrics: Metrics
     lifecycle: Lifecycle
 
@@ -50,7 +52,7 @@ def stores_on(client: redis.Redis, settings: Settings,
                       keep_failed=settings.history_keep_failed)
     schedules = ScheduleStore(client, disable_after=settings.schedule_disable_after)
     metrics = Metrics(client)
-    return Stores(client, builds, log, specs, schedules, metrics,
+    return Stores(client, builds, log, specs, schedules, TriggerStore(client), metrics,
                   Lifecycle(builds, log, specs, schedules, metrics, announce_rebuilt))
 
 

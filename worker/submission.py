@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from celery import Celery
 
-from config.celery_config import BASES_PUSHED_TASK, BUILD_QUEUE, BUILD_TASK_NAME
+from config.celery_config import BASES_PUSHED_TASK, BUILD_QUEUE, BUILD_TASK_NAME, CHECK_QUEUE
 from config.settings import Settings
 from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec
@@ -49,9 +49,9 @@ class Submitter:
         return self.submit(stored.spec, force=force, before_queueing=remember)
 
 
-MAX_PUSHED_PER_TASK = 100  # tags one check task takes (a larger notification is split into several)
+MAX_PUSHED_PER_TASK = 100  # tags one check task takes: the most one notification may name
 
 
 def send_pushed(app: Celery, pushed: list[str], trigger: Trigger) -> None:
     """Queue the check of the stored specs built on these pushed tags (worker/basewatch.py runs it)."""
-    app.send_task(BASES_PUSHED_TASK, kwargs={"pushed": pushed, "trigger": trigger.value}, queue=BUILD_QUEUE)
+    app.send_task(BASES_PUSHED_TASK, kwargs={"pushed": pushed, "trigger": trigger.value}, queue=CHECK_QUEUE)

@@ -12,10 +12,10 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
-from config.celery_config import BASES_PUSHED_TASK, BUILD_QUEUE, BUILD_TASK_NAME
+from config.celery_config import BASES_PUSHED_TASK, BUILD_QUEUE, BUILD_TASK_NAME, CHECK_QUEUE
 from config.settings import Settings
 from worker.app import ImageBuilderCelery
-from worker.basewatch import RECHECK_AFTER_S, BaseWatch, announcer, validated_push
+from worker.basewatch import RECHECK_AFTER_S, BaseWatch, announcer, follow_up, recheck_limit, validated_push
 from worker.build import Builder
 from worker.buildstate import LOCK_TTL_S, ContainerLedger
 from worker.errors import (
@@ -37,7 +37,7 @@ from worker.registry import RegistrySessions
 from worker.scheduling import SCHEDULE_PASS_TASK, SchedulingPass
 from worker.spec import ImageSpec, parse_spec
 from worker.states import BuildPhase
-from worker.stores import Stores
+from worker.stores import Stores, store_errors
 from worker.tagging import resolve_target
 from worker.watch import BuildWatch, backoff_s
 from worker.wiring import ProcessWiring
@@ -56,25 +56,33 @@ def register_tasks(app: ImageBuilderCelery) -> Task:
     def build(self: Task, spec: Any = None, force: Any = False) -> dict[str, Any]:
         return Delivery(self, wiring.stores(), wiring.registries()).run(spec, force)
 
-    @app.task(name=SCHEDULE_PASS_TASK, bind=True, queue=BUILD_QUEUE)
+    @app.task(name=SCHEDULE_PASS_TASK, bind=True, queue=CHECK_QUEUE)
     def schedule_pass(self: Task) -> dict[str, int]:
         return SchedulingPass(self.app, self.app.settings, wiring.stores(), wiring.registries()).run()
 
-    recheck_limit = app.settings.hard_time_limit_s // RECHECK_AFTER_S + 1  # the longest a build can run
+    rechecks = recheck_limit(app.settings)
 
-    # Redis or a registry away: try again later rather than drop what a webhook or a parent's build announced
-    @app.task(name=BASES_PUSHED_TASK, bind=True, queue=BUILD_QUEUE, autoretry_for=(RetryableError,),
+    # Redis away: try again later rather than drop what a webhook or a parent's build announced
+    @app.task(name=BASES_PUSHED_TASK, bind=True, queue=CHECK_QUEUE, autoretry_for=(RetryableError,),
               retry_backoff=True, max_retries=5)
     def bases_pushed(self: Task, pushed: Any = None, trigger: Any = None) -> dict[str, int]:
         arguments = validated_push(pushed, trigger)
         if arguments is None:
             return {}
-        watch = BaseWatch(self.app, self.app.settings, wiring.stores(), wiring.registries())
-        outcomes = watch.run(*arguments)
-        if watch.recheck and self.request.retries < recheck_limit:
-            logger.info("%s: %s", BASES_PUSHED_TASK, outcomes)
-            raise self.retry(kwargs={"pushed": sorted(set(watch.recheck)), "trigger": trigger},
-                             countdown=RECHECK_AFTER_S, max_retries=recheck_limit)
+        stores = wiring.stores()
+        with store_errors():
+            watch = BaseWatch(self.app, self.app.settings, stores, wiring.registries())
+            outcomes = watch.run(*arguments)
+            again = follow_up(stores.triggers, self.request.id, pushed, watch.recheck)
+        if again and self.request.retries < rechecks:
+            logger.info("%s: %s; checking %s again in %s s", BASES_PUSHED_TASK, outcomes, ", ".join(again),
+                        RECHECK_AFTER_S)
+            raise self.retry(kwargs={"pushed": again, "trigger": trigger}, countdown=RECHECK_AFTER_S,
+                             max_retries=rechecks)
+        if again:
+            stores.triggers.release_rechecks(again, self.request.id)
+            logger.warning("%s: gave up checking %s again after %s tries", BASES_PUSHED_TASK, ", ".join(again),
+                           rechecks)
         return outcomes
 
     return build
@@ -121,8 +129,8 @@ class Delivery:
         except SoftTimeLimitExceeded:
             self._fail(f"timed out after {self._settings.build_timeout_s} s")
         except Exception as e:  # a bug must still end the build, never leave it Running
-            logger.exception("build %s crashed", self._id)
-            self._fail(f"internal error: {type(e).__name__}: {e}")
+            logger.exception("build %s crashed", self._id)  # the details (paths, say) for the worker's log only
+            self._fail(f"internal error: {type(e).__name__} (the worker's log has the details)")
 
     def _count_registry_error(self, error: ImageBuilderError) -> None:
         if isinstance(error, REGISTRY_ERRORS):

@@ -1,5 +1,7 @@
 """CSRF protection for the console's forms: asgi-csrf's signed double-submit cookie, checked on /ui/ only (the API
-takes bearer tokens, which a browser never sends on its own).
+takes bearer tokens, which a browser never sends on its own). Once signed in, the token a form must carry is the
+session's own (Sessions.csrf_token): asgi-csrf is shown it in place of the browser's cookie, so a token issued for
+another session, or planted in a cookie, never passes.
 
 asgi-csrf raises on some malformed bodies (a form that is not UTF-8, a multipart body without a boundary) while it
 looks for the token. Those are the sender's fault, so they are answered 400 here, not 500; an error raised once
@@ -8,8 +10,10 @@ the request has passed the check is the app's, and goes on up."""
 from __future__ import annotations
 
 from asgi_csrf import asgi_csrf
+from starlette.requests import cookie_parser
 
-from producer.edge import CONSOLE_PREFIX, ASGIApp, Receive, Scope, Send, answer
+from producer.console.sessions import CSRF_COOKIE, Sessions
+from producer.edge import CONSOLE_PREFIX, SESSION_SCOPE, ASGIApp, Receive, Scope, Send, answer
 
 _PASSED = "imagebuilder.csrf_passed"
 # Signing in and out change state too, and may come with no cookie at all (which asgi-csrf otherwise lets by).
@@ -19,18 +23,33 @@ ALWAYS_PROTECTED = frozenset({"/ui/login", "/ui/logout"})
 class CsrfChecked:
     """Every state-changing console request must carry the form field (or header) that matches its cookie."""
 
-    def __init__(self, app: ASGIApp, *, secret: str):
-        self._checked = asgi_csrf(_marking(app), signing_secret=secret, cookie_samesite="Strict",
+    def __init__(self, app: ASGIApp, *, sessions: Sessions):
+        self._sessions = sessions
+        self._checked = asgi_csrf(_marking(app), signing_secret=sessions.secret, cookie_samesite="Strict",
                                   always_protect=ALWAYS_PROTECTED, skip_if_scope=_not_console)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         passed = [False]
+        if scope["type"] == "http" and SESSION_SCOPE in scope:
+            scope = {**scope, "headers": self._session_bound(scope)}
         try:
             await self._checked({**scope, _PASSED: passed}, receive, send)
         except (UnicodeDecodeError, IndexError, ValueError, AssertionError):
             if passed[0]:
                 raise
             await answer(send, 400, "the form could not be read")
+
+
+    def _session_bound(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        """The request's headers with its CSRF cookie replaced by its session's own token."""
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"cookie"]
+        cookies = {**_cookies(scope), CSRF_COOKIE: self._sessions.csrf_token(scope[SESSION_SCOPE])}
+        return [*headers, (b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode("latin-1"))]
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    raw = b"; ".join(v for k, v in scope["headers"] if k.lower() == b"cookie").decode("latin-1")
+    return cookie_parser(raw)
 
 
 def _marking(app: ASGIApp) -> ASGIApp:

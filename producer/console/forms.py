@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from producer.boundedyaml import load_one
 from worker.errors import InvalidSpec
 from worker.schedules import Policy, Schedule
 from worker.spec import CRD_KIND, ImageSpec, validation_problems
@@ -72,9 +72,9 @@ def imported(text: str) -> SpecForm:
     """The form filled from a pasted spec (PrimeHub's ImageSpec resource, or the plain shape, in YAML or JSON);
     whatever is wrong with it is shown once it is checked."""
     try:
-        document = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as e:
-        return SpecForm(problems={"import": [f"not YAML or JSON: {str(e).splitlines()[0]}"]})
+        document = load_one(text, "the pasted spec")
+    except InvalidSpec as e:
+        return SpecForm(problems={"import": [str(e).splitlines()[0]]})
     if not isinstance(document, dict):
         return SpecForm(problems={"import": ["expected one spec: a mapping with name, baseImage and packages"]})
     if document.get("kind") == CRD_KIND:

@@ -18,7 +18,9 @@ from config.settings import Settings
 from producer.client import BuildClient
 from producer.console import present
 from producer.console.forms import GENERAL, MAX_TEXT_CHARS, ScheduleFields, SpecFields, SpecForm, imported
-from producer.console.sessions import SESSION_COOKIE, Sessions
+from producer.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Sessions
+from producer.edge import UNKNOWN_CLIENT
+from producer.throttle import Throttle
 from producer.specfile import load_spec_text
 from worker.errors import ImageBuilderError, InvalidSpec
 from worker.schedules import NeverMatches, Policy, Schedule
@@ -74,12 +76,13 @@ def see(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303)
 
 
-def mount_console(api: FastAPI, client: BuildClient, settings: Settings, sessions: Sessions) -> Pages:
+def mount_console(api: FastAPI, client: BuildClient, settings: Settings, sessions: Sessions,
+                  throttle: Throttle) -> Pages:
     """Serve the console under /ui/ (and redirect / to it); the Pages, for the app's error answers."""
     pages = Pages(settings)
     api.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="console-static")
     router = APIRouter(include_in_schema=False)
-    _entry_routes(router, pages, sessions)
+    _entry_routes(router, pages, sessions, throttle)
     _spec_routes(router, pages, client)
     _schedule_routes(router, pages, client)
     _build_routes(router, pages, client)
@@ -87,7 +90,7 @@ def mount_console(api: FastAPI, client: BuildClient, settings: Settings, session
     return pages
 
 
-def _entry_routes(router: APIRouter, pages: Pages, sessions: Sessions) -> None:
+def _entry_routes(router: APIRouter, pages: Pages, sessions: Sessions, throttle: Throttle) -> None:
     @router.get("/")
     @router.get("/ui/")
     def home() -> RedirectResponse:
@@ -100,20 +103,35 @@ def _entry_routes(router: APIRouter, pages: Pages, sessions: Sessions) -> None:
     @router.post("/ui/login")
     def login(request: Request, token: Annotated[str, Form(max_length=4096)] = "",
               next: Annotated[str, Form(max_length=2048)] = HOME) -> Response:
-        cookie = sessions.sign_in(token)
-        if cookie is None:
+        address = request.client.host if request.client else UNKNOWN_CLIENT
+        if (wait_s := throttle.wait_now_s(address)) is not None:
+            return _throttled_sign_in(request, pages, next, wait_s)
+        session_id = sessions.sign_in(token)
+        if session_id is None:
+            if (wait_s := throttle.failed_now(address)) is not None:
+                return _throttled_sign_in(request, pages, next, wait_s)
             return pages.render(request, "login.html", 401, next=_local(next), failed=True)
+        secure = request.url.scheme == "https"
         response = see(_local(next))
-        response.set_cookie(SESSION_COOKIE, cookie, max_age=sessions.max_age_s, path="/", httponly=True,
-                            samesite="strict", secure=request.url.scheme == "https")
+        response.set_cookie(SESSION_COOKIE, session_id, max_age=sessions.max_age_s, path="/", httponly=True,
+                            samesite="strict", secure=secure)
+        # The session's own CSRF token, which the session's forms carry (the check uses it whatever the cookie)
+        response.set_cookie(CSRF_COOKIE, sessions.csrf_token(session_id), path="/", samesite="strict", secure=secure)
         return response
 
     @router.post("/ui/logout")
     def logout(request: Request) -> RedirectResponse:
+        sessions.sign_out(request.cookies.get(SESSION_COOKIE, ""))
         response = see("/ui/login")
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
                                secure=request.url.scheme == "https")
         return response
+
+
+def _throttled_sign_in(request: Request, pages: Pages, next: str, wait_s: int) -> HTMLResponse:
+    response = pages.render(request, "login.html", 429, next=_local(next), wait_s=wait_s)
+    response.headers["retry-after"] = str(wait_s)
+    return response
 
 
 def _local(location: str) -> str:

@@ -4,8 +4,12 @@ image, inline cache imported from the registry, failing steps, and a cancel that
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import ipaddress
 import os
 import signal
+import socket
+import struct
 import subprocess
 from pathlib import Path
 
@@ -24,6 +28,8 @@ from worker.states import BuildPhase
 pytestmark = pytest.mark.integration
 BUILDKIT_DB = 17
 ENGINES_DB = 18  # one worker at a time, on either engine, sharing the spec's history
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+SIOCGIFADDR = 0x8915  # Linux's ioctl for an interface's IPv4 address (linux/sockios.h)
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +114,32 @@ def test_packages_install_from_download_caches_that_stay_out_of_the_image(stack,
     assert any("Need to get 0 B/" in line for line in lines), [line for line in lines if "Need to get" in line]
 
 
+def bridge_address() -> str:
+    """The host's IPv4 address on the engine's default bridge, which its build containers reach. A dockerd
+    started without --bip (Debian's, as the demo starts it) reports only the bridge's Subnet, no Gateway: then
+    it is the address of the bridge's own interface."""
+    engine = docker.from_env()
+    try:
+        bridge = engine.networks.get("bridge").attrs
+    finally:
+        engine.close()
+    gateways = [entry["Gateway"] for entry in bridge["IPAM"]["Config"] or []
+                if entry.get("Gateway") and ipaddress.ip_address(entry["Gateway"]).version == 4]
+    return gateways[0] if gateways else interface_ipv4((bridge["Options"] or {}).get(BRIDGE_NAME_OPTION, "docker0"))
+
+
+def interface_ipv4(name: str) -> str:
+    """The IPv4 address of the network interface `name`, asked of the kernel (no `ip` binary needed: a fresh
+    Debian may lack iproute2)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        answer = fcntl.ioctl(probe.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()))
+    return socket.inet_ntoa(answer[20:24])  # struct ifreq: 16 bytes of name, then a sockaddr_in
+
+
 def test_pip_takes_a_wheel_it_downloaded_once_from_its_cache_when_the_index_lets_it(stack, unique):
     # Given a package index on the engine's bridge that serves a wheel as PyPI does (cacheable, immutable), and a
     # BuildKit worker that installs from it
-    gateway = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = bridge_address()
     spec = {"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
             "packages": {"pip": [f"{PROJECT}=={VERSION}"]}}
     with PackageIndex(gateway) as index, worker_on(stack, "pip-index", unique,

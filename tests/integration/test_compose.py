@@ -23,7 +23,7 @@ from worker.reference import parse_reference
 
 pytestmark = pytest.mark.integration
 PROJECT = "imagebuilder-compose-test"
-TOKEN = "compose-test-token"
+TOKEN = "compose-test-token-0123456789"
 REDIS_PORT, REGISTRY_PORT, API_PORT = free_port(), free_port(), free_port()
 REGISTRY = f"localhost:{REGISTRY_PORT}"
 API = f"http://127.0.0.1:{API_PORT}"

@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from config.celery_config import BUILD_QUEUE
+from config.celery_config import WORKER_QUEUES
 from config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,20 +96,22 @@ def test_every_variable_a_manifest_gives_the_service_is_a_setting_it_reads(examp
     assert {"IMAGEBUILDER_REDIS_URL", "IMAGEBUILDER_API_TOKENS", "DOCKER_HOST"} <= given
 
 
-def test_workers_scale_from_zero_on_the_builds_list_by_their_concurrency(example):
+def test_workers_scale_from_zero_on_the_queues_they_serve_by_their_concurrency(example):
     scaled = named(example, "ScaledObject", "imagebuilder-worker")
-    (trigger,) = scaled["spec"]["triggers"]
+    triggers = scaled["spec"]["triggers"]
     worker = named(example, "Deployment", "imagebuilder-worker")["spec"]["template"]["spec"]
     args = worker["containers"][0]["args"]
     concurrency = args[args.index("--concurrency") + 1]
     assert scaled["spec"]["scaleTargetRef"]["name"] == "imagebuilder-worker"
     assert scaled["spec"]["minReplicaCount"] == 0
-    assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == BUILD_QUEUE
-    assert trigger["metadata"]["activationListLength"] == "0"  # active at one queued build
-    assert trigger["metadata"]["listLength"] == concurrency
-    auth = named(example, "TriggerAuthentication", trigger["authenticationRef"]["name"])
-    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "imagebuilder-redis",
-                                                "key": "password"}]
+    assert [t["metadata"]["listName"] for t in triggers] == list(WORKER_QUEUES)  # every queue a worker serves
+    for trigger in triggers:
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["activationListLength"] == "0"  # active at one queued message
+        assert trigger["metadata"]["listLength"] == concurrency
+        auth = named(example, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "imagebuilder-redis",
+                                                    "key": "password"}]
 
 
 def test_a_worker_pod_talks_tls_to_its_own_engine_and_outlasts_its_soft_shutdown(example):
@@ -169,3 +171,17 @@ def test_no_secret_value_is_in_a_configmap_or_a_command_line(example):
     texts = [json.dumps(o) for o in example if o["kind"] == "ConfigMap"]
     texts += [json.dumps(c.get("args", [])) for c in service_containers(example)]
     assert not [t for t in texts if re.search(r"CHANGE-ME|PASSWORD=|TOKENS=", t)]
+
+
+def test_the_ingress_streams_live_logs_and_the_api_trusts_its_forwarded_headers(example):
+    # The live log (server-sent events) passes unbuffered, and no quiet stretch shorter than a build cuts it
+    settings_map = named(example, "ConfigMap", "imagebuilder-settings")["data"]
+    annotations = named(example, "Ingress", "imagebuilder-api")["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= \
+        int(settings_map["IMAGEBUILDER_BUILD_TIMEOUT_S"])
+    # The API believes X-Forwarded-* from a network the settings accept, and not from every address
+    api = named(example, "Deployment", "imagebuilder-api")["spec"]["template"]["spec"]["containers"][0]
+    (trusted,) = [e["value"] for e in api["env"] if e["name"] == "IMAGEBUILDER_TRUSTED_PROXIES"]
+    proxies = Settings(_env_file=None, IMAGEBUILDER_TRUSTED_PROXIES=trusted).trusted_proxies
+    assert proxies and not {"0.0.0.0/0", "::/0"} & set(proxies)

@@ -1,8 +1,11 @@
-"""Certificates for a Docker engine serving TLS on loopback, made by openssl: a CA, the engine's certificate (for
-IP 127.0.0.1), a client's, and a client's signed by another CA, which the engine does not trust."""
+"""Throw-away certificates made by openssl: for a Docker engine serving TLS on loopback (a CA, the engine's
+certificate for IP 127.0.0.1, a client's, and a client's signed by another CA, which the engine does not trust), and
+for a web server on loopback (a CA and the server's certificate), with the hash browsers pin its key by."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,30 @@ def make_engine_tls(root: Path) -> EngineTls:
                      wrong_ca=_client_dir(root / "wrong-ca", ca, other_ca))
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """A web server's certificate for 127.0.0.1 and localhost, its key, and the CA that signed it."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def spki_sha256(self) -> str:
+        """The base64 SHA-256 of the certificate's public key, as Chromium's --ignore-certificate-errors-spki-list
+        and HPKP name a key."""
+        public_pem = _openssl("x509", "-in", str(self.cert), "-noout", "-pubkey")
+        der = _openssl("pkey", "-pubin", "-outform", "DER", stdin=public_pem)
+        return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def make_server_tls(root: Path) -> ServerTls:
+    root.mkdir(parents=True, exist_ok=True)
+    ca = _ca(root, "web-ca")
+    cert, key = _signed(root, "web-server", ca,
+                        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth")
+    return ServerTls(ca[0], cert, key)
+
+
 def _ca(root: Path, name: str) -> tuple[Path, Path]:
     cert, key = root / f"{name}.pem", root / f"{name}-key.pem"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", DAYS,
@@ -57,5 +84,5 @@ def _client_dir(folder: Path, signer: tuple[Path, Path], trusted_ca: tuple[Path,
     return folder
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
+def _openssl(*args: str, stdin: bytes | None = None) -> bytes:
+    return subprocess.run(["openssl", *args], input=stdin, check=True, capture_output=True).stdout

@@ -1,41 +1,16 @@
-"""The console's pure parts: sessions, the spec form, and how things are shown."""
+"""The console's pure parts: the spec form, and how things are shown (sessions, in Redis, are tested in
+tests/integration/test_sessions.py)."""
 
 from datetime import datetime, timedelta, timezone
-from unittest import mock
 
 import pytest
 
 from producer.console.forms import GENERAL, SpecForm, field_of, imported
 from producer.console.present import age, chart_bars, in_zone, reached, span, timing, without_ansi
-from producer.console.sessions import Sessions
 from producer.overview import HourOfBuilds, SpecPage, percentile
 from worker.schedules import Schedule
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
-
-
-def test_a_session_is_signed_for_a_valid_token_only_and_holds_no_token():
-    sessions = Sessions(["alpha-token", "beta-token"], max_age_s=60)
-    cookie = sessions.sign_in("beta-token")
-    assert cookie and "beta-token" not in cookie and sessions.valid(cookie)
-    assert sessions.sign_in("gamma-token") is None and sessions.sign_in("") is None
-
-
-@pytest.mark.parametrize("tamper", [lambda c: c[:-2] + "xx", lambda c: "x" + c, lambda c: "", lambda c: "a.b.c"])
-def test_a_tampered_session_is_not_valid(tamper):
-    sessions = Sessions(["alpha-token"], max_age_s=60)
-    assert not sessions.valid(tamper(sessions.sign_in("alpha-token")))
-
-
-def test_a_session_expires_and_ends_with_its_token():
-    # Given a session signed now
-    sessions = Sessions(["alpha-token", "beta-token"], max_age_s=60)
-    cookie = sessions.sign_in("alpha-token")
-    # Then it is not valid past its age, nor once its token is no longer configured
-    with mock.patch("itsdangerous.timed.time.time", return_value=datetime.now().timestamp() + 61):
-        assert not sessions.valid(cookie)
-    assert not Sessions(["beta-token"], max_age_s=60).valid(cookie)
-    assert Sessions(["beta-token", "alpha-token"], max_age_s=60).valid(cookie)  # order does not matter
 
 
 def test_the_form_makes_a_spec_of_its_lines_and_places_each_problem_beside_its_field():

@@ -2,7 +2,6 @@
 
 import base64
 import json
-import re
 
 import pytest
 
@@ -24,6 +23,9 @@ def store(tmp_path):
         json.dumps({"auths": {"http://127.0.0.1:5002": {"username": "u", "password": "p"}}}))
     (tmp_path / "broken.json").write_text("{not json")
     (tmp_path / "noauth.json").write_text(json.dumps({"auths": {"quay.io": {"email": "x"}}}))
+    (tmp_path / "latin.json").write_bytes(b'{"auths": {"\xff": {}}}')
+    (tmp_path / "listed.json").write_text(json.dumps(["auths"]))
+    (tmp_path / "unreadable.json").symlink_to("/proc/self/mem")  # a file even root cannot read: EIO at offset 0
     return PullSecretStore(tmp_path)
 
 
@@ -38,14 +40,25 @@ def test_plain_file_with_username_and_password_matches_by_host(store):
 
 @pytest.mark.parametrize(
     ("name", "registry", "words"),
-    [("missing", "quay.io", "pull secret 'missing' (for registry 'quay.io') not found"),
+    [("missing", "quay.io", "pull secret 'missing' (for registry 'quay.io') not found: the worker has neither "
+                            "missing/.dockerconfigjson nor missing.json in its IMAGEBUILDER_PULL_SECRETS_DIR"),
      ("plain", "quay.io", "has no entry for registry 'quay.io'"),
-     ("broken", "quay.io", "unreadable"),
+     ("broken", "quay.io", "pull secret 'broken' (for registry 'quay.io') is unreadable on the worker: "
+                           "not Docker config JSON (JSONDecodeError)"),
+     ("latin", "quay.io", "is unreadable on the worker: not Docker config JSON (UnicodeDecodeError)"),
+     ("unreadable", "quay.io", "pull secret 'unreadable' (for registry 'quay.io') is unreadable on the worker: "
+                               "Input/output error"),
+     ("listed", "quay.io", "pull secret 'listed' (for registry 'quay.io') has no 'auths' object"),
      ("noauth", "quay.io", "needs 'auth'")],
 )
-def test_problems_name_the_secret_and_the_registry(store, name, registry, words):
-    with pytest.raises(PullSecretError, match=re.escape(words)):
+def test_problems_name_the_secret_and_the_registry_and_no_path_on_the_worker(store, tmp_path, name, registry, words):
+    # Given a store of secrets, some of them missing, malformed or unreadable
+    # When a secret's entry for a registry is asked for
+    with pytest.raises(PullSecretError) as problem:
         store.credentials(name, registry)
+    # Then the message says what is wrong with which secret for which registry, and not where the worker keeps it
+    assert words in str(problem.value)
+    assert str(tmp_path) not in str(problem.value)
 
 
 def test_repr_and_str_mask_the_password():

@@ -5,8 +5,8 @@ import re
 import pytest
 
 from config.settings import SettingsError
-from producer.api import sse_event
 from producer.edge import BearerTokens
+from producer.livelog import sse_event
 from producer.outcomes import OUTCOMES, outcome_of
 from worker.errors import (
     AlreadyFinished,
@@ -50,17 +50,3 @@ def test_each_error_has_one_status_and_one_exit_code(error, status, exit_code):
 def test_no_row_of_the_outcome_table_is_hidden_behind_an_earlier_parent():
     kinds = [kind for kind, _ in OUTCOMES]
     assert not any(issubclass(later, earlier) for i, earlier in enumerate(kinds) for later in kinds[i + 1:])
-
-
-def test_live_log_streams_are_bounded_and_a_finished_one_frees_its_place():
-    from producer.api import LogStreams
-
-    # Given room for one live stream, taken by a follower
-    streams = LogStreams(1)
-    first = streams.follow(iter(["data: a\n\n"]))
-    # Then a second follower is turned away with a 503 saying why
-    assert first is not None and streams.follow(iter([])) is None
-    assert streams.busy().status_code == 503
-    # When the first stream ends, Then its place is free again
-    assert list(first) == ["data: a\n\n"]
-    assert streams.follow(iter([])) is not None

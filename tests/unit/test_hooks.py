@@ -1,18 +1,23 @@
-"""Webhooks: what each registry's payload says was pushed, the edge's webhook tokens and bound, and the access
-log that never shows Docker Hub's token."""
+"""Webhooks: what each registry's payload says was pushed, the bounds of one notification, token scopes, and the
+access log that never shows Docker Hub's token. (The edge's checks, over Redis, are in tests/integration.)"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from config.settings import Settings
-from producer.console.sessions import Sessions
-from producer.edge import BearerTokens, Edge, HookTokensHidden
-from producer.hooks import pushed_in_docker_hub_event, pushed_in_registry_event
+from producer.edge import HookTokensHidden
+from producer.hooks import (
+    MAX_PUSHED_REPOSITORIES,
+    MAX_PUSHED_TAGS,
+    _json_body,
+    bounded,
+    in_scope,
+    pushed_in_docker_hub_event,
+    pushed_in_registry_event,
+)
 from worker.errors import InvalidRequest
 from worker.imagechain import ImageChains
 from worker.reference import parse_reference
@@ -79,7 +84,7 @@ def test_docker_hub_names_are_normalised_so_they_match_bases_written_either_way(
 
 
 @pytest.mark.parametrize(("body", "field"), [
-    ([1, 2], "neither a registry's envelope"), ({"events": "x"}, "neither a registry's envelope"),
+    ([1, 2], "neither a registry's envelope"), ({"events": "x"}, "`events` must be a list"),
     ({"type": 3}, "neither a registry's envelope"),
 ])
 def test_a_body_of_another_shape_is_refused_naming_what_was_expected(body, field):
@@ -98,75 +103,50 @@ def test_an_event_naming_no_image_is_ignored_not_refused():
     assert texts(pushed_in_registry_event({"events": [event]})) == ([], 1)
 
 
-# -- the edge ----------------------------------------------------------------------------------------------------
-def call_edge(path: str, *, headers=(), body=b"{}", max_hook_body_bytes=1024):
-    """Send one request through the Edge to an app that answers 202 with the body it got; the status, and
-    whether the app ran."""
-    ran, sent = [], []
-
-    async def app(scope, receive, send):
-        message = await receive()
-        ran.append(message["body"])
-        await send({"type": "http.response.start", "status": 202, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    edge = Edge(app, tokens=BearerTokens(["api-token"]), sessions=Sessions(["api-token"], 3600),
-                max_body_bytes=1 << 20, public_docs=False, hook_tokens=BearerTokens(["hook-token"]),
-                max_hook_body_bytes=max_hook_body_bytes)
-    scope = {"type": "http", "method": "POST", "path": path, "headers": list(headers)}
-    run_apart(edge(scope, receive, send))
-    return sent[0]["status"], bool(ran)
+# -- bounds and scopes -----------------------------------------------------------------------------------------
+def test_a_notification_past_its_bounds_is_refused_naming_the_bound():
+    # Given pushes of 101 tags of one repository, and of one tag in each of 21 repositories
+    many_tags = [parse_reference(f"registry.example/base:t{i}") for i in range(MAX_PUSHED_TAGS + 1)]
+    many_repositories = [parse_reference(f"registry.example/r{i}:1") for i in range(MAX_PUSHED_REPOSITORIES + 1)]
+    # Then each is refused naming its bound, and one just within both is taken whole
+    with pytest.raises(InvalidRequest, match=f"at most {MAX_PUSHED_TAGS}$"):
+        bounded(many_tags)
+    with pytest.raises(InvalidRequest, match=f"at most {MAX_PUSHED_REPOSITORIES}$"):
+        bounded(many_repositories)
+    assert bounded(many_tags[:MAX_PUSHED_TAGS]) == many_tags[:MAX_PUSHED_TAGS]
 
 
-def run_apart(coroutine):
-    """Run a coroutine on a loop of its own in another thread: a browser test's loop may be running in this one."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+def test_a_scoped_token_takes_pushes_on_its_own_registries_only():
+    pushed = [parse_reference(text) for text in ("registry.example/a:1", "other.example/b:1", "python:3.12")]
+    assert in_scope(pushed, frozenset()) == pushed
+    assert [str(r) for r in in_scope(pushed, frozenset({"registry.example", "docker.io"}))] == [
+        "registry.example/a:1", "docker.io/library/python:3.12"]
 
 
-def test_the_registry_hook_takes_only_a_webhook_token_as_bearer_and_checks_it_before_the_body():
-    assert call_edge("/hooks/registry", headers=[(b"authorization", b"Bearer hook-token")]) == (202, True)
-    for headers in ([], [(b"authorization", b"Bearer api-token")], [(b"authorization", b"Bearer hook-tokenx")],
-                    [(b"authorization", b"hook-token")]):
-        assert call_edge("/hooks/registry", headers=headers) == (401, False), headers
+@pytest.mark.parametrize("body", [
+    {"type": "PUSH_ARTIFACT", "event_data": {"resources": None}}, {"type": "PUSH_ARTIFACT", "event_data": {"resources": 5}},
+    {"events": None}, {"events": {"a": 1}},
+])
+def test_a_structural_field_of_the_wrong_type_is_refused_naming_it(body):
+    with pytest.raises(InvalidRequest, match="must be a list"):
+        pushed_in_registry_event(body)
 
 
-def test_a_webhook_token_opens_no_api_route():
-    assert call_edge("/builds", headers=[(b"authorization", b"Bearer hook-token")]) == (401, False)
-    assert call_edge("/builds", headers=[(b"authorization", b"Bearer api-token")]) == (202, True)
+@pytest.mark.parametrize("event", [
+    {"action": "push", "target": {"repository": ["base"], "tag": "1"}, "request": {"host": "r.example"}},
+    {"action": "push", "target": {"repository": "base", "tag": 5}, "request": {"host": "r.example"}},
+    {"action": "push", "target": {"repository": "base", "tag": "1"}, "request": {"host": {"x": 1}}},
+    {"action": "push", "target": None}, {"action": ["push"]}, None, 3, "push",
+])
+def test_an_event_with_a_field_of_another_type_is_ignored(event):
+    assert texts(pushed_in_registry_event({"events": [event]})) == ([], 1)
 
 
-def test_the_docker_hub_hook_takes_its_token_in_the_path_and_no_other_hook_path_is_open():
-    assert call_edge("/hooks/dockerhub/hook-token") == (202, True)
-    assert call_edge("/hooks/dockerhub/wrong") == (401, False)
-    assert call_edge("/hooks/dockerhub/hook-token/more") == (401, False)
-    assert call_edge("/hooks/other", headers=[(b"authorization", b"Bearer hook-token")]) == (401, False)
-
-
-def test_a_hook_body_over_its_bound_is_refused_413_and_the_route_never_runs():
-    headers = [(b"authorization", b"Bearer hook-token"), (b"content-length", b"2048")]
-    assert call_edge("/hooks/registry", headers=headers, body=b"x" * 2048) == (413, False)
-
-
-def test_without_webhook_tokens_every_hook_is_refused():
-    async def run():
-        sent = []
-
-        async def send(message):
-            sent.append(message)
-
-        edge = Edge(None, tokens=BearerTokens(["t"]), sessions=Sessions(["t"], 3600), max_body_bytes=1024,
-                    public_docs=False)
-        await edge({"type": "http", "method": "POST", "path": "/hooks/dockerhub/x", "headers": []}, None, send)
-        return sent[0]["status"]
-
-    assert run_apart(run()) == 401
+def test_json_nested_past_the_parsers_depth_is_bad_input():
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
+        _json_body(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(InvalidRequest, match="not JSON"):
+        _json_body(b"\xff\xfe{}")
 
 
 def test_the_access_log_shows_the_docker_hub_hook_without_its_token(caplog):
@@ -178,6 +158,16 @@ def test_the_access_log_shows_the_docker_hub_hook_without_its_token(caplog):
         logger.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5555", "POST", "/hooks/dockerhub/s3cret?x=1", "1.1", 202)
     # Then the path is there and the token is not
     assert "/hooks/dockerhub/[token hidden]" in caplog.text and "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize("path", ["//hooks/dockerhub/s3cret", "/Hooks/dockerhub/s3cret", "/hooks//dockerhub/s3cret",
+                                  "/hooks/DOCKERHUB//s3cret/x", "/hooks/dockerhub/s3cret?a=b"])
+def test_no_spelling_of_the_docker_hub_path_shows_its_token(path, caplog):
+    logger = logging.getLogger("test.access.spellings")
+    logger.addFilter(HookTokensHidden())
+    with caplog.at_level(logging.INFO, logger="test.access.spellings"):
+        logger.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5555", "POST", path, "1.1", 401)
+    assert "s3cret" not in caplog.text and "[token hidden]" in caplog.text
 
 
 # -- image chains (the pure part) -----------------------------------------------------------------------------
