@@ -85,7 +85,8 @@ class Readiness(BaseModel):
 
 def _described(status: int) -> str:
     """What an error status means, from the outcome table and the edge's own answers."""
-    described = {401: ["missing or unknown bearer token"], 413: ["the request body is too large"]}
+    described = {401: ["missing or unknown bearer token"], 413: ["the request body is too large"],
+                 429: ["too many failed credentials from this address lately: try again after Retry-After seconds"]}
     for _, outcome in OUTCOMES:
         described.setdefault(outcome.status, []).append(outcome.what)
     return "; ".join(described[status])
@@ -105,18 +106,18 @@ def _documented_as_json(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def _log_responses() -> dict[int | str, dict[str, Any]]:
     """The log route's answers: text or server-sent events, else a JSON error; 503 also past the live log bound."""
-    responses = {**_documented_as_json(401, 404, 422, 503), 200: {"content": {"text/plain": {}, SSE: {}}}}
+    responses = {**_documented_as_json(401, 404, 422, 429, 503), 200: {"content": {"text/plain": {}, SSE: {}}}}
     responses[503]["description"] += "; this API process serves IMAGEBUILDER_API_MAX_LOG_STREAMS live logs already"
     responses[503]["headers"] = {"Retry-After": {"description": f"when full: {RETRY_AFTER_S} (seconds)",
                                                  "schema": {"type": "integer"}}}
     return responses
 
 
-ERRORS = _documented(401, 422, 503)
+ERRORS = _documented(401, 422, 429, 503)
 # FastAPI answers 400 itself, in the API's JSON shape, to a JSON body it cannot decode or that nests too deeply.
 UNREADABLE_BODY = "the body is not UTF-8, or its JSON is nested too deeply"
 FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"  # what FastAPI itself says then
-BODY_ERRORS = {**_documented(401, 413, 422, 503), 400: {"model": ErrorBody, "description": UNREADABLE_BODY}}
+BODY_ERRORS = {**_documented(401, 413, 422, 429, 503), 400: {"model": ErrorBody, "description": UNREADABLE_BODY}}
 
 
 def create_api(settings: Settings) -> FastAPI:
@@ -125,9 +126,8 @@ def create_api(settings: Settings) -> FastAPI:
     tokens, hook_tokens = checked_tokens(settings)
     client = BuildClient(settings)
     async_redis = async_redis_client(settings.redis_dsn, max_connections=EDGE_REDIS_CONNECTIONS)
-    sessions = Sessions(tokens, settings.ui_session_s, client.redis, async_redis)
-    throttle = Throttle(client.redis, async_redis, most=settings.auth_max_failures,
-                        window_s=settings.auth_failure_window_s)
+    sessions = Sessions(tokens, settings.ui_session_s, async_redis)
+    throttle = Throttle(async_redis, most=settings.auth_max_failures, window_s=settings.auth_failure_window_s)
     # No redirect that adds a slash: Starlette would build its location from the Host header (wrong behind a proxy)
     api = FastAPI(title="imagebuilder", version="0.1.0", description="Submit image builds and follow them.",
                   redirect_slashes=False)
@@ -146,7 +146,7 @@ def create_api(settings: Settings) -> FastAPI:
     _build_routes(api, client, live_logs(settings))
     _spec_routes(api, client)
     _service_routes(api, client)
-    mount_hooks(api, client, _documented(400, 401, 413, 503))
+    mount_hooks(api, client, _documented(400, 401, 413, 429, 503))
     api.state.console = mount_console(api, client, settings, sessions, throttle)
     return api
 
@@ -159,11 +159,15 @@ def checked_tokens(settings: Settings) -> tuple[list[str], HookTokens]:
     tokens = [t.get_secret_value() for t in settings.api_tokens]
     hooks = [(t.token.get_secret_value(), frozenset(normalise_registry(h) for h in t.hosts))
              for t in settings.webhook_tokens]
-    for setting, given in (("IMAGEBUILDER_API_TOKENS", tokens), ("IMAGEBUILDER_WEBHOOK_TOKENS", [t for t, _ in hooks])):
-        if short := sum(len(token) < MIN_TOKEN_CHARS for token in given):
-            raise ConfigurationError(f"{setting}: {short} of its {len(given)} tokens are shorter than "
-                                     f"{MIN_TOKEN_CHARS} characters, too easy to guess; use e.g. `openssl rand -hex 16`")
+    _refuse_short("IMAGEBUILDER_API_TOKENS", tokens)
+    _refuse_short("IMAGEBUILDER_WEBHOOK_TOKENS", [token for token, _ in hooks])
     return tokens, HookTokens(hooks)
+
+
+def _refuse_short(setting: str, tokens: list[str]) -> None:
+    if short := sum(len(token) < MIN_TOKEN_CHARS for token in tokens):
+        raise ConfigurationError(f"{setting}: {short} of its {len(tokens)} tokens are shorter than {MIN_TOKEN_CHARS} "
+                                 "characters, too easy to guess; use e.g. `openssl rand -hex 16`")
 
 
 def _hide_hook_tokens(access_log: logging.Logger) -> None:
@@ -243,7 +247,7 @@ def _build_routes(api: FastAPI, client: BuildClient, live: LiveLogs) -> None:
 
 def _spec_routes(api: FastAPI, client: BuildClient) -> None:
     @api.put("/specs/{name}", response_model=AppliedSpec, dependencies=[BEARER],
-             responses={**BODY_ERRORS, **_documented(403)})
+             responses={**BODY_ERRORS, **_documented(403, 409)})
     def apply(name: str, spec: Annotated[dict[str, Any], Body(examples=[SPEC_EXAMPLE])]) -> AppliedSpec:
         """Create or update a stored spec (any accepted shape; the name comes from the path if the body has
         none); a new spec, or an edit that changes its tag, is built at once."""
@@ -327,7 +331,7 @@ def _service_routes(api: FastAPI, client: BuildClient) -> None:
         return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
 
     @api.get("/metrics", dependencies=[BEARER], response_class=PlainTextResponse,
-             responses={**_documented_as_json(401, 503), 200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+             responses={**_documented_as_json(401, 429, 503), 200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     def prometheus() -> Response:
         with store_errors():
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from starlette.requests import cookie_parser
 
 from producer.console.sessions import SESSION_COOKIE, Sessions
-from producer.throttle import Throttle
+from producer.throttle import Door, Throttle
 from worker.errors import StoreUnavailable
 
 Scope = dict[str, Any]
@@ -141,24 +141,26 @@ class Edge:
         return lambda send: redirect(send, f"{SIGN_IN_PATH}?next={quote(path)}")
 
     async def _api_refusal(self, scope: Scope) -> Refusal | None:
-        """A bearer token; checked only for a client that has not failed too often lately."""
+        """A bearer token; looked at only for a client that has not failed too often lately, so that a guess made
+        past the bound learns nothing, right or wrong."""
         authorization = _header(scope, b"authorization")
-        if (wait_s := await self._throttle.wait_s(_client(scope))) is not None:
+        if (wait_s := await self._throttle.wait_s(Door.API, _client(scope))) is not None:
             return _throttled(wait_s)
         if self._tokens.match(authorization):
             return None
-        return await self._unauthorized(scope, bool(authorization), "a valid bearer token is required")
+        return await self._unauthorized(scope, Door.API, bool(authorization), "a valid bearer token is required")
 
     async def _hook_refusal(self, scope: Scope) -> Refusal | None:
         """A registry's notification with a webhook token as its bearer token, or Docker Hub's with one in its
-        path; the token's registry hosts go with the request."""
-        if (wait_s := await self._throttle.wait_s(_client(scope))) is not None:
-            return _throttled(wait_s)
+        path; the token's registry hosts go with the request. A valid token always passes: registries (Docker
+        Hub above all) send from addresses that others share, whose guesses must not hold back a real push."""
         hosts, given = self._hook_hosts(scope)
         if hosts is not None:
             scope[HOOK_HOSTS_SCOPE] = hosts
             return None
-        return await self._unauthorized(scope, given,
+        if (wait_s := await self._throttle.wait_s(Door.HOOKS, _client(scope))) is not None:
+            return _throttled(wait_s)
+        return await self._unauthorized(scope, Door.HOOKS, given,
                                         "a valid webhook token is required (one of IMAGEBUILDER_WEBHOOK_TOKENS)")
 
     def _hook_hosts(self, scope: Scope) -> tuple[frozenset[str] | None, bool]:
@@ -172,9 +174,9 @@ class Edge:
             return None, False
         return self._hook_tokens.hosts_of(in_path["token"].encode("utf-8", "replace")), True
 
-    async def _unauthorized(self, scope: Scope, guessed: bool, detail: str) -> Refusal:
-        """401; a credential that was given and failed counts toward throttling its client."""
-        if guessed and (wait_s := await self._throttle.failed(_client(scope))) is not None:
+    async def _unauthorized(self, scope: Scope, door: Door, guessed: bool, detail: str) -> Refusal:
+        """401; a credential that was given and failed counts toward throttling its client at this door."""
+        if guessed and (wait_s := await self._throttle.failed(door, _client(scope))) is not None:
             return _throttled(wait_s)
         return _answering(401, detail, {"www-authenticate": "Bearer"})
 

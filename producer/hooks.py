@@ -85,8 +85,16 @@ def _distribution_push(event: Any) -> ImageReference | None:
     repository, tag = _text(event, "target", "repository"), _text(event, "target", "tag")
     if _path(event, "action") != "push" or not repository or not tag:
         return None
-    host = _text(event, "request", "host") or urlsplit(_text(event, "target", "url")).netloc
+    host = _text(event, "request", "host") or _host_of(_text(event, "target", "url"))
     return _reference(f"{host}/{repository}:{tag}") if host else None
+
+
+def _host_of(url: str) -> str:
+    """The URL's host[:port]; "" for text that is no URL (`http://[`)."""
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return ""
 
 
 def _harbor_push(resource: Any) -> ImageReference | None:

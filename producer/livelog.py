@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -31,6 +32,7 @@ RETRY_AFTER_S = 5
 # After a read that found lines, a reader waits this long before the next: a fast log (apt prints hundreds of lines
 # a second) reaches each follower in at most 10 sends a second, not one per line, for 0.1 s more latency.
 BATCH_S = 0.1
+MAX_SEND_BYTES = 64 << 10  # one send to one follower; a slow one holds at most this (and its socket's buffer)
 # nginx buffers a proxied answer unless told not to, which would hold a live log back until the build's end.
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -97,9 +99,16 @@ class BuildFeed:
         self._announce()
 
     def since(self, seen: int) -> tuple[bytes, int]:
-        """The events after position `seen`, joined, and the position after them."""
+        """The events after position `seen`, joined, up to about MAX_SEND_BYTES, and the position after them: a
+        follower far behind catches up in sends of bounded size, each waiting for the one before to be taken."""
         start = max(seen, self._first)
-        return b"".join(self._events[start - self._first:]), self.total
+        chunk, size = [], 0
+        for event in itertools.islice(self._events, start - self._first, None):
+            if chunk and size + len(event) > MAX_SEND_BYTES:
+                break
+            chunk.append(event)
+            size += len(event)
+        return b"".join(chunk), start + len(chunk)
 
     async def news_after(self, seen: int, timeout_s: float) -> bool:
         """Wait until there is more than `seen` lines or an ending (True), or `timeout_s` passes (False)."""
@@ -216,13 +225,20 @@ class LiveLogs:
                 if feed.total > read_before:
                     await asyncio.sleep(self._batch_s)
         except StoreUnavailable as error:
-            feed.end(sse_event(str(error), event=UNAVAILABLE_EVENT))
+            self._retire(build_id, feed, sse_event(str(error), event=UNAVAILABLE_EVENT))
         except Exception:  # a bug must not leave the followers waiting for ever
             logger.exception("reading the live log of build %s failed", build_id)
-            feed.end(sse_event("internal error", event=UNAVAILABLE_EVENT))
+            self._retire(build_id, feed, sse_event("internal error", event=UNAVAILABLE_EVENT))
         finally:
             feed.reading = False
             self._forget_if_idle(build_id, feed)
+
+    def _retire(self, build_id: str, feed: BuildFeed, ending: str) -> None:
+        """End a feed that cannot go on (Redis away): its followers get the ending, and the next follower starts
+        a fresh reader rather than that ending."""
+        feed.end(ending)
+        if self._feeds.get(build_id) is feed:
+            del self._feeds[build_id]
 
     async def _read_once(self, build_id: str, feed: BuildFeed, after: str) -> str:
         """One read into the feed, waiting a while for news; the entry to read on after."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from config.settings import SettingsError
 from worker.errors import (
     AlreadyFinished,
+    ConcurrentChange,
     ConfigurationError,
     FeatureDisabled,
     ImageBuilderError,
@@ -34,6 +35,7 @@ OUTCOMES: tuple[tuple[type[Exception], Outcome], ...] = (
     (UnknownBuild, Outcome(404, EXIT_INVALID, "no build with this id")),
     (UnknownSpec, Outcome(404, EXIT_INVALID, "no stored spec (or schedule) with this name")),
     (AlreadyFinished, Outcome(409, EXIT_NOT_SUCCEEDED, "the build already ended")),
+    (ConcurrentChange, Outcome(409, EXIT_NOT_SUCCEEDED, "changed by others meanwhile; try again")),
     (FeatureDisabled, Outcome(403, EXIT_INVALID, "building is disabled")),
     (InvalidSpec, Outcome(422, EXIT_INVALID, "invalid input: the field and the rule")),
     (InvalidRequest, Outcome(400, EXIT_INVALID, "the body is not what the route takes")),

@@ -1,15 +1,18 @@
-"""Throttling guesses: failed credentials (API and webhook tokens, console sign-ins) are counted per client address
-in Redis, so every API process shares the count; a client past the bound is answered 429 with Retry-After until
-its window ends, whatever it sends, and no other client is slowed."""
+"""Throttling guesses: failed credentials are counted per door (the API, the webhooks, the console's sign-in) and
+client address in Redis, shared by every API process; past the bound, that address is answered 429 with
+Retry-After at that door until its window ends, and no other client, nor another door, is slowed."""
 
 from __future__ import annotations
 
-import redis
+import ipaddress
+from enum import Enum
+
 import redis.asyncio
 
 from worker.stores import store_errors
 
-FAILURES_KEY = "imagebuilder:auth-failures:{client}"  # failed credentials from one address in the current window
+FAILURES_KEY = "imagebuilder:auth-failures:{door}:{client}"  # failed credentials in the current window
+IPV6_CLIENT_PREFIX_BITS = 64  # one IPv6 client (a host, a home) holds a whole /64: counted as one
 
 # Count a failure; the first one opens the window. Returns the count and the seconds the window has left.
 _COUNT = """
@@ -19,46 +22,49 @@ return {failures, redis.call('TTL', KEYS[1])}
 """
 
 
-class Throttle:
-    """At most `most` failed credentials per client address in `window_s` seconds."""
+class Door(str, Enum):
+    """Where credentials are tried; each has its own count, so guessing at one locks no other."""
 
-    def __init__(self, client: redis.Redis, async_client: redis.asyncio.Redis, *, most: int, window_s: int):
+    API = "api"
+    HOOKS = "hooks"
+    SIGN_IN = "sign-in"
+
+
+def client_key(address: str) -> str:
+    """The address that counts: an IPv6 address's /64, anything else as it is."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 4:
+        return str(parsed)
+    return str(ipaddress.ip_network(f"{parsed}/{IPV6_CLIENT_PREFIX_BITS}", strict=False))
+
+
+class Throttle:
+    """At most `most` failed credentials per door and client in `window_s` seconds."""
+
+    def __init__(self, client: redis.asyncio.Redis, *, most: int, window_s: int):
         self._most = most
         self._window_s = window_s
         self._redis = client
-        self._async_redis = async_client
         self._count = client.register_script(_COUNT)
-        self._async_count = async_client.register_script(_COUNT)
 
-    async def wait_s(self, address: str) -> int | None:
-        """Seconds until the client may try again, or None if it may now."""
+    async def wait_s(self, door: Door, address: str) -> int | None:
+        """Seconds until the client may try at this door again, or None if it may now."""
+        key = FAILURES_KEY.format(door=door.value, client=client_key(address))
         with store_errors():
-            pipe = self._async_redis.pipeline(transaction=False)
-            pipe.get(FAILURES_KEY.format(client=address))
-            pipe.ttl(FAILURES_KEY.format(client=address))
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.ttl(key)
             failures, left_s = await pipe.execute()
         return self._wait(int(failures or 0), left_s)
 
-    async def failed(self, address: str) -> int | None:
+    async def failed(self, door: Door, address: str) -> int | None:
         """Count a failed credential; the seconds to wait if that put the client past the bound."""
+        key = FAILURES_KEY.format(door=door.value, client=client_key(address))
         with store_errors():
-            failures, left_s = await self._async_count(keys=[FAILURES_KEY.format(client=address)],
-                                                       args=[self._window_s])
-        return self._wait(failures, left_s)
-
-    def wait_now_s(self, address: str) -> int | None:
-        """`wait_s`, for the synchronous routes (the console's sign-in)."""
-        with store_errors():
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.get(FAILURES_KEY.format(client=address))
-            pipe.ttl(FAILURES_KEY.format(client=address))
-            failures, left_s = pipe.execute()
-        return self._wait(int(failures or 0), left_s)
-
-    def failed_now(self, address: str) -> int | None:
-        """`failed`, for the synchronous routes (the console's sign-in)."""
-        with store_errors():
-            failures, left_s = self._count(keys=[FAILURES_KEY.format(client=address)], args=[self._window_s])
+            failures, left_s = await self._count(keys=[key], args=[self._window_s])
         return self._wait(failures, left_s)
 
     def _wait(self, failures: int, left_s: int) -> int | None:

@@ -16,14 +16,12 @@ from config.celery_config import BASES_PUSHED_TASK
 from config.settings import Settings
 from worker.credentials import pull_credentials, push_credentials
 from worker.dockerfile import BASE_DIGEST_LABEL
-from worker.errors import BaseImageNotFound, ImageBuilderError, RetryableError
+from worker.errors import FatalError, ImageBuilderError, RetryableError, StoreUnavailable
 from worker.reference import ImageReference, is_digest, parse_reference
 from worker.registry import RegistrySessions
 from worker.specstore import HistoryEntry, SpecStore, StoredSpec, Trigger
-from worker.states import BuildPhase
-from worker.stores import Stores
+from worker.stores import Stores, store_errors
 from worker.submission import MAX_PUSHED_PER_TASK, Submitter, send_pushed
-from worker.triggerstore import TriggerStore
 from worker.tagging import resolve_target
 
 logger = logging.getLogger(__name__)
@@ -33,7 +31,7 @@ UNCHANGED = "unchanged"
 TRIGGERED_ALREADY = "triggered-already"  # a trigger queued this spec on this digest before: never again
 BASE_MISSING = "base-missing"  # the pushed tag is not there (deleted since): nothing to build on
 CHECK_FAILED = "check-failed"
-RUNNING_ALREADY = "running-already"  # checked again once that build may have ended (RECHECK_AFTER_S)
+RUNNING_ALREADY = "running-already"  # queued or running: checked again once it may have ended (RECHECK_AFTER_S)
 RECHECK_AFTER_S = 15
 RECHECK_HOLD_S = 10 * RECHECK_AFTER_S  # a pending recheck's hold on its base outlives a late start of its task
 
@@ -59,13 +57,15 @@ class BaseDigests:
         return built_on is None or built_on != self.of(stored)
 
     def built_on(self, stored: StoredSpec, last: HistoryEntry | None) -> str | None:
-        """The base digest the last success was built on. A skipped success did not pull its base, but its image
-        says (a label); that is read once, from the registry, and kept in the history entry."""
-        if last is None or last.base_digest:
-            return last.base_digest if last else None
-        digest = self._labelled_base(stored) if last.tag == stored.tag else None
-        if digest:
-            self._specs.note_base_digest(last.id, digest)
+        """The base digest the last success of the spec's current tag was built on (None: unknown). A skipped
+        success did not pull its base, but its image says (a label): that is read once, from the registry, and
+        kept in the history entry ("" where the image says nothing), so it is never read again."""
+        if last is None or last.tag != stored.tag:
+            return None
+        if last.base_digest is not None:
+            return last.base_digest or None
+        digest = self._labelled_base(stored)
+        self._specs.note_base_digest(last.id, digest or "")
         return digest
 
     def of(self, stored: StoredSpec) -> str | None:
@@ -85,12 +85,14 @@ class BaseDigests:
         return self._registries.client(base.registry, credentials).manifest_digest(base)
 
     def _labelled_base(self, stored: StoredSpec) -> str | None:
-        """The base digest the spec's image carries in its label; None if the image or the label is not there."""
+        """The base digest the spec's image carries in its label; None if the image, its config or the label is not
+        there or cannot be read (a registry that is away for now raises: the check is tried again)."""
         target = resolve_target(stored.spec, self._settings)
         client = self._registries.client(target.registry, push_credentials(self._settings))
         try:
             digest = client.image_labels(target).get(BASE_DIGEST_LABEL, "")
-        except BaseImageNotFound:
+        except FatalError as e:
+            logger.info("the base digest of %s is unknown: %s", target, e.message)
             return None
         return digest if is_digest(digest) else None
 
@@ -111,15 +113,28 @@ class BaseWatch:
 
     def run(self, pushed: list[ImageReference], trigger: Trigger) -> dict[str, int]:
         """How each matching spec ended: rebuilt (the trigger's name), unchanged, triggered-already,
-        base-missing, running-already or check-failed."""
+        base-missing, running-already or check-failed. With Redis away, every pushed base is to be checked
+        again."""
+        try:
+            with store_errors():
+                return self._run(pushed, trigger)
+        except StoreUnavailable as e:
+            logger.warning("%s: %s", trigger.value, e.message)
+            self.recheck = [str(reference) for reference in pushed]
+            return {CHECK_FAILED: len(pushed)}
+
+    def _run(self, pushed: list[ImageReference], trigger: Trigger) -> dict[str, int]:
         names = self._specs.based_on(pushed)
         digests = BaseDigests(self._settings, self._registries, self._specs)
-        found = self._specs.with_last_success(names)
-        return dict(Counter(self._check(stored, last, digests, trigger) for stored, last in found.values()))
+        found, marks = self._specs.with_last_success(names), self._triggers.marks(names)
+        return dict(Counter(self._check(stored, last, marks.get(name), digests, trigger)
+                            for name, (stored, last) in found.items()))
 
-    def _check(self, stored: StoredSpec, last: HistoryEntry | None, digests: BaseDigests, trigger: Trigger) -> str:
+    def _check(self, stored: StoredSpec, last: HistoryEntry | None, mark: str | None, digests: BaseDigests,
+               trigger: Trigger) -> str:
         try:
-            return self._decide(stored, last, digests, trigger)
+            with store_errors():
+                return self._decide(stored, last, mark, digests, trigger)
         except Exception as e:  # one spec's registry failing must not hold up the others
             expected = isinstance(e, ImageBuilderError)
             logger.warning("%s of %s: check failed: %s", trigger.value, stored.spec.name,
@@ -128,30 +143,40 @@ class BaseWatch:
                 self._recheck(stored)
             return CHECK_FAILED
 
-    def _decide(self, stored: StoredSpec, last: HistoryEntry | None, digests: BaseDigests, trigger: Trigger) -> str:
+    def _decide(self, stored: StoredSpec, last: HistoryEntry | None, mark: str | None, digests: BaseDigests,
+                trigger: Trigger) -> str:
+        """HEAD the base; then, cheapest first: was this tag queued on it by a trigger, was it built on it, and
+        if neither, claim it and queue its build."""
         current = digests.of(stored)
         if current is None:
             return BASE_MISSING
+        wanted = f"{stored.tag}@{current}"
+        if mark == wanted:
+            return TRIGGERED_ALREADY
         if digests.built_on(stored, last) == current:
             return UNCHANGED
-        previous = self._triggers.claim(stored.spec.name, current)
-        if previous is None:
+        previous = self._triggers.claim(stored.spec.name, wanted)
+        if previous is None:  # another check claimed it just now
             return TRIGGERED_ALREADY
-        return self._rebuild(stored, trigger, current, previous)
+        return self._rebuild(stored, trigger, wanted, previous)
 
-    def _rebuild(self, stored: StoredSpec, trigger: Trigger, current: str, previous: str) -> str:
+    def _rebuild(self, stored: StoredSpec, trigger: Trigger, wanted: str, previous: str) -> str:
+        """Queue the build; a claim stands only for a build this check queued. One it attached to (queued or
+        running before, maybe not forced, maybe on the old base) is not the trigger's: look again after it."""
         name = stored.spec.name
         try:
-            build = self._submitter.submit_stored(stored, trigger, force=True)  # attaches if it is building now
+            submission = self._submitter.submission_of_stored(stored, trigger, force=True)
         except Exception:
-            self._triggers.unclaim(name, current, previous)
+            self._triggers.unclaim(name, wanted, previous)
             raise
-        if build.phase is BuildPhase.RUNNING:  # that build may have pulled the base before: not this trigger's
-            self._triggers.unclaim(name, current, previous)
+        build = submission.build
+        if not submission.queued:
+            self._triggers.unclaim(name, wanted, previous)
             self._recheck(stored)
-            logger.info("%s: %s is being built already (%s); checking again after it", trigger.value, name, build.id)
+            logger.info("%s: %s is queued or building already (%s); checking again after it", trigger.value, name,
+                        build.id)
             return RUNNING_ALREADY
-        logger.info("%s: %s builds as %s on %s", trigger.value, name, build.id, current)
+        logger.info("%s: %s builds as %s on %s", trigger.value, name, build.id, wanted)
         return trigger.value
 
     def _recheck(self, stored: StoredSpec) -> None:
@@ -160,13 +185,22 @@ class BaseWatch:
             self.recheck.append(base)
 
 
-def follow_up(triggers: TriggerStore, holder: str, checked: list[str], recheck: list[str]) -> list[str]:
-    """The bases task `holder` is to check again: those it needs to whose one pending recheck is its own (taken now,
-    or held since an earlier try); another task's pending recheck looks at the rest. It lets go of the bases it
-    checked and no longer needs to."""
-    held = triggers.hold_rechecks(recheck, holder, RECHECK_HOLD_S)
-    triggers.release_rechecks([base for base in checked if base not in held], holder)
-    return held
+    def follow_up(self, holder: str, checked: list[str]) -> list[str]:
+        """The bases task `holder` is to check again: those it needs to whose one pending recheck is its own
+        (taken now, or held since an earlier try); another task's pending recheck looks at the rest. It lets go
+        of the bases it checked and no longer needs to. With Redis away, every base it needs to (unheld)."""
+        try:
+            with store_errors():
+                held = self._triggers.hold_rechecks(self.recheck, holder, RECHECK_HOLD_S)
+                self._triggers.release_rechecks([base for base in checked if base not in held], holder)
+        except StoreUnavailable:
+            return self.recheck
+        return held
+
+    def give_up(self, holder: str, bases: list[str]) -> None:
+        """Stop checking these bases again (the bound is reached): let go of their rechecks."""
+        with store_errors():
+            self._triggers.release_rechecks(bases, holder)
 
 
 def validated_push(pushed: object, trigger: object) -> tuple[list[ImageReference], Trigger] | None:

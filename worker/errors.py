@@ -66,6 +66,11 @@ class BaseImageNotFound(FatalError):
     """The base image (repository or tag) does not exist in its registry."""
 
 
+class UnreadableImage(FatalError):
+    """A registry's answer about an image (its manifest or config) could not be read: not a JSON object, no config,
+    or a redirect to an address no request may go to."""
+
+
 class BuildStepFailed(FatalError):
     """A Dockerfile step failed (for a RUN step, the command and the last log lines are in the message)."""
 
@@ -92,6 +97,10 @@ class BuildFailed(FatalError):
 
 class AlreadyFinished(ImageBuilderError):
     """The build had already ended (when a cancel asked for it, or a delivery came to start it); nothing changed."""
+
+
+class ConcurrentChange(ImageBuilderError):
+    """What a request would change was changed by others too often meanwhile; asking again will do."""
 
 
 class UnknownSpec(ImageBuilderError):

@@ -1,5 +1,5 @@
-"""Registry adapter: manifest HEADs over the distribution HTTP API, and the one map from registry failures
-(HTTP statuses, or messages the engine relays) to domain errors."""
+"""Registry adapter: manifest HEADs (and, where a HEAD cannot tell, an image's labels) over the distribution HTTP
+API, and the one map from registry failures (HTTP statuses, or messages the engine relays) to domain errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -25,9 +25,10 @@ from worker.errors import (
     ImageBuilderError,
     PushFailed,
     RegistryUnavailable,
+    UnreadableImage,
     UnsafeTokenRealm,
 )
-from worker.reference import ImageReference, plain_http_allowed
+from worker.reference import ImageReference, is_digest, plain_http_allowed
 
 MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -37,11 +38,12 @@ MANIFEST_MEDIA_TYPES = (
 )
 DIGEST_HEADER = "Docker-Content-Digest"
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_TOKEN_ANSWER_BYTES = 1 << 20  # Docker Hub's tokens are a few KiB; anything this large is not a token
 DEFAULT_TOKEN_LIFE_S = 60  # the token spec's lifetime for an answer without `expires_in`
 MAX_RENEW_MARGIN_S = 10  # a token is renewed this long (at most a tenth of its life) before it expires
 MAX_DOCUMENT_BYTES = 4 << 20  # the distribution registry's own limit for a manifest; an image config is smaller
+MAX_BLOB_REDIRECTS = 3  # a registry may send a blob GET to its storage (S3, a CDN): that far and no further
+DOCUMENT_TIMEOUTS = 2  # a manifest or config is read within this many request timeouts, however slowly it comes
 MAX_CLIENTS_KEPT = 256
 _EVERY_SCOPE = "*"  # Basic credentials are good for every repository of their registry
 # Where no registry's token service lives, but a cloud's instance credentials do.
@@ -148,8 +150,8 @@ class RegistryClient:
             child = dataclasses.replace(reference, digest=_first_image_of(manifest["manifests"], reference))
             manifest = self._document("manifest", self._manifest_url(child), reference)
         config_digest = _path(manifest, "config", "digest")
-        if not isinstance(config_digest, str) or not _DIGEST_RE.fullmatch(config_digest):
-            raise PushFailed(f"registry {self._registry} answered the manifest of {reference} without a config")
+        if not isinstance(config_digest, str) or not is_digest(config_digest):
+            raise UnreadableImage(f"registry {self._registry} answered the manifest of {reference} without a config")
         config = self._document("config", self._blob_url(reference, config_digest), reference)
         labels = _path(config, "config", "Labels")
         return {k: v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, dict) else {}
@@ -164,20 +166,39 @@ class RegistryClient:
         return f"{'http' if self._insecure else 'https'}://{reference.api_host}/v2/{reference.repository}"
 
     def _document(self, what: str, url: str, reference: ImageReference) -> dict:
-        """A JSON object the registry serves (a manifest or an image config), read within MAX_DOCUMENT_BYTES."""
+        """A JSON object the registry serves (a manifest or an image config), read within MAX_DOCUMENT_BYTES and
+        DOCUMENT_TIMEOUTS request timeouts; a blob's redirect to storage is followed, to a safe address only."""
         action = f"read of the {what} of {reference}"
+        deadline = time.monotonic() + DOCUMENT_TIMEOUTS * self._timeout_s
         response = self._request("GET", url, reference, action, stream=True)
+        for _ in range(MAX_BLOB_REDIRECTS if what == "config" else 0):
+            if not response.is_redirect:
+                break
+            response = self._redirected(response, url, action)
         with response:
             if response.status_code == 404:
                 raise BaseImageNotFound(f"{action}: not found in registry {self._registry} (HTTP 404)")
             self._require_ok(response, action)
-            body = self._bounded_body(response, f"its answer to the {action}", MAX_DOCUMENT_BYTES)
+            body = self._bounded_body(response, f"its answer to the {action}", MAX_DOCUMENT_BYTES, deadline)
+        return self._json_object(body, action)
+
+    def _redirected(self, response: requests.Response, url: str, action: str) -> requests.Response:
+        """Where a redirect leads, asked without credentials, once that address is known to be safe."""
+        location = urljoin(url, response.headers.get("Location", ""))
+        response.close()
+        if reason := self._unsafe(location, action):
+            raise UnreadableImage(f"registry {self._registry} redirected the {action} to {location!r}: refused, "
+                                  f"{reason}")
+        return self._send("GET", location, {}, action, stream=True)
+
+    def _json_object(self, body: bytes, action: str) -> dict:
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):
             document = None
         if not isinstance(document, dict):
-            raise PushFailed(f"registry {self._registry} answered the {action} with something other than a JSON object")
+            raise UnreadableImage(f"registry {self._registry} answered the {action} with something other than a "
+                                  "JSON object")
         return document
 
     def _require_ok(self, response: requests.Response, action: str) -> None:
@@ -244,7 +265,7 @@ class RegistryClient:
         params = {"service": challenge.get("service", ""), "scope": challenge.get("scope", scope)}
         auth = self._basic_auth() if self._credentials else None
         # Never through a redirect: it could lead the credentials somewhere the realm check never saw.
-        response = self._send("GET", realm, {}, action, params=params, auth=auth, allow_redirects=False, stream=True)
+        response = self._send("GET", realm, {}, action, params=params, auth=auth, stream=True)
         with response:
             if response.status_code != 200:
                 raise error_for_status(response.status_code, self._registry, f"the token for {action}",
@@ -268,46 +289,63 @@ class RegistryClient:
         life_s = answer.get("expires_in", DEFAULT_TOKEN_LIFE_S)
         return token, float(life_s) if isinstance(life_s, (int, float)) and life_s > 0 else 0.0
 
-    def _bounded_body(self, response: requests.Response, what: str, most_bytes: int) -> bytes:
+    def _bounded_body(self, response: requests.Response, what: str, most_bytes: int,
+                      deadline: float = math.inf) -> bytes:
         body = b""
         try:
             for chunk in response.iter_content(64 * 1024):
                 body += chunk
                 if len(body) > most_bytes:
                     raise RegistryUnavailable(f"registry {self._registry} sent more than {most_bytes} bytes in {what}")
+                if time.monotonic() > deadline:
+                    raise RegistryUnavailable(f"registry {self._registry} took too long over {what}")
         except requests.RequestException as e:
             raise RegistryUnavailable(f"registry {self._registry} broke off {what}: {type(e).__name__}") from None
         return body
 
     def _safe_realm(self, realm: str, action: str) -> str:
-        """The realm, if credentials may go there: http(s), plain http only where registries may use it, and
-        never a link-local or metadata address (checked for every address the name resolves to)."""
-        parts = urlsplit(realm)
-        refused = f"registry {self._registry} asked for a token from {realm!r} for {action}: refused,"
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-            raise UnsafeTokenRealm(f"{refused} a token realm is an http(s) URL without credentials in it")
-        metadata = f"{refused} it is a link-local or cloud metadata address"
-        if _forbidden_literal(parts.hostname):
-            raise UnsafeTokenRealm(metadata)
-        if parts.scheme == "http" and not plain_http_allowed(parts.netloc, self._insecure_registries):
-            raise UnsafeTokenRealm(f"{refused} plain http is for loopback and IMAGEBUILDER_INSECURE_REGISTRIES only")
-        if any(_forbidden(address) for address in self._addresses(parts, action)):  # a name that leads there
-            raise UnsafeTokenRealm(metadata)
+        """The realm, if credentials may go there (see `_unsafe`)."""
+        if reason := self._unsafe(realm, action):
+            raise UnsafeTokenRealm(f"registry {self._registry} asked for a token from {realm!r} for {action}: "
+                                   f"refused, {reason}")
         return realm
+
+    def _unsafe(self, url: str, action: str) -> str | None:
+        """Why a request may not go to `url`, or None: it must be http(s) without credentials in it, plain http only
+        where registries may use it, and never to a link-local or metadata address (checked for every address
+        the name resolves to)."""
+        try:
+            parts = urlsplit(url)
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            parts, port_ok = None, False
+        if not port_ok or parts.scheme not in ("http", "https") or not parts.hostname or parts.username \
+                or parts.password:
+            return "it must be an http(s) URL without credentials in it"
+        metadata = "it is a link-local or cloud metadata address"
+        if _forbidden_literal(parts.hostname):
+            return metadata
+        if parts.scheme == "http" and not plain_http_allowed(parts.netloc, self._insecure_registries):
+            return "plain http is for loopback and IMAGEBUILDER_INSECURE_REGISTRIES only"
+        if any(_forbidden(address) for address in self._addresses(parts, action)):  # a name that leads there
+            return metadata
+        return None
 
     def _addresses(self, parts, action: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
         except (OSError, ValueError, UnicodeError) as e:
-            raise RegistryUnavailable(f"registry {self._registry}'s token realm for {action} cannot be resolved: "
-                                      f"{type(e).__name__}") from None
+            raise RegistryUnavailable(f"{parts.hostname}, where registry {self._registry} sent the {action}, cannot "
+                                      f"be resolved: {type(e).__name__}") from None
         return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
 
     def _basic_auth(self) -> tuple[str, str] | None:
         return (self._credentials.username, self._credentials.password) if self._credentials else None
 
     def _send(self, method: str, url: str, headers: dict[str, str], action: str, **kwargs) -> requests.Response:
+        """One request, never following a redirect on its own (the blob GET checks where one leads first)."""
+        kwargs.setdefault("allow_redirects", False)
         try:
             return self._session.request(method, url, headers=headers, timeout=self._timeout_s, verify=self._verify,
                                          proxies=self._proxies_for(url), **kwargs)
@@ -315,7 +353,6 @@ class RegistryClient:
             raise RegistryUnavailable(
                 f"registry {self._registry} is unreachable for {action}: {type(e).__name__}"
             ) from None
-
 
     def _proxies_for(self, url: str) -> dict[str, str]:
         """The proxies the environment sets for the URL's host (honouring NO_PROXY), as requests works them out."""
@@ -329,9 +366,9 @@ class RegistryClient:
 def _first_image_of(entries: list, reference: ImageReference) -> str:
     """The digest of an index's linux/amd64 image, else of its first entry."""
     digests = [(_path(e, "platform", "os"), _path(e, "platform", "architecture"), _path(e, "digest")) for e in entries]
-    valid = [(os_, arch, d) for os_, arch, d in digests if isinstance(d, str) and _DIGEST_RE.fullmatch(d)]
+    valid = [(os_, arch, d) for os_, arch, d in digests if isinstance(d, str) and is_digest(d)]
     if not valid:
-        raise PushFailed(f"the image index of {reference} names no image")
+        raise UnreadableImage(f"the image index of {reference} names no image")
     return next((d for os_, arch, d in valid if (os_, arch) == ("linux", "amd64")), valid[0][2])
 
 

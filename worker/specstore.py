@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
+from typing import TypeVar
 
 import redis
 from pydantic import BaseModel
 
 from worker.buildstate import BuildLog
-from worker.errors import StoreUnavailable, UnknownSpec
+from worker.errors import ConcurrentChange, UnknownSpec
 from worker.reference import ImageReference, parse_reference
 from worker.result import BuildResult, utcnow
 from worker.spec import ImageSpec
@@ -32,7 +33,8 @@ BASED_ON_KEY = "imagebuilder:based-on:{repository}"
 BASED_ON_TAG_KEY = "imagebuilder:based-on-tag:{repository}:{tag}"
 BASED_ON_INDEXED_KEY = "imagebuilder:based-on-indexed"
 BASE_INDEX_VERSION = "2"
-MAX_APPLY_TRIES = 20  # optimistic retries of one apply whose chain another apply changed meanwhile
+MAX_WATCHED_TRIES = 20  # optimistic retries of one WATCHed step whose reads another writer changed meanwhile
+T = TypeVar("T")
 
 # Mirror a build's fields into its history entry, unless the entry already shows an end: a late update from
 # a step or a requeue never overwrites it. Returns the entry as it now is (nil if the build has none).
@@ -162,14 +164,7 @@ class SpecStore:
         refuse the spec by raising; the specs it reads and the write are one atomic step (Redis WATCH: if any of
         them changes before the write, the check runs again on what is there then)."""
         self._ensure_base_index()
-        with self._redis.pipeline() as pipe:
-            for _ in range(MAX_APPLY_TRIES):
-                try:
-                    return self._apply_watched(pipe, spec, check)
-                except redis.WatchError:
-                    continue
-        raise StoreUnavailable(f"spec {spec.name!r} was changed {MAX_APPLY_TRIES} times while being applied; "
-                               "try again")
+        return self._watched(lambda pipe: self._apply_watched(pipe, spec, check), f"spec {spec.name!r}")
 
     def _apply_watched(self, pipe: redis.client.Pipeline, spec: ImageSpec,
                        check: ApplyCheck) -> tuple[StoredSpec, bool]:
@@ -253,16 +248,36 @@ class SpecStore:
         return self._redis.hgetall(BASED_ON_KEY.format(repository=repository))
 
     def _ensure_base_index(self) -> None:
-        """Index the stored specs by base, once per store and Redis: a no-op after the first look."""
+        """Index the stored specs by base, once per store and Redis: a no-op after the first look. The specs read
+        and the index written are one step (WATCH), so an apply or delete meanwhile is never undone by it."""
         if self._base_indexed or self._redis.get(BASED_ON_INDEXED_KEY) == BASE_INDEX_VERSION:
             self._base_indexed = True
             return
-        pipe = self._redis.pipeline()
-        for stored in self.all():
-            _index_base(pipe, stored.spec)
+        self._watched(self._index_all, "the index of specs by base")
+        self._base_indexed = True
+
+    def _index_all(self, pipe: redis.client.Pipeline) -> None:
+        pipe.watch(SPECS_KEY)
+        keys = [SPEC_KEY.format(name=name) for name in pipe.zrange(SPECS_KEY, 0, -1)]
+        if keys:
+            pipe.watch(*keys)
+        raws = pipe.mget(keys) if keys else []
+        pipe.multi()
+        for raw in raws:
+            if raw:
+                _index_base(pipe, StoredSpec.model_validate_json(raw).spec)
         pipe.set(BASED_ON_INDEXED_KEY, BASE_INDEX_VERSION)
         pipe.execute()
-        self._base_indexed = True
+
+    def _watched(self, step: Callable[[redis.client.Pipeline], T], what: str) -> T:
+        """Run `step` (its reads WATCHed, its writes one MULTI) until nothing it read changed before it wrote."""
+        with self._redis.pipeline() as pipe:
+            for _ in range(MAX_WATCHED_TRIES):
+                try:
+                    return step(pipe)
+                except redis.WatchError:
+                    continue
+        raise ConcurrentChange(f"{what} was changed {MAX_WATCHED_TRIES} times by others meanwhile; try again")
 
     # -- history -------------------------------------------------------------------------------------------
     def record(self, name: str, result: BuildResult, tag: str, trigger: Trigger) -> None:

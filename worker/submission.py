@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from celery import Celery
 
@@ -16,6 +17,18 @@ from worker.stores import Stores
 from worker.tagging import resolve_target
 
 
+MAX_PUSHED_PER_TASK = 100  # tags one check task takes: the most one notification may name
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The build a submission answers with, and whether this submission queued it (else it attached to the
+    target's build already queued or running)."""
+
+    build: BuildResult
+    queued: bool
+
+
 class Submitter:
     """Records a build Pending and enqueues it, or attaches to the target's queued or running build."""
 
@@ -25,31 +38,35 @@ class Submitter:
         self._builds = stores.builds
         self._specs = stores.specs
 
-    def submit(self, spec: ImageSpec, *, force: bool,
-               before_queueing: Callable[[BuildResult], None] = lambda pending: None) -> BuildResult:
+    def submit(self, spec: ImageSpec, *, force: bool) -> BuildResult:
+        return self._submission(spec, force=force).build
+
+    def submit_stored(self, stored: StoredSpec, trigger: Trigger, *, force: bool = False) -> BuildResult:
+        """Build a stored spec; a new build goes into its history with `trigger`."""
+        return self.submission_of_stored(stored, trigger, force=force).build
+
+    def submission_of_stored(self, stored: StoredSpec, trigger: Trigger, *, force: bool = False) -> Submission:
+        """`submit_stored`, saying whether this call queued the build."""
+        def remember(pending: BuildResult) -> None:
+            self._specs.record(stored.spec.name, pending, stored.tag, trigger)
+
+        return self._submission(stored.spec, force=force, before_queueing=remember)
+
+    def _submission(self, spec: ImageSpec, *, force: bool,
+                    before_queueing: Callable[[BuildResult], None] = lambda pending: None) -> Submission:
         target = resolve_target(spec, self._settings)
         pending = BuildResult(id=str(uuid.uuid4()), image=str(target), submitted_at=utcnow())
         message = {"spec": spec.to_wire(), "force": force}
         build_id = self._builds.submit(pending, message)
         if build_id != pending.id:  # the target is queued or building already (forced or not): attach to it
-            return self._builds.get(build_id)
-        before_queueing(pending)
+            return Submission(self._builds.get(build_id), queued=False)
         try:
+            before_queueing(pending)
             self._app.send_task(BUILD_TASK_NAME, kwargs=message, task_id=pending.id, queue=BUILD_QUEUE)
-        except Exception:
+        except Exception:  # nothing is queued: nothing may stay in flight for the target
             self._builds.withdraw(pending)
             raise
-        return pending
-
-    def submit_stored(self, stored: StoredSpec, trigger: Trigger, *, force: bool = False) -> BuildResult:
-        """Build a stored spec; a new build goes into its history with `trigger`."""
-        def remember(pending: BuildResult) -> None:
-            self._specs.record(stored.spec.name, pending, stored.tag, trigger)
-
-        return self.submit(stored.spec, force=force, before_queueing=remember)
-
-
-MAX_PUSHED_PER_TASK = 100  # tags one check task takes: the most one notification may name
+        return Submission(pending, queued=True)
 
 
 def send_pushed(app: Celery, pushed: list[str], trigger: Trigger) -> None:

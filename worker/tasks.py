@@ -15,7 +15,7 @@ from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 from config.celery_config import BASES_PUSHED_TASK, BUILD_QUEUE, BUILD_TASK_NAME, CHECK_QUEUE
 from config.settings import Settings
 from worker.app import ImageBuilderCelery
-from worker.basewatch import RECHECK_AFTER_S, BaseWatch, announcer, follow_up, recheck_limit, validated_push
+from worker.basewatch import RECHECK_AFTER_S, BaseWatch, announcer, recheck_limit, validated_push
 from worker.build import Builder
 from worker.buildstate import LOCK_TTL_S, ContainerLedger
 from worker.errors import (
@@ -37,7 +37,7 @@ from worker.registry import RegistrySessions
 from worker.scheduling import SCHEDULE_PASS_TASK, SchedulingPass
 from worker.spec import ImageSpec, parse_spec
 from worker.states import BuildPhase
-from worker.stores import Stores, store_errors
+from worker.stores import Stores
 from worker.tagging import resolve_target
 from worker.watch import BuildWatch, backoff_s
 from worker.wiring import ProcessWiring
@@ -62,25 +62,21 @@ def register_tasks(app: ImageBuilderCelery) -> Task:
 
     rechecks = recheck_limit(app.settings)
 
-    # Redis away: try again later rather than drop what a webhook or a parent's build announced
-    @app.task(name=BASES_PUSHED_TASK, bind=True, queue=CHECK_QUEUE, autoretry_for=(RetryableError,),
-              retry_backoff=True, max_retries=5)
+    @app.task(name=BASES_PUSHED_TASK, bind=True, queue=CHECK_QUEUE)
     def bases_pushed(self: Task, pushed: Any = None, trigger: Any = None) -> dict[str, int]:
         arguments = validated_push(pushed, trigger)
         if arguments is None:
             return {}
-        stores = wiring.stores()
-        with store_errors():
-            watch = BaseWatch(self.app, self.app.settings, stores, wiring.registries())
-            outcomes = watch.run(*arguments)
-            again = follow_up(stores.triggers, self.request.id, pushed, watch.recheck)
+        watch = BaseWatch(self.app, self.app.settings, wiring.stores(), wiring.registries())
+        outcomes = watch.run(*arguments)
+        again = watch.follow_up(self.request.id, pushed)
         if again and self.request.retries < rechecks:
             logger.info("%s: %s; checking %s again in %s s", BASES_PUSHED_TASK, outcomes, ", ".join(again),
                         RECHECK_AFTER_S)
             raise self.retry(kwargs={"pushed": again, "trigger": trigger}, countdown=RECHECK_AFTER_S,
                              max_retries=rechecks)
         if again:
-            stores.triggers.release_rechecks(again, self.request.id)
+            watch.give_up(self.request.id, again)
             logger.warning("%s: gave up checking %s again after %s tries", BASES_PUSHED_TASK, ", ".join(again),
                            rechecks)
         return outcomes

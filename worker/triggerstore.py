@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import redis
 
-TRIGGERED_ON_KEY = "imagebuilder:triggered-on:{name}"  # the base digest a trigger last queued the spec's build on
+TRIGGERED_ON_KEY = "imagebuilder:triggered-on:{name}"  # `tag@base digest` a trigger last queued the spec's build on
 RECHECK_KEY = "imagebuilder:recheck:{base}"  # the id of the one check task that looks at this base again
 
-# Claim: mark the spec as queued by a trigger on this digest. The digest marked before ('' for none), or nil when it
-# is this one already: a trigger has built, or is building, the spec on this base, and must not do it again.
+# Claim: mark the spec as queued by a trigger on this `tag@digest`. The mark from before ('' for none), or nil when
+# it is this one already: a trigger has built, or is building, this tag on this base, and must not do it again.
 _CLAIM = """
 local previous = redis.call('GET', KEYS[1])
 if previous == ARGV[1] then return false end
@@ -46,14 +46,21 @@ class TriggerStore:
         self._scripts = {name: client.register_script(text) for name, text in (
             ("claim", _CLAIM), ("unclaim", _UNCLAIM), ("hold", _HOLD), ("release", _RELEASE))}
 
-    def claim(self, name: str, base_digest: str) -> str | None:
-        """Mark that a trigger queues `name`'s build on `base_digest`: the digest marked before ('' for none), or
-        None when a trigger has queued it on this digest already, whatever that build's outcome."""
-        return self._scripts["claim"](keys=[TRIGGERED_ON_KEY.format(name=name)], args=[base_digest])
+    def marks(self, names: list[str]) -> dict[str, str]:
+        """The `tag@base digest` each of these specs was last queued on by a trigger, where one was; one round
+        trip."""
+        found = self._redis.mget([TRIGGERED_ON_KEY.format(name=name) for name in names]) if names else []
+        return {name: mark for name, mark in zip(names, found) if mark}
 
-    def unclaim(self, name: str, base_digest: str, previous: str) -> None:
-        """Undo a claim whose build was not queued (it attached to a build already running, or sending failed)."""
-        self._scripts["unclaim"](keys=[TRIGGERED_ON_KEY.format(name=name)], args=[base_digest, previous])
+    def claim(self, name: str, mark: str) -> str | None:
+        """Mark that a trigger queues `name`'s build on `mark` (`tag@base digest`): the mark from before ('' for
+        none), or None when a trigger has queued it on this one already, whatever that build's outcome."""
+        return self._scripts["claim"](keys=[TRIGGERED_ON_KEY.format(name=name)], args=[mark])
+
+    def unclaim(self, name: str, mark: str, previous: str) -> None:
+        """Undo a claim whose build was not queued by it (it attached to one already queued or running, or sending
+        failed)."""
+        self._scripts["unclaim"](keys=[TRIGGERED_ON_KEY.format(name=name)], args=[mark, previous])
 
     def forget(self, name: str) -> None:
         self._redis.delete(TRIGGERED_ON_KEY.format(name=name))

@@ -10,9 +10,8 @@ the request has passed the check is the app's, and goes on up."""
 from __future__ import annotations
 
 from asgi_csrf import asgi_csrf
-from starlette.requests import cookie_parser
 
-from producer.console.sessions import CSRF_COOKIE, Sessions
+from producer.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Sessions
 from producer.edge import CONSOLE_PREFIX, SESSION_SCOPE, ASGIApp, Receive, Scope, Send, answer
 
 _PASSED = "imagebuilder.csrf_passed"
@@ -39,17 +38,13 @@ class CsrfChecked:
                 raise
             await answer(send, 400, "the form could not be read")
 
-
     def _session_bound(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        """The request's headers with its CSRF cookie replaced by its session's own token."""
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"cookie"]
-        cookies = {**_cookies(scope), CSRF_COOKIE: self._sessions.csrf_token(scope[SESSION_SCOPE])}
-        return [*headers, (b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode("latin-1"))]
-
-
-def _cookies(scope: Scope) -> dict[str, str]:
-    raw = b"; ".join(v for k, v in scope["headers"] if k.lower() == b"cookie").decode("latin-1")
-    return cookie_parser(raw)
+        """The request's headers with its cookies replaced by the two the console reads: the session, and the
+        session's own CSRF token. Nothing the browser sent besides is passed on, so no cookie crafted to unquote
+        into another `csrftoken=` can stand in for it."""
+        session_id = scope[SESSION_SCOPE]
+        cookie = f"{SESSION_COOKIE}={session_id}; {CSRF_COOKIE}={self._sessions.csrf_token(session_id)}"
+        return [*((k, v) for k, v in scope["headers"] if k.lower() != b"cookie"), (b"cookie", cookie.encode())]
 
 
 def _marking(app: ASGIApp) -> ASGIApp:

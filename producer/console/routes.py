@@ -19,8 +19,8 @@ from producer.client import BuildClient
 from producer.console import present
 from producer.console.forms import GENERAL, MAX_TEXT_CHARS, ScheduleFields, SpecFields, SpecForm, imported
 from producer.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Sessions
-from producer.edge import UNKNOWN_CLIENT
-from producer.throttle import Throttle
+from producer.edge import SESSION_SCOPE, UNKNOWN_CLIENT
+from producer.throttle import Door, Throttle
 from producer.specfile import load_spec_text
 from worker.errors import ImageBuilderError, InvalidSpec
 from worker.schedules import NeverMatches, Policy, Schedule
@@ -50,8 +50,8 @@ class Pages:
 
     def __init__(self, settings: Settings):
         self._templates = Jinja2Templates(directory=HERE / "templates")
-        self._templates.env.filters.update(age=present.age, took=present.took, in_zone=present.in_zone, span=present.span,
-                                           timing=present.timing, plain=present.without_ansi)
+        self._templates.env.filters.update(age=present.age, took=present.took, in_zone=present.in_zone,
+                                           span=present.span, timing=present.timing, plain=present.without_ansi)
         self._templates.env.globals.update(reached=present.reached, PROGRESS=present.PROGRESS)
         self._settings = settings
 
@@ -101,31 +101,36 @@ def _entry_routes(router: APIRouter, pages: Pages, sessions: Sessions, throttle:
         return pages.render(request, "login.html", next=_local(next))
 
     @router.post("/ui/login")
-    def login(request: Request, token: Annotated[str, Form(max_length=4096)] = "",
-              next: Annotated[str, Form(max_length=2048)] = HOME) -> Response:
+    async def login(request: Request, token: Annotated[str, Form(max_length=4096)] = "",
+                    next: Annotated[str, Form(max_length=2048)] = HOME) -> Response:
         address = request.client.host if request.client else UNKNOWN_CLIENT
-        if (wait_s := throttle.wait_now_s(address)) is not None:
+        if (wait_s := await throttle.wait_s(Door.SIGN_IN, address)) is not None:
             return _throttled_sign_in(request, pages, next, wait_s)
-        session_id = sessions.sign_in(token)
+        session_id = await sessions.sign_in(token)
         if session_id is None:
-            if (wait_s := throttle.failed_now(address)) is not None:
+            if (wait_s := await throttle.failed(Door.SIGN_IN, address)) is not None:
                 return _throttled_sign_in(request, pages, next, wait_s)
             return pages.render(request, "login.html", 401, next=_local(next), failed=True)
-        secure = request.url.scheme == "https"
-        response = see(_local(next))
-        response.set_cookie(SESSION_COOKIE, session_id, max_age=sessions.max_age_s, path="/", httponly=True,
-                            samesite="strict", secure=secure)
-        # The session's own CSRF token, which the session's forms carry (the check uses it whatever the cookie)
-        response.set_cookie(CSRF_COOKIE, sessions.csrf_token(session_id), path="/", samesite="strict", secure=secure)
-        return response
+        return _signed_in(request, sessions, session_id, next)
 
     @router.post("/ui/logout")
-    def logout(request: Request) -> RedirectResponse:
-        sessions.sign_out(request.cookies.get(SESSION_COOKIE, ""))
+    async def logout(request: Request) -> RedirectResponse:
+        await sessions.sign_out(request.scope.get(SESSION_SCOPE, ""))
         response = see("/ui/login")
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
                                secure=request.url.scheme == "https")
         return response
+
+
+def _signed_in(request: Request, sessions: Sessions, session_id: str, next: str) -> RedirectResponse:
+    """On to the page asked for, with the session's cookie and the session's own CSRF token (its forms carry it;
+    the check uses it whatever the cookie says)."""
+    secure = request.url.scheme == "https"
+    response = see(_local(next))
+    response.set_cookie(SESSION_COOKIE, session_id, max_age=sessions.max_age_s, path="/", httponly=True,
+                        samesite="strict", secure=secure)
+    response.set_cookie(CSRF_COOKIE, sessions.csrf_token(session_id), path="/", samesite="strict", secure=secure)
+    return response
 
 
 def _throttled_sign_in(request: Request, pages: Pages, next: str, wait_s: int) -> HTMLResponse:

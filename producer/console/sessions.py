@@ -11,11 +11,12 @@ import json
 import secrets
 from collections.abc import Iterable
 
-import redis
 import redis.asyncio
 from asgi_csrf import DEFAULT_COOKIE_NAME as CSRF_COOKIE
 from asgi_csrf import DEFAULT_SIGNING_NAMESPACE
 from itsdangerous import URLSafeSerializer
+
+from worker.stores import store_errors
 
 SESSION_COOKIE = "imagebuilder_session"
 SESSION_KEY = "imagebuilder:session:{digest}"  # JSON {"token": fingerprint}, expiring with the session
@@ -37,15 +38,13 @@ def _key(session_id: str) -> str:
 class Sessions:
     """Opens a session for a valid API token, checks and ends sessions, each lasting at most `max_age_s`."""
 
-    def __init__(self, tokens: Iterable[str], max_age_s: int, client: redis.Redis,
-                 async_client: redis.asyncio.Redis):
+    def __init__(self, tokens: Iterable[str], max_age_s: int, client: redis.asyncio.Redis):
         tokens = sorted(tokens)
         # Signs the CSRF tokens (asgi-csrf's, and the per-session ones): the same in every replica, no new secret.
         self.secret = hmac.new(_KEY_CONTEXT, "\0".join(tokens).encode(), hashlib.sha256).hexdigest()
         self.max_age_s = max_age_s
         self._fingerprints = [_fingerprint(token) for token in tokens]
         self._redis = client
-        self._async_redis = async_client
         self._csrf_signer = URLSafeSerializer(self.secret)
 
     def _known(self, fingerprint: str) -> bool:
@@ -54,25 +53,28 @@ class Sessions:
             known |= hmac.compare_digest(candidate, fingerprint)
         return known
 
-    def sign_in(self, token: str) -> str | None:
+    async def sign_in(self, token: str) -> str | None:
         """A new session's id (the cookie's value) for a valid API token; None for any other text."""
         fingerprint = _fingerprint(token)
         if not self._known(fingerprint):
             return None
         session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
-        self._redis.set(_key(session_id), json.dumps({"token": fingerprint}), ex=self.max_age_s)
+        with store_errors():
+            await self._redis.set(_key(session_id), json.dumps({"token": fingerprint}), ex=self.max_age_s)
         return session_id
 
-    def sign_out(self, session_id: str) -> None:
+    async def sign_out(self, session_id: str) -> None:
         """End the session: its cookie, replayed, opens nothing."""
         if 0 < len(session_id) <= MAX_SESSION_ID_CHARS:
-            self._redis.delete(_key(session_id))
+            with store_errors():
+                await self._redis.delete(_key(session_id))
 
     async def valid(self, session_id: str) -> bool:
         """True for a session that was opened here, has not ended or expired, and whose token is still valid."""
         if not 0 < len(session_id) <= MAX_SESSION_ID_CHARS:
             return False
-        raw = await self._async_redis.get(_key(session_id))
+        with store_errors():
+            raw = await self._redis.get(_key(session_id))
         fields = json.loads(raw) if raw else None
         return isinstance(fields, dict) and isinstance(fields.get("token"), str) and self._known(fields["token"])
 

@@ -19,6 +19,12 @@ BEHAVIOURS = {
     "error": "the manifest HEAD answers 500",
     "slow": "the manifest HEAD answers after the client's timeout",
 }
+# An image's manifest, whose config blob GET is redirected: to this server's storage (safe: loopback), or to the cloud
+# metadata address; or a manifest larger than any a registry may serve.
+LABELS = {"labels-storage": "/storage/config", "labels-metadata": "http://169.254.169.254/latest/meta-data/iam"}
+HUGE_MANIFEST = "labels-huge"
+CONFIG_DIGEST = "sha256:" + "c" * 64
+IMAGE_LABELS = {"org.opencontainers.image.base.digest": "sha256:" + "b" * 64}
 # Not hostile: a registry whose tokens expire after TOKEN_LIFE_S and are checked on every HEAD, as Docker Hub's.
 EXPIRING_TOKENS = "tokens"
 SLOW_S = 6
@@ -72,7 +78,21 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(302, {"Location": self.path})
         if self.path.startswith(f"/token/{EXPIRING_TOKENS}"):
             return self._issue_token()
+        if self.path.startswith("/v2/"):
+            return self._image(self.path.split("/")[2])
+        if self.path == LABELS["labels-storage"]:
+            return self._answer(200, {}, json.dumps({"config": {"Labels": IMAGE_LABELS}}).encode())
         self._answer(404)
+
+    def _image(self, behaviour: str) -> None:
+        """A manifest, or its config blob redirected as LABELS says; or a manifest past every bound."""
+        if behaviour == HUGE_MANIFEST:
+            return self._answer(200, {}, b"{" + b" " * (5 << 20) + b"}")
+        if behaviour not in LABELS:
+            return self._answer(404)
+        if "/blobs/" in self.path:
+            return self._answer(307, {"Location": LABELS[behaviour]})
+        self._answer(200, {}, json.dumps({"schemaVersion": 2, "config": {"digest": CONFIG_DIGEST}}).encode())
 
     def _issue_token(self) -> None:
         hostile = self.server.hostile  # type: ignore[attr-defined]

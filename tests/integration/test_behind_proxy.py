@@ -49,19 +49,16 @@ def proxy(tmp_path_factory, proxied_api, server_tls) -> Iterator[Nginx]:
 
 
 @pytest.fixture(scope="module")
-def trusting_browser(server_tls) -> Iterator[Browser]:
+def trusting_browser(playwright, server_tls) -> Iterator[Browser]:
     """A Chromium of its own that trusts the proxy's throw-away key, so the console is a page on a valid https
     connection, as behind a real certificate. The session's browser could only be told to ignore certificate errors
     (ignore_https_errors), and Chromium then counts the page as broken https, which would hide the very verdict
     checked here: that nothing on it is insecure. Chromium takes a private CA only from an NSS database (certutil,
     not installed here), and pinning one key trusts nothing else."""
-    from playwright.sync_api import sync_playwright
-
     pin = f"--ignore-certificate-errors-spki-list={server_tls.spki_sha256()}"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, pin])
-        yield launched
-        launched.close()
+    launched = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, pin])
+    yield launched
+    launched.close()
 
 
 @dataclass

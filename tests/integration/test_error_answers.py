@@ -41,8 +41,8 @@ def test_the_log_and_metrics_routes_document_their_errors_as_json(schema):
     logs = error_media_types(schema, "/builds/{build_id}/logs")
     metrics = error_media_types(schema, "/metrics")
     # Then every error they document is JSON, and only JSON
-    assert logs == {"401": {JSON}, "404": {JSON}, "422": {JSON}, "503": {JSON}}
-    assert metrics == {"401": {JSON}, "503": {JSON}}
+    assert logs == {"401": {JSON}, "404": {JSON}, "422": {JSON}, "429": {JSON}, "503": {JSON}}
+    assert metrics == {"401": {JSON}, "429": {JSON}, "503": {JSON}}
     # And the log route's 503 says when to come back
     assert "Retry-After" in schema["paths"]["/builds/{build_id}/logs"]["get"]["responses"]["503"]["headers"]
 

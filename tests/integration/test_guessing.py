@@ -38,12 +38,9 @@ def from_address(url: str, address: str, **kwargs) -> httpx.Client:
 def test_repeated_wrong_tokens_get_429_with_retry_after_and_other_clients_are_not_slowed(guarded):
     _, url = guarded
     with from_address(url, "127.0.0.3") as guesser, from_address(url, "127.0.0.4") as other:
-        # When one client sends wrong bearer tokens, then wrong webhook tokens
+        # When one client sends wrong bearer tokens to the API
         statuses = [guesser.get("/builds/x", headers={"Authorization": f"Bearer guess-{i}"}).status_code
-                    for i in range(MOST - 3)]
-        statuses += [guesser.post("/hooks/registry", json={}, headers={"Authorization": f"Bearer g{i}"}).status_code
-                     for i in range(2)]
-        statuses.append(guesser.post("/hooks/dockerhub/guess", json={}).status_code)
+                    for i in range(MOST)]
         # Then the failures up to the bound are 401 and, from the bound on, even a valid token gets 429
         assert statuses == [401] * (MOST - 1) + [429]
         refused = guesser.get("/builds/x", headers=AUTH)
@@ -53,6 +50,22 @@ def test_repeated_wrong_tokens_get_429_with_retry_after_and_other_clients_are_no
         assert other.get("/builds/x", headers=AUTH).status_code == 404
         assert [other.get("/builds/x").status_code for _ in range(MOST + 2)] == [401] * (MOST + 2)
         assert other.get("/builds/x", headers=AUTH).status_code == 404
+
+
+def test_wrong_webhook_tokens_get_429_and_a_valid_one_always_passes(guarded):
+    _, url = guarded
+    hook = {"Authorization": f"Bearer {HOOK_TOKEN}"}
+    with from_address(url, "127.0.0.8") as sender:
+        # Given a registry sending from an address someone else shares, who guesses there at both hook routes
+        statuses = [sender.post("/hooks/registry", json={}, headers={"Authorization": f"Bearer g{i}"}).status_code
+                    for i in range(MOST - 1)]
+        statuses.append(sender.post("/hooks/dockerhub/guess", json={}).status_code)
+        # Then the guesses are 401 up to the bound and 429 from it, with Retry-After
+        assert statuses == [401] * (MOST - 1) + [429]
+        assert sender.post("/hooks/dockerhub/guess", json={}).headers["retry-after"].isdigit()
+        # And the registry's real notifications still pass, and the API's door is not the hooks'
+        assert sender.post("/hooks/registry", json={"events": []}, headers=hook).status_code == 202
+        assert sender.get("/builds/x", headers=AUTH).status_code == 404
 
 
 def test_repeated_failed_sign_ins_get_429_on_the_sign_in_page(guarded):

@@ -19,10 +19,16 @@ FUZZ_DB = 26  # no worker: what the hooks queue stays there
 HOOK_TOKEN = "hook-" + secrets.token_hex(16)
 EXAMPLES = 150
 
-scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
-any_json = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                              max_size=4), max_leaves=12)
-texts = st.sampled_from(["push", "pull", "127.0.0.1:5000", "base/debian", "1", "latest", "a" * 300, "x y", ""]) | any_json
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | \
+    st.text(max_size=30)
+any_json = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+urls = st.sampled_from(["http://[", "http://[::1", "https://r.example:99999/v2/x", "http://\uff03/x", "//x",
+                        "http:"]) | \
+    st.builds("{}://{}/v2/{}".format, st.sampled_from(["http", "https", "ftp", ""]), st.text(max_size=20),
+              st.text(max_size=20))
+texts = st.sampled_from(["push", "pull", "127.0.0.1:5000", "base/debian", "1", "latest", "a" * 300, "x y", ""]) | \
+    urls | any_json
 
 
 def shaped(fields: dict) -> st.SearchStrategy:

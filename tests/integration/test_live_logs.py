@@ -18,6 +18,7 @@ import pytest
 from devstack.services import RedisServer
 from devstack.stack import start_api
 from producer.livelog import KEEPALIVE, KEEPALIVE_S
+from tests.apart import run_apart
 from tests.integration.conftest import AUTH
 from worker.result import BuildResult, utcnow
 from worker.states import BuildPhase
@@ -199,7 +200,7 @@ def test_hundreds_of_followers_of_one_build_all_see_it_live_and_its_end_within_t
     try:
         build = running_build(stores, first_line="started")
         # When the build writes LINES lines at LINES_PER_S, then ends
-        everyone, ended_at = asyncio.run(many_followers(url, stores, build))
+        everyone, ended_at = run_apart(many_followers(url, stores, build))
     finally:
         process.stop()
     # Then every follower got every line in order, each within LIVE_WITHIN_S of its writing

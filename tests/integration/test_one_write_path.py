@@ -71,7 +71,8 @@ def test_a_build_end_and_a_pass_claiming_its_schedule_in_any_order_fire_it_once(
     passes = ScheduleStore(conn, disable_after=DISABLE_AFTER)
     points = range(1, 6)
     due = due_schedules(passes, [f"{unique}-{point}" for point in points])
-    # For every point between two of the build end's Redis commands (and before the first, and after the last)
+    # For every point before, between and after the build end's Redis commands (one script now, so before or after
+    # it; the read-modify-write it replaced had a GET, a SET and a ZADD, and the pass between them fired twice)
     for point in points:
         name, claims = f"{unique}-{point}", []
         ender = ScheduleStore(Interleaved(lambda n: claims.append(passes.claim([(name, due[name])])) if n == point

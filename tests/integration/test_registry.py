@@ -8,9 +8,9 @@ import pytest
 
 from devstack.services import free_port
 from tests.integration.conftest import PULL_PASSWORD, PULL_USER
-from tests.integration.hostile_registry import EXPIRING_TOKENS, TOKEN_DIGEST, TOKEN_LIFE_S
+from tests.integration.hostile_registry import EXPIRING_TOKENS, HUGE_MANIFEST, IMAGE_LABELS, TOKEN_DIGEST, TOKEN_LIFE_S
 from worker.credentials import RegistryCredentials
-from worker.errors import AuthFailed, RegistryUnavailable
+from worker.errors import AuthFailed, RegistryUnavailable, UnreadableImage
 from worker.reference import parse_reference
 from worker.registry import RegistryClient
 
@@ -80,3 +80,16 @@ def test_bearer_tokens_are_reused_until_they_expire_then_renewed(hostile):
                                                  "HEAD /v2/tokens/base/manifests/1", "HEAD /v2/tokens/base/manifests/1",
                                                  "HEAD /v2/tokens/base/manifests/1"]
     assert [r.split("?")[0] for r in hostile.requests[len(first):]].count("GET /token/tokens") == 1
+
+
+def test_an_images_labels_are_read_from_its_config_through_a_redirect_to_a_safe_address_only(hostile):
+    client = RegistryClient(hostile.host)
+    # Given a registry that sends config blob GETs to its storage, here on loopback
+    # Then the labels are read through that redirect
+    assert client.image_labels(parse_reference(hostile.base("labels-storage"))) == IMAGE_LABELS
+    # And a redirect to the cloud metadata address is refused, saying so, without a request going there
+    with pytest.raises(UnreadableImage, match="refused, it is a link-local or cloud metadata address"):
+        client.image_labels(parse_reference(hostile.base("labels-metadata")))
+    # And a manifest past the registry's own bound is not read to its end
+    with pytest.raises(RegistryUnavailable, match="sent more than 4194304 bytes"):
+        client.image_labels(parse_reference(hostile.base(HUGE_MANIFEST)))

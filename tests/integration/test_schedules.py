@@ -154,7 +154,7 @@ CHECK_ERRORS = {
     "list": "something other than a JSON object holding a token",
     "loop": "with a redirect (HTTP 302), which is not followed",
     "metadata": "refused, it is a link-local or cloud metadata address",
-    "file": "refused, a token realm is an http(s) URL",
+    "file": "refused, it must be an http(s) URL",
     "tls": "is unreachable for manifest check of",
     "error": "is unavailable for manifest check of",
     "slow": "ReadTimeout",

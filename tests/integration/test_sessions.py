@@ -87,8 +87,14 @@ def test_a_csrf_token_works_only_in_the_session_it_was_issued_for(console):
         planted = {SESSION_COOKIE: alice.cookies[SESSION_COOKIE], "csrftoken": mallory.cookies["csrftoken"]}
         with httpx.Client(base_url=console, cookies=planted) as forger:
             forged = forger.post("/ui/logout", data={"csrftoken": mallorys})
-        # Then it is refused, and Alice is still signed in; her own token works
-        assert forged.status_code == 403 and alice.get("/ui/specs").status_code == 200
+            # And when it hides in another cookie that unquotes to `;csrftoken=...`, after Alice's own
+            smuggled = httpx.Client(base_url=console, headers={"cookie": (
+                f"{SESSION_COOKIE}={alice.cookies[SESSION_COOKIE]}; csrftoken={alice.cookies['csrftoken']}; "
+                f'x="\\073csrftoken={mallory.cookies["csrftoken"]}"')})
+            with smuggled:
+                hidden = smuggled.post("/ui/logout", data={"csrftoken": mallorys})
+        # Then both are refused, and Alice is still signed in; her own token works
+        assert (forged.status_code, hidden.status_code) == (403, 403) and alice.get("/ui/specs").status_code == 200
         assert alice.post("/ui/logout", data={"csrftoken": alices}).status_code == 303
 
 

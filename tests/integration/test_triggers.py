@@ -243,3 +243,19 @@ def test_a_trigger_claim_is_taken_once_per_digest_and_given_back_when_no_build_w
     # Then the new digest can be claimed again later, and the old one is still marked
     assert triggers.claim(unique, "sha256:" + "1" * 64) is None
     assert triggers.claim(unique, "sha256:" + "2" * 64) == "sha256:" + "1" * 64
+
+
+def test_specs_indexed_before_the_per_tag_index_are_found_by_tag_once_a_new_store_looks(stack, unique):
+    # Given specs indexed as the previous version did: the hash per repository only, and its marker "1"
+    settings = stack.settings(QUEUES_DB)
+    store = stores_on(redis_client(settings), settings).specs
+    for name in ("one", "two"):
+        store.apply(parse_spec({"name": f"{unique}-{name}", "baseImage": f"{unique}/base:1"}))
+    conn = redis.Redis(port=stack.redis.port, db=QUEUES_DB)
+    conn.delete(*conn.keys(f"imagebuilder:based-on-tag:docker.io/{unique}/*"))
+    conn.set("imagebuilder:based-on-indexed", "1")
+    # When a store of this version looks up the pushed tag
+    upgraded = stores_on(redis_client(settings), settings).specs
+    # Then it indexes them by tag first, and finds both
+    assert upgraded.based_on([parse_reference(f"{unique}/base:1")]) == [f"{unique}-one", f"{unique}-two"]
+    assert conn.get("imagebuilder:based-on-indexed") == b"2"

@@ -124,7 +124,8 @@ def test_a_scoped_token_takes_pushes_on_its_own_registries_only():
 
 
 @pytest.mark.parametrize("body", [
-    {"type": "PUSH_ARTIFACT", "event_data": {"resources": None}}, {"type": "PUSH_ARTIFACT", "event_data": {"resources": 5}},
+    {"type": "PUSH_ARTIFACT", "event_data": {"resources": None}},
+    {"type": "PUSH_ARTIFACT", "event_data": {"resources": 5}},
     {"events": None}, {"events": {"a": 1}},
 ])
 def test_a_structural_field_of_the_wrong_type_is_refused_naming_it(body):
@@ -137,6 +138,8 @@ def test_a_structural_field_of_the_wrong_type_is_refused_naming_it(body):
     {"action": "push", "target": {"repository": "base", "tag": 5}, "request": {"host": "r.example"}},
     {"action": "push", "target": {"repository": "base", "tag": "1"}, "request": {"host": {"x": 1}}},
     {"action": "push", "target": None}, {"action": ["push"]}, None, 3, "push",
+    {"action": "push", "target": {"repository": "base", "tag": "1", "url": "http://["}},
+    {"action": "push", "target": {"repository": "base", "tag": "1", "url": "http://\uff03/v2/base"}},
 ])
 def test_an_event_with_a_field_of_another_type_is_ignored(event):
     assert texts(pushed_in_registry_event({"events": [event]})) == ([], 1)

@@ -7,7 +7,8 @@ import json
 import pytest
 import redis
 
-from producer.livelog import KEEPALIVE, BuildFeed, LiveLogs, Places, sse_event
+from producer.livelog import KEEPALIVE, MAX_SEND_BYTES, BuildFeed, LiveLogs, Places, sse_event
+from tests.apart import run_apart
 from worker.buildstate import LogChunk
 from worker.errors import UnknownBuild
 from worker.result import BuildResult, utcnow
@@ -111,7 +112,7 @@ def test_a_feed_gives_a_late_follower_every_line_from_the_first():
         assert feed.since(seen) == (b"data: three\n\n", 3)
         assert feed.since(0)[0] == early + b"data: three\n\n"
 
-    asyncio.run(scenario())
+    run_apart(scenario())
 
 
 def test_a_feed_keeps_at_most_twice_its_bound_and_a_laggard_skips_to_the_oldest_kept():
@@ -126,7 +127,7 @@ def test_a_feed_keeps_at_most_twice_its_bound_and_a_laggard_skips_to_the_oldest_
         news, seen = feed.since(3)
         assert seen == 50 and news.endswith(b"data: line 49\n\n") and b"data: line 3\n\n" not in news
 
-    asyncio.run(scenario())
+    run_apart(scenario())
 
 
 def test_waiting_for_news_wakes_at_new_lines_or_the_end_and_times_out_otherwise():
@@ -138,7 +139,7 @@ def test_waiting_for_news_wakes_at_new_lines_or_the_end_and_times_out_otherwise(
         asyncio.get_running_loop().call_later(QUICK_S, feed.end, sse_event("Succeeded", event="end"))
         assert await feed.news_after(1, 5) and feed.ending == END
 
-    asyncio.run(scenario())
+    run_apart(scenario())
 
 
 def test_followers_of_one_build_share_one_reader_and_each_gets_every_line_then_the_end():
@@ -163,7 +164,7 @@ def test_followers_of_one_build_share_one_reader_and_each_gets_every_line_then_t
         await asyncio.sleep(QUICK_S * 2)
         assert logs.serving == 0 and logs.followed_builds == 0
 
-    asyncio.run(scenario())
+    run_apart(scenario())
 
 
 def test_a_quiet_stream_sends_keep_alive_comments():
@@ -173,7 +174,7 @@ def test_a_quiet_stream_sends_keep_alive_comments():
         # Then keep-alive comments arrive
         return await asyncio.wait_for(Client().follow(logs, hang_up_at=KEEPALIVE * 2), 5)
 
-    assert asyncio.run(scenario()).startswith(KEEPALIVE * 2)
+    assert run_apart(scenario()).startswith(KEEPALIVE * 2)
 
 
 def test_redis_going_away_ends_the_stream_with_an_unavailable_event():
@@ -187,12 +188,56 @@ def test_redis_going_away_ends_the_stream_with_an_unavailable_event():
         log.failing = True
         return await asyncio.wait_for(following, 5)
 
-    assert asyncio.run(scenario()).startswith(b"data: a\n\nevent: unavailable\ndata: cannot reach Redis")
+    assert run_apart(scenario()).startswith(b"data: a\n\nevent: unavailable\ndata: cannot reach Redis")
+
+
+class StuckClient(Client):
+    """A follower whose connection takes its first lines, then stops taking anything until released."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def send(self, message: dict) -> None:
+        if self.body:
+            await self.release.wait()
+        await super().send(message)
+
+
+def test_after_redis_came_back_a_new_follower_gets_a_fresh_reader_not_the_old_ending():
+    async def scenario():
+        # Given a follower stuck on a slow connection, still attached when Redis goes away and its feed ends
+        log = MemoryLog()
+        log.lines = ["a"]
+        logs = live(log)
+        stuck = StuckClient()
+        lingering = asyncio.create_task(stuck.follow(logs))
+        await asyncio.sleep(QUICK_S * 2)
+        log.failing = True
+        await asyncio.sleep(QUICK_S * 3)
+        # When Redis is back and a new follower comes
+        log.failing, log.end = False, "Succeeded"
+        fresh = await asyncio.wait_for(Client().follow(logs), 5)
+        stuck.release.set()
+        await lingering
+        return fresh
+
+    assert run_apart(scenario()) == b"data: a\n\n" + END
+
+
+def test_a_follower_far_behind_catches_up_in_sends_of_bounded_size():
+    feed = BuildFeed(max_lines=100_000)
+    feed.add(["x" * 1000] * 1000)
+    sends, seen = [], 0
+    while (news := feed.since(seen))[0]:
+        chunk, seen = news
+        sends.append(len(chunk))
+    assert seen == 1000 and sum(sends) == 1000 * len(sse_event("x" * 1000)) and max(sends) <= MAX_SEND_BYTES
 
 
 def test_a_build_whose_end_marker_never_came_ends_a_while_after_its_record_did():
     log = MemoryLog(BuildPhase.FAILED, finished_at=utcnow().replace(year=2000))
-    assert asyncio.run(asyncio.wait_for(Client().follow(live(log)), 5)) == b"event: end\ndata: Failed\n\n"
+    assert run_apart(asyncio.wait_for(Client().follow(live(log)), 5)) == b"event: end\ndata: Failed\n\n"
 
 
 def test_a_follower_that_hangs_up_gives_back_its_place_and_its_share_at_once():
@@ -215,7 +260,7 @@ def test_a_follower_that_hangs_up_gives_back_its_place_and_its_share_at_once():
         assert headers[b"content-type"].startswith(b"text/event-stream")
         assert headers[b"cache-control"] == b"no-cache" and headers[b"x-accel-buffering"] == b"no"
 
-    asyncio.run(scenario())
+    run_apart(scenario())
 
 
 @pytest.mark.parametrize("most", [1, 3])
@@ -242,7 +287,7 @@ def test_past_the_bound_a_follower_gets_503_and_no_stream_is_started(most):
             client.hung_up.set()
             await task
 
-    asyncio.run(scenario())
+    run_apart(scenario())
 
 
 def test_followers_arriving_together_share_one_look_up_of_the_build():
@@ -257,11 +302,11 @@ def test_followers_arriving_together_share_one_look_up_of_the_build():
         await logs.follow("b")
         assert log.look_ups == 2
 
-    asyncio.run(scenario())
+    run_apart(scenario())
 
 
 def test_an_unknown_build_is_refused_before_any_stream():
     log = MemoryLog()
     log.record_ = None
     with pytest.raises(UnknownBuild):
-        asyncio.run(live(log).follow("nobody"))
+        run_apart(live(log).follow("nobody"))
