@@ -17,12 +17,12 @@ import time
 import docker
 
 from bench.harness import RawDocker, bench, timed
+from core.spec import parse_spec
 from devstack.baseimage import DEBIAN_IMAGE, push
 from devstack.services import SecondDockerd
 from devstack.stack import PULL_PASSWORD, PULL_USER, start_worker
 from producer.client import BuildClient
-from worker.buildkit import find_buildkit_cli
-from worker.spec import parse_spec
+from worker.builders.buildkit import find_buildkit_cli
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 APT, PIP = ["jq", "tree", "file", "bc", "build-essential", "python3-dev"], ["six==1.17.0"]  # a long apt list
@@ -85,7 +85,7 @@ def build(client: BuildClient, spec: dict, *, force: bool = False, stored: bool 
     """Seconds from submission to Succeeded (a stored spec is applied, so that its history names its image)."""
     start = time.perf_counter()
     if stored:
-        _, pending = client.apply(spec)
+        _, pending = client.specs.apply(spec)
     else:
         pending = client.submit(spec, force=force)
     result = client.wait(pending.id, timeout_s=1800)

@@ -16,15 +16,15 @@ sys.path.insert(0, str(ROOT))
 from fastapi.testclient import TestClient  # noqa: E402
 
 from config.settings import Settings  # noqa: E402
+from core.phases import BuildPhase  # noqa: E402
+from core.result import BuildResult, utcnow  # noqa: E402
+from core.spec import parse_spec  # noqa: E402
+from core.stores.schedules import parse_schedule  # noqa: E402
+from core.stores.specs import Trigger  # noqa: E402
+from core.stores.wiring import open_stores  # noqa: E402
 from devstack.services import RedisServer  # noqa: E402
 from producer.api import create_api  # noqa: E402
 from producer.console.routes import SPECS_PER_PAGE  # noqa: E402
-from worker.result import BuildResult, utcnow  # noqa: E402
-from worker.schedules import parse_schedule  # noqa: E402
-from worker.spec import parse_spec  # noqa: E402
-from worker.specstore import Trigger  # noqa: E402
-from worker.states import BuildPhase  # noqa: E402
-from worker.stores import open_stores  # noqa: E402
 
 SPECS = int(os.environ.get("BENCH_SPECS", "10000"))
 PAGES = int(os.environ.get("BENCH_PAGES", "300"))

@@ -6,7 +6,7 @@ import os
 import time
 
 from bench.harness import bench
-from worker.spec import parse_spec
+from core.spec import parse_spec
 
 SUBMISSIONS = int(os.environ.get("BENCH_SUBMISSIONS", "20"))
 

@@ -16,10 +16,10 @@ import httpx
 import redis
 
 from bench.harness import ROOT, bench
+from core.reference import parse_reference
+from core.spec import parse_spec
 from devstack.services import Process, spawn, wait_until
 from devstack.stack import API_TOKEN, PUSH_PASSWORD, PUSH_USER, start_api, start_worker
-from worker.reference import parse_reference
-from worker.spec import parse_spec
 
 SPECS = int(os.environ.get("BENCH_SPECS", "60"))
 BUILDS = int(os.environ.get("BENCH_BUILDS", "300"))  # per measurement: long enough to span several seconds

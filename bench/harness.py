@@ -17,6 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.result import utcnow  # noqa: E402
+from core.spec import ImageSpec, parse_spec  # noqa: E402
+from core.tagging import compute_tag  # noqa: E402
 from devstack.stack import (  # noqa: E402
     PULL_PASSWORD,
     PULL_USER,
@@ -29,9 +32,6 @@ from devstack.stack import (  # noqa: E402
 )
 from producer.client import BuildClient  # noqa: E402
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile  # noqa: E402
-from worker.result import utcnow  # noqa: E402
-from worker.spec import ImageSpec, parse_spec  # noqa: E402
-from worker.tagging import compute_tag  # noqa: E402
 
 
 class RawDocker:

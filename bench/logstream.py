@@ -26,11 +26,11 @@ from pathlib import Path
 import httpx
 
 from config.settings import Settings
+from core.phases import BuildPhase
+from core.result import BuildResult, utcnow
+from core.stores.wiring import Stores, open_stores
 from devstack.services import Process, RedisServer, free_port, spawn, wait_until
 from devstack.stack import IMAGEBUILDER
-from worker.result import BuildResult, utcnow
-from worker.states import BuildPhase
-from worker.stores import Stores, open_stores
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLLOWERS = int(os.environ.get("BENCH_FOLLOWERS", "500"))

@@ -6,17 +6,19 @@ import os
 import time
 
 import docker
+
 from bench.harness import bench, timed
+from core.app import create_app
+from core.phases import BuildPhase
+from core.result import BuildResult, utcnow
+from core.schedule import parse_schedule
+from core.spec import parse_spec
+from core.stored import Trigger
+from core.stores.connection import redis_client
+from core.stores.wiring import stores_on
 from devstack.baseimage import BUSYBOX_IMAGE, push
 from devstack.stack import PULL_PASSWORD, PULL_USER
-from worker.app import create_app
-from worker.result import BuildResult, utcnow
-from worker.schedules import parse_schedule
 from worker.scheduling import SchedulingPass
-from worker.spec import parse_spec
-from worker.specstore import Trigger
-from worker.states import BuildPhase
-from worker.stores import stores_on
 
 SPECS = int(os.environ.get("BENCH_SPECS", "10000"))
 SAMPLE = 20
@@ -27,7 +29,7 @@ def main() -> None:
     with bench() as b:
         b.stop_default_worker()  # the pass only decides; with bases unchanged nothing is built
         settings = b.stack.settings()
-        stores = stores_on(b.client.redis, settings)
+        stores = stores_on(redis_client(settings), settings)
         base = f"{b.stack.private_registry.host}/bench/base:1"
         seed(stores.specs, stores.schedules, base, publish(base))
         log = b.stack.private_registry.process.log_path

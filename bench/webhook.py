@@ -11,17 +11,18 @@ import secrets
 import statistics
 import time
 
+import docker
 import httpx
 
-import docker
 from bench.harness import bench
 from config.settings import Settings
+from core.spec import parse_spec
+from core.stored import Trigger
+from core.stores.connection import redis_client
+from core.stores.wiring import stores_on
 from devstack.baseimage import BUSYBOX_IMAGE
 from devstack.services import Notifications, Registry
 from devstack.stack import PULL_PASSWORD, PULL_USER, start_api
-from worker.spec import parse_spec
-from worker.specstore import Trigger
-from worker.stores import stores_on
 
 PUSHES = int(os.environ.get("BENCH_PUSHES", "7"))
 REPLAYS = int(os.environ.get("BENCH_REPLAYS", "20"))
@@ -53,23 +54,23 @@ def measure(b, registry: Registry) -> list[float]:
     seed_others(b)
     repository = f"{registry.host}/bench/base"
     push_variant(repository, "0")
-    _, first = b.client.apply({"name": "pushed", "baseImage": f"{repository}:1", "pullSecret": "notifying"})
+    _, first = b.client.specs.apply({"name": "pushed", "baseImage": f"{repository}:1", "pullSecret": "notifying"})
     b.client.wait(first.id, timeout_s=300)
     return [push_and_time_start(b, repository, run) for run in range(1, PUSHES + 1)]
 
 
 def seed_others(b) -> None:
     """Stored specs on 100 other bases (never built: applied to the store, not submitted)."""
-    specs = stores_on(b.client.redis, b.stack.settings()).specs
+    specs = stores_on(redis_client(b.stack.settings()), b.stack.settings()).specs
     for i in range(OTHER_SPECS):
         specs.apply(parse_spec({"name": f"other{i}", "baseImage": f"{b.stack.private_registry.host}/o{i % 100}:1"}))
 
 
 def push_and_time_start(b, repository: str, run: int) -> float:
     """Seconds from a new base's push returning to its spec's rebuild starting; waits for that rebuild to end."""
-    seen = {entry.id for entry in b.client.history("pushed")}
+    seen = {entry.id for entry in b.client.specs.history("pushed")}
     pushed_at = push_variant(repository, str(run))
-    while not (rebuilds := [e for e in b.client.history("pushed") if e.id not in seen and e.started_at]):
+    while not (rebuilds := [e for e in b.client.specs.history("pushed") if e.id not in seen and e.started_at]):
         if time.time() - pushed_at > 60:
             raise RuntimeError("no rebuild started within 60 s of the push")
         time.sleep(POLL_S)
@@ -103,9 +104,9 @@ def push_variant(repository: str, marker: str) -> float:
 def replays_queued(b, url: str, registry: Registry) -> int:
     """Send the last push's notification again REPLAYS times, as a registry retrying (or someone holding the token)
     would, after a build of the spec that was skipped (its image was there); the builds that queued."""
-    skipped = b.client.wait(b.client.build("pushed").id, timeout_s=300)
+    skipped = b.client.wait(b.client.specs.build("pushed").id, timeout_s=300)
     assert skipped.skipped, skipped
-    before, checked = len(b.client.history("pushed")), checks_done(b)
+    before, checked = len(b.client.specs.history("pushed")), checks_done(b)
     envelope = {"events": [{"action": "push", "target": {"repository": "bench/base", "tag": "1"},
                             "request": {"host": registry.host}}]}
     for _ in range(REPLAYS):
@@ -115,7 +116,7 @@ def replays_queued(b, url: str, registry: Registry) -> int:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the worker did not check {REPLAYS} notifications within 120 s")
         time.sleep(POLL_S)
-    return len(b.client.history("pushed")) - before
+    return len(b.client.specs.history("pushed")) - before
 
 
 def checks_done(b) -> int:

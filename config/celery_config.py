@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-import redis.asyncio
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
+from config.settings import Settings
+from core.errors import SettingsError
 
-from config.settings import Settings, SettingsError
-
-BUILD_TASK_NAME = "imagebuilder.build"
 BUILD_QUEUE = "builds"
 # Checks (a webhook's bases, the scheduling pass) have a queue of their own, so none waits in front of a build.
 CHECK_QUEUE = "checks"
 WORKER_QUEUES = (BUILD_QUEUE, CHECK_QUEUE)
+# Every task, by its stable public name (other languages send `imagebuilder.build` by name), and its queue
+BUILD_TASK_NAME = "imagebuilder.build"  # one delivery of a build (worker/tasks.py)
 BASES_PUSHED_TASK = "imagebuilder.bases_pushed"  # check the stored specs built on pushed tags (worker/basewatch.py)
-REDIS_RETRIES = 3
-REDIS_PATIENT_RETRIES = 35  # about a minute with the backoff below
-ASYNC_POOL_WAIT_S = 10  # how long an asyncio command waits for a free connection before Redis counts as away
+SCHEDULE_PASS_TASK = "imagebuilder.schedule_pass"  # decide the due schedules (worker/scheduling.py)
+TASK_QUEUES = {BUILD_TASK_NAME: BUILD_QUEUE, BASES_PUSHED_TASK: CHECK_QUEUE, SCHEDULE_PASS_TASK: CHECK_QUEUE}
+SCHEDULE_PASS_ENTRY = "imagebuilder-schedule-pass"  # the one entry of celery-redbeat's schedule
 
 
 def check_delivery_settings(settings: Settings) -> None:
@@ -44,7 +40,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        "task_routes": {BUILD_TASK_NAME: {"queue": BUILD_QUEUE}},
+        "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         "task_default_queue": BUILD_QUEUE,
         "result_expires": settings.result_expires_s,
         # A build is acknowledged only when it ends; a lost pool process puts it back (capped by
@@ -65,26 +61,3 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": settings.build_timeout_s + 30,
         "task_time_limit": settings.hard_time_limit_s,
     }
-
-
-def redis_client(settings: Settings, *, patient: bool = False) -> redis.Redis:
-    """A client for records and logs on the same Redis as the broker; replies decoded as text.
-
-    A patient client (the worker's) rides out a Redis restart of up to a minute instead of failing a build."""
-    retries = REDIS_PATIENT_RETRIES if patient else REDIS_RETRIES
-    return redis.Redis.from_url(
-        settings.redis_dsn, decode_responses=True, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-    )
-
-
-def async_redis_client(redis_url: str, *, max_connections: int) -> redis.asyncio.Redis:
-    """An asyncio client on the same Redis, for the API's event loop (its edge, its live logs), retrying as
-    `redis_client` does. Past `max_connections` in use, a command waits up to ASYNC_POOL_WAIT_S for one to come
-    free rather than failing at once, so a burst of requests queues instead of answering 503."""
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        redis_url, max_connections=max_connections, timeout=ASYNC_POOL_WAIT_S, decode_responses=True,
-        retry=AsyncRetry(ExponentialBackoff(cap=2.0, base=0.1), REDIS_RETRIES),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-    )
-    return redis.asyncio.Redis(connection_pool=pool)

@@ -8,8 +8,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.errors import SettingsError
 
 DAY_S = 24 * 3600
 DEFAULT_BUILD_TIMEOUT_S = 3600
@@ -51,10 +60,6 @@ def _scoped_token(entry: str) -> dict[str, object]:
     if not token or ("@" in entry and not names) or any(re.search(r"[/\s@]", host) for host in names):
         raise ValueError("an entry is a token, or token@host[,host] with registry hosts (host or host:port)")
     return {"token": token, "hosts": tuple(names)}
-
-
-class SettingsError(ValueError):
-    """The environment or `.env` holds an invalid setting; the message names the variable, never its value."""
 
 
 class Settings(BaseSettings):

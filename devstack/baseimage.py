@@ -8,9 +8,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from docker.errors import ImageNotFound
-
 import docker
+from docker.errors import ImageNotFound
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "imagebuilder-devstack"
 DEBIAN_MIRROR = os.environ.get("IMAGEBUILDER_DEBIAN_MIRROR", "http://deb.debian.org/debian")

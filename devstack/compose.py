@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import docker
+
 from devstack.baseimage import DEBIAN_IMAGE, make_debian
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,15 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import docker
 import redis
 import requests
 import yaml
 
-import docker
+from core.errors import ImageBuilderError
+from core.reference import parse_reference
 from devstack.baseimage import DEBIAN_IMAGE, make_debian, push
 from devstack.services import Dockerd, Process, RedisServer, Registry, spawn, wait_until
-from worker.errors import ImageBuilderError
-from worker.reference import parse_reference
 from worker.registry import RegistryClient
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,12 +13,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import requests
 
-import docker
 from config.settings import Settings
-from devstack.baseimage import BUSYBOX_IMAGE, DEBIAN_IMAGE, make_busybox, make_debian, push
-from devstack.services import Dockerd, Process, RedisServer, Registry, free_port, spawn, wait_until
+from devstack.baseimage import (
+    BUSYBOX_IMAGE,
+    DEBIAN_IMAGE,
+    make_busybox,
+    make_debian,
+    push,
+)
+from devstack.services import (
+    Dockerd,
+    Process,
+    RedisServer,
+    Registry,
+    free_port,
+    spawn,
+    wait_until,
+)
 
 PUSH_USER, PULL_USER = "pusher", "puller"
 # Recognisable, random secrets: the secrecy tests search every byte we can reach for them.

@@ -9,7 +9,7 @@ import yaml
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from worker.errors import InvalidSpec
+from core.errors import InvalidSpec
 
 # Every legitimate input fits these with room to spare. A spec at every bound (3 lists of 1,000 items, each list's
 # install arguments within 128 KiB) is about 3,010 nodes and under 1 MiB; inside a List of custom resources it is

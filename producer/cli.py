@@ -1,7 +1,9 @@
-"""The `imagebuilder` command: worker, submit, status, logs."""
+"""The `imagebuilder` command: submit, status, logs, specs and schedules, the API; and the worker's own commands,
+installed beside it."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import resource
 import sys
@@ -11,57 +13,52 @@ from contextlib import contextmanager
 import click
 import yaml
 
-from config.settings import Settings, SettingsError, load_settings
+from config.settings import Settings, load_settings
+from core.outcomes import EXIT_NOT_SUCCEEDED, EXIT_SUCCEEDED, exiting_on_errors
+from core.phases import BuildPhase
+from core.result import BuildResult
+from core.schedule import Policy
+from core.tagging import ensure_enabled
 from producer.client import BuildClient
-from producer.outcomes import EXIT_NOT_SUCCEEDED, EXIT_SUCCEEDED, outcome_of
 from producer.specfile import load_spec_file, load_spec_files
-from worker.errors import ImageBuilderError
-from worker.result import BuildResult
-from worker.schedules import Policy
-from worker.states import BuildPhase
-from worker.tagging import ensure_enabled
 
+COMMANDS_ENTRY_POINTS = "imagebuilder.commands"
 CANCEL_WAIT_S = 30.0
 MAX_API_WORKERS = 64
 API_GRACEFUL_SHUTDOWN_S = 10  # live logs may run as long as a build: a stop closes them after this
 
 
 @contextmanager
-def _usage_errors() -> Iterator[None]:
-    """The service's errors: the message on stderr and the exit code of the outcome table (2 for bad input,
-    settings or an unknown id, when nothing was queued)."""
-    try:
-        yield
-    except (ImageBuilderError, SettingsError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(outcome_of(e).exit_code)
-
-
-@contextmanager
 def _client() -> Iterator[BuildClient]:
     """A client on the environment's settings, with usage errors reported as such."""
-    with _usage_errors(), BuildClient(_settings()) as client:
+    with exiting_on_errors(), BuildClient(_settings()) as client:
         yield client
 
 
 def _settings() -> Settings:
-    with _usage_errors():
+    with exiting_on_errors():
         return load_settings()
 
 
-@click.group()
+class WithInstalledCommands(click.Group):
+    """The commands here, and those other parts of the service install (the worker's `worker` and `beat`, under
+    the `imagebuilder.commands` entry points): the producer never imports them, and loads one only to run it."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(point.name for point in _installed())})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        found = super().get_command(ctx, name)
+        return found or next((point.load() for point in _installed() if point.name == name), None)
+
+
+def _installed() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=COMMANDS_ENTRY_POINTS))
+
+
+@click.group(cls=WithInstalledCommands)
 def main() -> None:
     """Build container images from image specs on Celery workers."""
-
-
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(celery_args: tuple[str, ...]) -> None:
-    """Run a Celery worker on the builds and checks queues; extra arguments go to `celery worker`."""
-    from worker.main import run_worker  # imports docker: only the worker command needs it
-
-    with _usage_errors():
-        run_worker(_settings(), celery_args)
 
 
 @main.command()
@@ -72,7 +69,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
 def submit(file: str, force: bool, wait_: bool, as_json: bool) -> None:
     """Submit the spec in FILE (YAML or JSON, '-' for stdin)."""
     settings = _settings()
-    with _usage_errors(), BuildClient(settings) as client:
+    with exiting_on_errors(), BuildClient(settings) as client:
         ensure_enabled(settings)
         _finish(client, client.submit(load_spec_file(file), force=force), wait_, as_json)
 
@@ -129,13 +126,12 @@ def health(of_worker: bool) -> None:
     """Exit 0 if Redis answers (and, with --worker, this machine's worker was seen in the last half minute)."""
     from pathlib import Path
 
-    from worker.metrics import Metrics
-    from worker.reaper import NODE_NAME_FILE
+    from core.stores.metrics import WORKER_NAME_FILE
 
     with _client() as client:
-        client.redis.ping()
-        name = Path(NODE_NAME_FILE).read_text().strip() if of_worker and Path(NODE_NAME_FILE).exists() else None
-        if of_worker and not (name and Metrics(client.redis).worker_seen(name)):
+        client.service.redis_answers()
+        name = Path(WORKER_NAME_FILE).read_text().strip() if of_worker and Path(WORKER_NAME_FILE).exists() else None
+        if of_worker and not (name and client.service.worker_seen(name)):
             click.echo("error: no live worker in this container", err=True)
             sys.exit(EXIT_NOT_SUCCEEDED)
         click.echo("ok")
@@ -153,7 +149,7 @@ def api(host: str, port: int, workers: int) -> None:
 
     from producer.api import create_api
 
-    with _usage_errors():
+    with exiting_on_errors():
         app = create_api(_settings())  # settings and tokens checked here, before any server process starts
     _allow_open_files()
     served = {"host": host, "port": port, "proxy_headers": False, "timeout_graceful_shutdown": API_GRACEFUL_SHUTDOWN_S}
@@ -182,7 +178,7 @@ def spec_apply(file: str) -> None:
     """Create or update the specs in FILE (several documents, or a PrimeHub List); new or changed ones build."""
     with _client() as client:
         for image_spec in load_spec_files(file):
-            stored, build = client.apply(image_spec)
+            stored, build = client.specs.apply(image_spec)
             outcome = f"changed, building {build.image} as {build.id}" if build else "unchanged"
             click.echo(f"{stored.spec.name}: {outcome}")
 
@@ -192,7 +188,7 @@ def spec_apply(file: str) -> None:
 def spec_list(as_json: bool) -> None:
     """Every stored spec with its tag and base image."""
     with _client() as client:
-        stored = client.specs()
+        stored = client.specs.all()
         if as_json:
             click.echo(json.dumps([s.model_dump(mode="json", by_alias=True) for s in stored]))
             return
@@ -205,7 +201,7 @@ def spec_list(as_json: bool) -> None:
 def spec_show(name: str) -> None:
     """A stored spec, as YAML; comments after it name the stored spec it is built on and those built on it."""
     with _client() as client:
-        detail = client.spec_detail(name)
+        detail = client.specs.detail(name)
         click.echo(yaml.safe_dump(detail.spec.to_wire(), sort_keys=False), nl=False)
         click.echo(f"# upstream: {detail.upstream or '-'}")
         click.echo(f"# downstream: {', '.join(detail.downstream) or '-'}")
@@ -216,7 +212,7 @@ def spec_show(name: str) -> None:
 def spec_delete(name: str) -> None:
     """Delete a stored spec, its history and its schedule."""
     with _client() as client:
-        client.delete_spec(name)
+        client.specs.delete(name)
         click.echo(f"{name}: deleted")
 
 
@@ -228,7 +224,7 @@ def spec_delete(name: str) -> None:
 def build_stored(name: str, force: bool, wait_: bool, as_json: bool) -> None:
     """Build the stored spec NAME."""
     with _client() as client:
-        _finish(client, client.build(name, force=force), wait_, as_json)
+        _finish(client, client.specs.build(name, force=force), wait_, as_json)
 
 
 @main.command()
@@ -237,7 +233,7 @@ def build_stored(name: str, force: bool, wait_: bool, as_json: bool) -> None:
 def history(name: str, as_json: bool) -> None:
     """Builds of the stored spec NAME, newest first."""
     with _client() as client:
-        entries = client.history(name)
+        entries = client.specs.history(name)
         if as_json:
             click.echo(json.dumps([e.model_dump(mode="json") for e in entries]))
             return
@@ -261,7 +257,7 @@ def schedule() -> None:
 def schedule_set(name: str, cron: str | None, every_s: int | None, policy: str, tz: str) -> None:
     """Schedule NAME with a CRON expression ("0 3 * * *") or --every SECONDS."""
     with _client() as client:
-        _echo_schedule(client.set_schedule(name, cron=cron, every_s=every_s, tz=tz, policy=policy))
+        _echo_schedule(client.schedules.set(name, cron=cron, every_s=every_s, tz=tz, policy=policy))
 
 
 @schedule.command("list")
@@ -269,7 +265,7 @@ def schedule_set(name: str, cron: str | None, every_s: int | None, policy: str, 
 def schedule_list(as_json: bool) -> None:
     """Every schedule, with its state (a self-disabled one says why)."""
     with _client() as client:
-        schedules = client.schedules()
+        schedules = client.schedules.all()
         if as_json:
             click.echo(json.dumps([s.model_dump(mode="json") for s in schedules]))
             return
@@ -282,7 +278,7 @@ def schedule_list(as_json: bool) -> None:
 def schedule_remove(name: str) -> None:
     """Remove the schedule of NAME (the spec stays)."""
     with _client() as client:
-        client.remove_schedule(name)
+        client.schedules.remove(name)
         click.echo(f"{name}: schedule removed")
 
 
@@ -291,7 +287,7 @@ def schedule_remove(name: str) -> None:
 def schedule_enable(name: str) -> None:
     """Resume a schedule that disabled itself."""
     with _client() as client:
-        _echo_schedule(client.enable_schedule(name))
+        _echo_schedule(client.schedules.enable(name))
 
 
 def _echo_schedule(item) -> None:
@@ -300,16 +296,6 @@ def _echo_schedule(item) -> None:
     checked = f"last checked {item.last_checked:%Y-%m-%d %H:%M:%S}" if item.last_checked else "never checked"
     error = f"; last error: {item.last_error}" if item.last_error else ""
     click.echo(f"{item.name:<30} {timing:<28} {item.policy.value:<15} {state}; {checked}{error}")
-
-
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def beat(celery_args: tuple[str, ...]) -> None:
-    """Run the scheduler (Celery beat with celery-redbeat; several may run, one is active)."""
-    from worker.beat import run_beat
-
-    with _usage_errors():
-        run_beat(_settings(), celery_args)
 
 
 def _show_progress(client: BuildClient, build_id: str) -> None:

@@ -20,9 +20,9 @@ from urllib.parse import quote
 
 from starlette.requests import cookie_parser
 
+from core.errors import StoreUnavailable
+from core.stores.throttle import Door, Throttle
 from producer.console.sessions import SESSION_COOKIE, Sessions
-from producer.throttle import Door, Throttle
-from worker.errors import StoreUnavailable
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

@@ -1,4 +1,5 @@
-"""Registry webhooks: what a push notification says was pushed, and the routes that take them.
+"""Registry webhooks: what a push notification says was pushed, within the bounds of one notification and the
+registries its token speaks for (the routes are producer/api/hooks.py).
 
 `POST /hooks/registry` takes CNCF distribution's envelope of events and Harbor's PUSH_ARTIFACT event (its default
 format); `POST /hooks/dockerhub/{token}` takes Docker Hub's push payload. The edge checks their tokens before a byte
@@ -9,28 +10,21 @@ answered 202 all the same: a registry retries whatever it is not answered 2xx fo
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Path, Request
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
-from producer.client import BuildClient
-from producer.edge import DOCKER_HUB_HOOK_PREFIX, HOOK_HOSTS_SCOPE, REGISTRY_HOOK_PATH
-from worker.errors import InvalidRequest
-from worker.reference import DOCKER_HUB, ImageReference, parse_reference
-from worker.submission import MAX_PUSHED_PER_TASK
+from core.errors import InvalidRequest
+from core.reference import DOCKER_HUB, ImageReference, parse_reference
+from core.submission import MAX_PUSHED_PER_TASK
 
 HARBOR_PUSH = "PUSH_ARTIFACT"
-PATH_TOKEN = "one of IMAGEBUILDER_WEBHOOK_TOKENS (the edge checks it before the route runs)"
 # One notification costs a bounded amount of work: a registry sends one event per envelope (distribution) or one
 # artifact per event (Harbor), Docker Hub one tag; past these bounds it is refused with 400, never split.
 MAX_PUSHED_TAGS = MAX_PUSHED_PER_TASK
 MAX_PUSHED_REPOSITORIES = 20
-logger = logging.getLogger(__name__)
 
 
 class HookAnswer(BaseModel):
@@ -138,41 +132,10 @@ def _list(value: Any, where: str) -> list:
     return value
 
 
-def _json_body(raw: bytes) -> Any:
+def json_body(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except ValueError:
         raise InvalidRequest("body: not JSON (or not UTF-8)") from None
     except RecursionError:
         raise InvalidRequest("body: JSON nested too deeply") from None
-
-
-def mount_hooks(api: FastAPI, client: BuildClient, errors: dict[int | str, dict[str, Any]]) -> None:
-    """The webhook routes, with their documented error answers; the edge (producer/edge.py) has checked their
-    tokens before they run, and put the registry hosts the token speaks for in the request's scope."""
-    documented = {"status_code": 202, "response_model": HookAnswer, "responses": errors,
-                  "openapi_extra": {"requestBody": {"content": {"application/json": {}}}}}
-
-    @api.post(REGISTRY_HOOK_PATH, **documented)
-    async def registry_hook(request: Request) -> HookAnswer:
-        """A registry's notification, with `Authorization: Bearer <one of IMAGEBUILDER_WEBHOOK_TOKENS>`."""
-        pushed, ignored = pushed_in_registry_event(_json_body(await request.body()))
-        return await run_in_threadpool(_queue, client, request.scope, pushed, ignored, "registry webhook")
-
-    @api.post(DOCKER_HUB_HOOK_PREFIX + "{token}", **documented)
-    async def docker_hub_hook(request: Request, token: Annotated[str, Path(description=PATH_TOKEN)]) -> HookAnswer:
-        """Docker Hub's push webhook: it sends no headers, so one of IMAGEBUILDER_WEBHOOK_TOKENS is the last part
-        of the path (and never logged)."""
-        pushed, ignored = pushed_in_docker_hub_event(_json_body(await request.body()))
-        return await run_in_threadpool(_queue, client, request.scope, pushed, ignored, "Docker Hub webhook")
-
-
-def _queue(client: BuildClient, scope: dict, pushed: list[ImageReference], ignored: int, source: str) -> HookAnswer:
-    allowed = in_scope(bounded(pushed), scope.get(HOOK_HOSTS_SCOPE, frozenset()))
-    if out_of_scope := len(pushed) - len(allowed):
-        client.webhook_out_of_scope(out_of_scope)
-        logger.warning("%s: ignored %d pushes naming registries its token does not speak for", source, out_of_scope)
-    if allowed:
-        client.bases_pushed(allowed)
-        logger.info("%s: %s pushed; checking the specs built on it", source, ", ".join(map(str, allowed)))
-    return HookAnswer(checking=[str(r) for r in allowed], ignored=ignored, out_of_scope=out_of_scope)

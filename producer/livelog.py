@@ -14,11 +14,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from config.settings import Settings
-from producer.client import LOG_END_GRACE_S
-from worker.buildstate import LiveBuildLog, live_build_log, unknown_build
-from worker.errors import StoreUnavailable
-from worker.result import utcnow
-from worker.stores import store_errors
+from core.errors import StoreUnavailable
+from core.result import utcnow
+from core.stores.builds import unknown_build
+from core.stores.connection import store_errors
+from core.stores.logs import LiveBuildLog, live_build_log
+from producer.client.builds import LOG_END_GRACE_S
 
 logger = logging.getLogger(__name__)
 

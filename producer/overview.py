@@ -8,9 +8,9 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from worker.result import BuildResult
-from worker.schedules import Schedule
-from worker.specstore import HistoryEntry, StoredSpec, Trigger
+from core.result import BuildResult
+from core.schedule import Schedule
+from core.stored import HistoryEntry, StoredSpec, Trigger
 
 MAX_PAGE_ITEMS = 1000
 

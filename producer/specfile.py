@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from core.errors import InvalidSpec
+from core.spec import ImageSpec, parse_spec
 from producer.boundedyaml import MAX_YAML_CHARS, load_all
-from worker.errors import InvalidSpec
-from worker.spec import ImageSpec, parse_spec
 
 
 def load_spec_file(path: str) -> ImageSpec:

@@ -14,15 +14,17 @@ from celery import Celery
 
 from config.celery_config import BASES_PUSHED_TASK
 from config.settings import Settings
+from core.errors import FatalError, ImageBuilderError, RetryableError, StoreUnavailable
+from core.reference import ImageReference, is_digest, parse_reference
+from core.stored import HistoryEntry, StoredSpec, Trigger
+from core.stores.connection import store_errors
+from core.stores.specs import SpecStore
+from core.stores.wiring import Stores
+from core.submission import MAX_PUSHED_PER_TASK, Submitter, send_pushed
+from core.tagging import resolve_target
 from worker.credentials import pull_credentials, push_credentials
 from worker.dockerfile import BASE_DIGEST_LABEL
-from worker.errors import FatalError, ImageBuilderError, RetryableError, StoreUnavailable
-from worker.reference import ImageReference, is_digest, parse_reference
 from worker.registry import RegistrySessions
-from worker.specstore import HistoryEntry, SpecStore, StoredSpec, Trigger
-from worker.stores import Stores, store_errors
-from worker.submission import MAX_PUSHED_PER_TASK, Submitter, send_pushed
-from worker.tagging import resolve_target
 
 logger = logging.getLogger(__name__)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from config.celery_config import CHECK_QUEUE
+from config.celery_config import CHECK_QUEUE, SCHEDULE_PASS_ENTRY, SCHEDULE_PASS_TASK
 from config.settings import Settings
-from worker.app import ImageBuilderCelery, create_app
-from worker.scheduling import SCHEDULE_PASS_ENTRY, SCHEDULE_PASS_TASK
+from core.app import ImageBuilderCelery, create_app
 
 BEAT_LOCK_TIMEOUT_S = 30  # the lock outlives a few loop intervals, so a live beat never loses it
 BEAT_MAX_LOOP_INTERVAL_S = 5

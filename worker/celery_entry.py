@@ -1,6 +1,8 @@
 """For the `celery` command itself: `celery -A worker.celery_entry worker -Q builds,checks`."""
 
 from config.settings import load_settings
+from worker.builders import choose_builder
 from worker.main import create_worker_app
 
-app = create_worker_app(load_settings())
+settings = load_settings()
+app = create_worker_app(settings, choose_builder(settings))

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.settings import Settings
-from worker.errors import PullSecretError
-from worker.reference import DOCKER_HUB, DOCKER_HUB_LOGIN_SERVER, normalise_registry
+from core.errors import PullSecretError
+from core.reference import DOCKER_HUB, DOCKER_HUB_LOGIN_SERVER, normalise_registry
 
 DOCKERCONFIG_FILE = ".dockerconfigjson"
 SECRETS_DIR_SETTING = "IMAGEBUILDER_PULL_SECRETS_DIR"

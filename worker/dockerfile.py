@@ -11,9 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from worker.errors import BuildStepFailed, ConfigurationError
-from worker.packages import conda_install_args, quoted_args
-from worker.spec import ImageSpec
+from core.errors import BuildStepFailed, ConfigurationError
+from core.packages import conda_install_args, quoted_args
+from core.spec import ImageSpec
 
 CA_CONTEXT_NAME = "imagebuilder-ca.pem"
 CA_IMAGE_PATH = "/usr/local/share/imagebuilder/ca.pem"

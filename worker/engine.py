@@ -7,19 +7,25 @@ import contextlib
 import io
 import logging
 import os
+import platform
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import docker
 import requests
 import urllib3
 from docker.errors import APIError, DockerException, NotFound
 
-from worker.buildkit import BuildKitProcess, BuildKitRun, client_config
+from core.errors import (
+    BuildStepFailed,
+    ConfigurationError,
+    DaemonUnavailable,
+    ImageBuilderError,
+)
+from core.reference import ImageReference
 from worker.credentials import RegistryCredentials
-from worker.errors import BuildStepFailed, ConfigurationError, DaemonUnavailable, ImageBuilderError
-from worker.reference import ImageReference
 from worker.registry import error_for_message
 
 logger = logging.getLogger(__name__)
@@ -28,6 +34,13 @@ BUILD_TAIL_LINES = 20
 KILL_TIMEOUT_S = 10
 _RUNNING_IN_RE = re.compile(r"\s*---> Running in ([0-9a-f]{12,64})")
 _STEP_IMAGE_RE = re.compile(r"\s*---> ([0-9a-f]{12,64})")
+# The engine's and the kernel's names for a machine, as the OCI image spec's platform `architecture` says them
+OCI_ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm/v7", "ppc64le": "ppc64le",
+                     "s390x": "s390x", "i686": "386", "riscv64": "riscv64"}
+
+
+class Killable(Protocol):
+    def kill(self) -> None: ...
 
 
 class Engine:
@@ -43,7 +56,7 @@ class Engine:
         self._check = check
         self._on_container = on_container
         self._container: str | None = None
-        self._buildkit: BuildKitProcess | None = None
+        self._tracked: Killable | None = None
         self.step_images: list[str] = []
 
     @classmethod
@@ -55,10 +68,10 @@ class Engine:
         return cls(api, on_line, **hooks)
 
     def kill_current(self) -> None:
-        """Kill the BuildKit client, or the build container running now (called from the watch thread; the
-        container is killed on a connection of its own)."""
-        if self._buildkit is not None:
-            self._buildkit.kill()
+        """Kill what builds now: a process a builder runs against this engine (BuildKit's client), or the build
+        container (called from the watch thread; the container is killed on a connection of its own)."""
+        if self._tracked is not None:
+            self._tracked.kill()
         container = self._container
         if container:
             with contextlib.suppress(DockerException, *_CONNECTION_ERRORS):
@@ -122,28 +135,13 @@ class Engine:
             raise BuildStepFailed(f"the engine finished building {tag} without reporting an image id")
         return image_id
 
-    def buildkit_build(self, run: BuildKitRun, context: io.BytesIO,
-                       credentials: list[RegistryCredentials]) -> str:
-        """Build with BuildKit through the Docker CLI (the base already pulled, caches imported with
-        `credentials`); the new image id. A failing step is fatal, with the command and the client's last lines;
-        an engine that went away is retryable; a cancel or timeout raises what the watch decided."""
-        self._buildkit = BuildKitProcess(self._on_line, self._check)
-        with client_config(credentials) as config_dir:
-            try:
-                image_id = self._buildkit.run(run, context, config_dir)
-            except OSError as e:
-                logger.error("cannot run the Docker client %s: %s", run.cli.path, e)
-                raise ConfigurationError("the worker cannot run its Docker client (IMAGEBUILDER_DOCKER_CLI, or the "
-                                         f"first `docker` on PATH): {e.strerror or type(e).__name__}") from None
-        self._check()  # killed on cancel or timeout: say that, not what the killed client printed
-        if image_id:
-            return image_id
-        tail = run.tail or collections.deque()
-        message = next((line for line in reversed(tail) if line and not line.startswith("-")),
-                       f"the Docker client exited with status {run.returncode}")
-        if not _engine_answers():
-            raise DaemonUnavailable(f"the Docker engine went away during the build: {message}")
-        raise _build_failure(message, tail)
+    def tracking(self, killable: Killable) -> None:
+        """Kill `killable` too on cancel or timeout: a process that builds against this engine."""
+        self._tracked = killable
+
+    def failure(self, message: str, tail: collections.deque[str]) -> ImageBuilderError:
+        """What a failed build step means: the step's own failure, unless the engine itself went away."""
+        return self._build_error(message, tail)
 
     def push(self, reference: ImageReference, credentials: RegistryCredentials | None) -> str:
         """Push `reference`; the manifest digest the registry stored (required, or the push failed)."""
@@ -265,6 +263,20 @@ def _tls_reason(error: requests.exceptions.SSLError) -> str:
     words = str(error)
     found = re.search(r"\[SSL: [A-Z0-9_]+\] ([^(]+)", words) or re.search(r"SSLError\((.+?)\)", words)
     return (found.group(1).strip() if found else type(error).__name__)[:200]
+
+
+def engine_platform() -> str:
+    """The platform the engine builds for natively (`linux/amd64`, ...); the host's, while the engine is away."""
+    try:
+        client = engine_client(KILL_TIMEOUT_S)
+        try:
+            info = client.info()
+        finally:
+            client.close()
+        system, machine = info.get("OSType") or "linux", info.get("Architecture") or platform.machine()
+    except (DockerException, *_CONNECTION_ERRORS):
+        system, machine = "linux", platform.machine()
+    return f"{system}/{OCI_ARCHITECTURES.get(machine, machine)}"
 
 
 def _engine_answers() -> bool:

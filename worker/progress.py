@@ -7,12 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from worker.buildstate import BuildLog
-from worker.errors import AlreadyFinished, BuildCancelled
-from worker.lifecycle import Lifecycle
-from worker.metrics import Metrics
-from worker.result import BuildResult, utcnow
-from worker.states import BuildPhase, BuildStep
+from core.errors import AlreadyFinished, BuildCancelled
+from core.lifecycle import Lifecycle
+from core.phases import BuildPhase, BuildStep
+from core.result import BuildResult, utcnow
+from core.stores.logs import BuildLog
+from core.stores.metrics import Metrics
 
 StateSink = Callable[[str, dict[str, Any]], None]
 

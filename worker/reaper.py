@@ -6,20 +6,18 @@ the heartbeat lets a surviving worker take it over within seconds instead."""
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 
 from celery import bootsteps
 from prometheus_client import start_http_server
 
-from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME, redis_client
-from worker.buildstate import BuildState
-from worker.metrics import Metrics, metrics_registry
+from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME
+from core.stores.builds import BuildState
+from core.stores.connection import redis_client
+from core.stores.metrics import WORKER_NAME_FILE, Metrics, metrics_registry
 
 logger = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 5.0
-NODE_NAME_FILE = Path(tempfile.gettempdir()) / "imagebuilder-worker-name"
 
 
 def reap_once(app, state: BuildState) -> list[str]:
@@ -50,7 +48,7 @@ class Reaper(bootsteps.StartStopStep):
 
     def start(self, worker) -> None:
         settings = worker.app.settings
-        NODE_NAME_FILE.write_text(worker.hostname)  # for `imagebuilder health --worker` in the same container
+        WORKER_NAME_FILE.write_text(worker.hostname)  # for `imagebuilder health --worker` in the same container
         if settings.metrics_port:
             start_http_server(settings.metrics_port, registry=metrics_registry(redis_client(settings, patient=True)))
         # Not the patient client: a round must not hold up the event loop for long while Redis is away.

@@ -18,8 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from worker.credentials import RegistryCredentials
-from worker.errors import (
+from core.errors import (
     AuthFailed,
     BaseImageNotFound,
     ImageBuilderError,
@@ -28,7 +27,8 @@ from worker.errors import (
     UnreadableImage,
     UnsafeTokenRealm,
 )
-from worker.reference import ImageReference, is_digest, plain_http_allowed
+from core.reference import ImageReference, is_digest, plain_http_allowed
+from worker.credentials import RegistryCredentials
 
 MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",

@@ -12,18 +12,16 @@ from collections import Counter
 from celery import Celery
 
 from config.settings import Settings
+from core.errors import ImageBuilderError
+from core.schedule import Policy, Schedule
+from core.stored import HistoryEntry, StoredSpec, Trigger
+from core.stores.wiring import Stores
+from core.submission import Submitter
 from worker.basewatch import CHECK_FAILED, UNCHANGED, BaseDigests
-from worker.errors import ImageBuilderError
 from worker.registry import RegistrySessions
-from worker.schedules import Policy, Schedule
-from worker.specstore import HistoryEntry, StoredSpec, Trigger
-from worker.stores import Stores
-from worker.submission import Submitter
 
 logger = logging.getLogger(__name__)
 
-SCHEDULE_PASS_TASK = "imagebuilder.schedule_pass"
-SCHEDULE_PASS_ENTRY = "imagebuilder-schedule-pass"
 PASS_BATCH = 500
 
 

@@ -12,13 +12,16 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
-from config.celery_config import BASES_PUSHED_TASK, BUILD_QUEUE, BUILD_TASK_NAME, CHECK_QUEUE
+from config.celery_config import (
+    BASES_PUSHED_TASK,
+    BUILD_QUEUE,
+    BUILD_TASK_NAME,
+    CHECK_QUEUE,
+    SCHEDULE_PASS_TASK,
+)
 from config.settings import Settings
-from worker.app import ImageBuilderCelery
-from worker.basewatch import RECHECK_AFTER_S, BaseWatch, announcer, recheck_limit, validated_push
-from worker.build import Builder
-from worker.buildstate import LOCK_TTL_S, ContainerLedger
-from worker.errors import (
+from core.app import ImageBuilderCelery
+from core.errors import (
     AlreadyFinished,
     AuthFailed,
     BaseImageNotFound,
@@ -31,14 +34,15 @@ from worker.errors import (
     RetryableError,
     WorkerLost,
 )
+from core.phases import BuildPhase
+from core.reference import ImageReference
+from core.spec import ImageSpec, parse_spec
+from core.stores.builds import LOCK_TTL_S, ContainerLedger
+from core.tagging import resolve_target
+from worker.basewatch import RECHECK_AFTER_S, BaseWatch, recheck_limit, validated_push
+from worker.pipeline import Pipeline
 from worker.progress import Progress
-from worker.reference import ImageReference
-from worker.registry import RegistrySessions
-from worker.scheduling import SCHEDULE_PASS_TASK, SchedulingPass
-from worker.spec import ImageSpec, parse_spec
-from worker.states import BuildPhase
-from worker.stores import Stores
-from worker.tagging import resolve_target
+from worker.scheduling import SchedulingPass
 from worker.watch import BuildWatch, backoff_s
 from worker.wiring import ProcessWiring
 
@@ -46,15 +50,13 @@ logger = logging.getLogger(__name__)
 REGISTRY_ERRORS = (RegistryUnavailable, AuthFailed, BaseImageNotFound, PushFailed)
 
 
-def register_tasks(app: ImageBuilderCelery) -> Task:
+def register_tasks(app: ImageBuilderCelery, wiring: ProcessWiring) -> Task:
     """Register `imagebuilder.build`, `imagebuilder.schedule_pass` and `imagebuilder.bases_pushed` on `app`, bound
-    to its Settings."""
-
-    wiring = ProcessWiring(app.settings, announce_rebuilt=announcer(app))
+    to its Settings and to the process's wiring."""
 
     @app.task(name=BUILD_TASK_NAME, bind=True, queue=BUILD_QUEUE, max_retries=None, throws=(BuildFailed,))
     def build(self: Task, spec: Any = None, force: Any = False) -> dict[str, Any]:
-        return Delivery(self, wiring.stores(), wiring.registries()).run(spec, force)
+        return Delivery(self, wiring).run(spec, force)
 
     @app.task(name=SCHEDULE_PASS_TASK, bind=True, queue=CHECK_QUEUE)
     def schedule_pass(self: Task) -> dict[str, int]:
@@ -87,9 +89,11 @@ def register_tasks(app: ImageBuilderCelery) -> Task:
 class Delivery:
     """One delivery of one build message."""
 
-    def __init__(self, task: Task, stores: Stores, registries: RegistrySessions):
+    def __init__(self, task: Task, wiring: ProcessWiring):
+        stores = wiring.stores()
         self._task = task
-        self._registries = registries
+        self._builder = wiring.builder
+        self._registries = wiring.registries()
         self._settings: Settings = task.app.settings
         self._id: str = task.request.id
         self._state = stores.builds
@@ -147,9 +151,8 @@ class Delivery:
             self._count_lost_deliveries()
             with BuildWatch(self._state, self._id, str(target), token, self._settings.build_timeout_s) as watch:
                 ledger = ContainerLedger(self._state, self._id)
-                result = Builder(self._settings, self._progress, watch, ledger, self._registries,
-                                 buildkit=self._task.app.buildkit_cli, previous_image=self._previous_image
-                                 ).run(spec, target, force=force)
+                result = Pipeline(self._settings, self._builder, self._progress, watch, ledger, self._registries,
+                                  previous_image=self._previous_image).run(spec, target, force=force)
             return result.model_dump(mode="json")
         finally:
             self._state.let_go(str(target), token, self._id)

@@ -8,8 +8,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from worker.buildstate import HEARTBEAT_TTL_S, BuildState
-from worker.errors import BuildCancelled, BuildTimedOut, ImageBuilderError
+from core.errors import BuildCancelled, BuildTimedOut, ImageBuilderError
+from core.stores.builds import HEARTBEAT_TTL_S, BuildState
 
 logger = logging.getLogger(__name__)
 

@@ -1,24 +1,24 @@
-"""What a worker process makes once and hands to every task it runs: its stores (one Redis connection pool) and its
-registry sessions. Made on first use in the process that runs the task, so a prefork child never shares its
-parent's sockets; registry sessions are per thread too, for a worker started with a thread pool."""
+"""What a worker process makes once and hands to every task it runs: its builder, its stores (one Redis connection
+pool) and its registry sessions. Stores and sessions are made on first use in the process that runs the task, so a
+prefork child never shares its parent's sockets; registry sessions are per thread too, for a thread pool."""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 
 from config.settings import Settings
+from core.stores.wiring import Stores, open_stores
+from worker.builders import Builder
 from worker.registry import RegistrySessions
-from worker.stores import Stores, open_stores
 
 
 class ProcessWiring:
     """The stores and registry sessions of the current process, made once."""
 
-    def __init__(self, settings: Settings, announce_rebuilt: Callable[[str], None] | None = None):
+    def __init__(self, settings: Settings, builder: Builder):
         self._settings = settings
-        self._announce_rebuilt = announce_rebuilt
+        self.builder = builder  # chosen once, in the worker's main process, before its pool starts
         self._pid: int | None = None
         self._stores: Stores | None = None
         self._lock = threading.Lock()
@@ -27,7 +27,7 @@ class ProcessWiring:
     def stores(self) -> Stores:
         with self._lock:
             if self._pid != os.getpid():
-                self._stores = open_stores(self._settings, patient=True, announce_rebuilt=self._announce_rebuilt)
+                self._stores = open_stores(self._settings, patient=True)
                 self._pid = os.getpid()
             return self._stores
 

@@ -12,7 +12,15 @@ from __future__ import annotations
 from asgi_csrf import asgi_csrf
 
 from producer.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Sessions
-from producer.edge import CONSOLE_PREFIX, SESSION_SCOPE, ASGIApp, Receive, Scope, Send, answer
+from producer.edge import (
+    CONSOLE_PREFIX,
+    SESSION_SCOPE,
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    answer,
+)
 
 _PASSED = "imagebuilder.csrf_passed"
 # Signing in and out change state too, and may come with no cookie at all (which asgi-csrf otherwise lets by).

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from core.errors import InvalidSpec
+from core.schedule import Policy, Schedule
+from core.spec import CRD_KIND, ImageSpec, validation_problems
 from producer.boundedyaml import load_one
-from worker.errors import InvalidSpec
-from worker.schedules import Policy, Schedule
-from worker.spec import CRD_KIND, ImageSpec, validation_problems
 
 PACKAGE_MANAGERS = ("apt", "conda", "pip")
 # pydantic's location of a problem (its first part, or for packages its second) -> the form field that shows it

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+from core.phases import REPORTED_STEPS, BuildPhase
+from core.schedule import Schedule
 from producer.overview import HourOfBuilds
-from worker.schedules import Schedule
-from worker.states import BuildPhase, BuildStep
 
 # CSI sequences (colours, cursor moves) and OSC ones (titles, links), as `docker build` output carries them
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-PROGRESS = ("Pending", BuildStep.PULLING.value, BuildStep.BUILDING.value, BuildStep.PUSHING.value)
+PROGRESS = (BuildPhase.PENDING.value, *(step.value for step in REPORTED_STEPS))
 CHART_PHASES = (BuildPhase.SUCCEEDED.value, BuildPhase.FAILED.value, BuildPhase.CANCELLED.value)
 _UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
 

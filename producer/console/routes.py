@@ -10,23 +10,35 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from config.settings import Settings
+from core.errors import ImageBuilderError, InvalidSpec, NeverMatches
+from core.phases import BuildPhase
+from core.schedule import Policy, Schedule
+from core.spec import ImageSpec
+from core.stores.throttle import Door, Throttle
+from core.tagging import resolve_target
 from producer.client import BuildClient
 from producer.console import present
-from producer.console.forms import GENERAL, MAX_TEXT_CHARS, ScheduleFields, SpecFields, SpecForm, imported
+from producer.console.forms import (
+    GENERAL,
+    MAX_TEXT_CHARS,
+    ScheduleFields,
+    SpecFields,
+    SpecForm,
+    imported,
+)
 from producer.console.sessions import CSRF_COOKIE, SESSION_COOKIE, Sessions
 from producer.edge import SESSION_SCOPE, UNKNOWN_CLIENT
-from producer.throttle import Door, Throttle
 from producer.specfile import load_spec_text
-from worker.errors import ImageBuilderError, InvalidSpec
-from worker.schedules import NeverMatches, Policy, Schedule
-from worker.spec import ImageSpec
-from worker.states import BuildPhase
-from worker.tagging import resolve_target
 
 HERE = Path(__file__).parent
 SPECS_PER_PAGE = 50
@@ -150,7 +162,7 @@ def _spec_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
     @router.get("/ui/specs")
     def specs(request: Request, name: Annotated[str, Query(max_length=MAX_FILTER_CHARS)] = "",
               offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> HTMLResponse:
-        page = client.spec_page(offset=offset, limit=SPECS_PER_PAGE, contains=name.strip())
+        page = client.specs.page(offset=offset, limit=SPECS_PER_PAGE, contains=name.strip())
         return pages.render(request, "specs.html", page=page, name=name, targets={
             item.spec.name: pages.target(item.spec) for item in page.items})
 
@@ -160,7 +172,7 @@ def _spec_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
 
     @router.get("/ui/specs/{name}/edit")
     def edit_spec(request: Request, name: str) -> HTMLResponse:
-        return pages.render(request, "spec_form.html", form=SpecForm.of(client.spec(name).spec), editing=True)
+        return pages.render(request, "spec_form.html", form=SpecForm.of(client.specs.get(name).spec), editing=True)
 
     @router.post("/ui/specs/new")
     @router.post("/ui/specs/{spec_name}/edit")
@@ -173,11 +185,11 @@ def _spec_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
 
     @router.post("/ui/specs/{name}/build")
     def rebuild_spec(name: str) -> RedirectResponse:
-        return see(f"/ui/builds/{client.build(name, force=True).id}")
+        return see(f"/ui/builds/{client.specs.build(name, force=True).id}")
 
     @router.post("/ui/specs/{name}/delete")
     def delete_spec(name: str) -> RedirectResponse:
-        client.delete_spec(name)
+        client.specs.delete(name)
         return see(HOME)
 
 
@@ -193,7 +205,7 @@ def _save_spec(request: Request, pages: Pages, client: BuildClient, fields: Spec
         return pages.render(request, "spec_form.html", 422 if form.problems else 200, form=form, editing=editing,
                             target=pages.target(spec) if spec else None)
     try:
-        _, build = client.apply(spec)
+        _, build = client.specs.apply(spec)
     except InvalidSpec as e:
         form.problems.setdefault(GENERAL, []).append(str(e))
         return pages.render(request, "spec_form.html", 422, form=form, editing=editing)
@@ -202,9 +214,9 @@ def _save_spec(request: Request, pages: Pages, client: BuildClient, fields: Spec
 
 def _spec_page(request: Request, pages: Pages, client: BuildClient, name: str, status: int = 200,
                schedule_form: ScheduleFields | None = None, problem: str | None = None) -> HTMLResponse:
-    stored = client.spec_detail(name)
-    schedule = client.find_schedule(name)
-    return pages.render(request, "spec.html", status, stored=stored, history=client.history(name),
+    stored = client.specs.detail(name)
+    schedule = client.schedules.find(name)
+    return pages.render(request, "spec.html", status, stored=stored, history=client.specs.history(name),
                         target=pages.target(stored.spec), schedule=schedule, upcoming=_upcoming(schedule),
                         schedule_form=schedule_form or ScheduleFields.of(schedule), problem=problem,
                         policies=[p.value for p in Policy])
@@ -223,22 +235,22 @@ def _schedule_routes(router: APIRouter, pages: Pages, client: BuildClient) -> No
     @router.post("/ui/specs/{name}/schedule")
     def save_schedule(request: Request, name: str, fields: Annotated[ScheduleFields, Form()]) -> Response:
         try:
-            client.set_schedule(name, **fields.timing())
+            client.schedules.set(name, **fields.timing())
         except InvalidSpec as e:
             return _spec_page(request, pages, client, name, 422, schedule_form=fields, problem=str(e))
         return see(f"/ui/specs/{name}#schedule")
 
     @router.post("/ui/specs/{name}/schedule/{change}")
     def change_schedule(name: str, change: Literal["enable", "disable", "remove"]) -> RedirectResponse:
-        {"enable": client.enable_schedule, "disable": client.disable_schedule,
-         "remove": client.remove_schedule}[change](name)
+        {"enable": client.schedules.enable, "disable": client.schedules.disable,
+         "remove": client.schedules.remove}[change](name)
         return see(f"/ui/specs/{name}#schedule")
 
 
 def _build_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
     @router.get("/ui/builds")
     def builds(request: Request, phase: Annotated[BuildPhase | None, Query()] = None) -> HTMLResponse:
-        return pages.render(request, "builds.html", builds=client.recent_builds(BUILDS_SHOWN, phase), phase=phase,
+        return pages.render(request, "builds.html", builds=client.builds.recent(BUILDS_SHOWN, phase), phase=phase,
                             phases=[p.value for p in BuildPhase])
 
     @router.post("/ui/builds")
@@ -246,17 +258,17 @@ def _build_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
         try:
             result = client.submit(load_spec_text(text, "the spec"))
         except InvalidSpec as e:
-            return pages.render(request, "builds.html", 422, builds=client.recent_builds(BUILDS_SHOWN), phase=None,
+            return pages.render(request, "builds.html", 422, builds=client.builds.recent(BUILDS_SHOWN), phase=None,
                                 phases=[p.value for p in BuildPhase], text=text, problem=str(e))
         return see(f"/ui/builds/{result.id}")
 
     @router.get("/ui/builds/{build_id}")
     def build(request: Request, build_id: str) -> HTMLResponse:
-        return pages.render(request, "build.html", build=client.listing(build_id), lines=client.logs(build_id))
+        return pages.render(request, "build.html", build=client.builds.listing(build_id), lines=client.logs(build_id))
 
     @router.get("/ui/builds/{build_id}/progress")
     def progress(request: Request, build_id: str) -> HTMLResponse:
-        return pages.render(request, "_progress.html", build=client.listing(build_id))
+        return pages.render(request, "_progress.html", build=client.builds.listing(build_id))
 
     @router.get("/ui/builds/{build_id}/log")
     def download(build_id: str) -> PlainTextResponse:
@@ -270,10 +282,10 @@ def _build_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
 
     @router.post("/ui/builds/{build_id}/rebuild")
     def rebuild(build_id: str) -> RedirectResponse:
-        return see(f"/ui/builds/{client.rebuild(build_id).id}")
+        return see(f"/ui/builds/{client.builds.rebuild(build_id).id}")
 
     @router.get("/ui/ops")
     def operations(request: Request) -> HTMLResponse:
-        ops = client.operations()
+        ops = client.service.overview()
         return pages.render(request, "ops.html", ops=ops, bars=present.chart_bars(ops.hours, CHART_W, CHART_H),
                             chart_w=CHART_W, chart_h=CHART_H)

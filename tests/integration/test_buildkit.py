@@ -16,6 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from core.phases import BuildPhase
 from devstack.stack import PUSH_PASSWORD
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
@@ -23,7 +24,6 @@ from tests.integration.helpers import all_containers, wait_for, wait_for_line
 from tests.integration.pip_index import MODULE, PROJECT, VERSION, PackageIndex
 from tests.integration.test_builds import WAIT_S, pull_back, run_in
 from tests.integration.test_delivery import slow_spec
-from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 BUILDKIT_DB = 17
@@ -162,11 +162,11 @@ def test_another_engine_reuses_the_apt_layer_when_one_pip_package_is_added(stack
     spec = {"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
             "packages": {"apt": ["jq"], "pip": ["six==1.17.0"]}}
     with worker_on(stack, "engine1", unique) as client:
-        _, build = client.apply(spec)
+        _, build = client.specs.apply(spec)
         assert client.wait(build.id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
     # When one pip package is added, and a worker on the second engine, which never built it, builds it
     with worker_on(stack, "engine2", unique, DOCKER_HOST=second_engine.host) as client:
-        _, edited = client.apply({**spec, "packages": {"apt": ["jq"], "pip": ["six==1.17.0", "idna==3.10"]}})
+        _, edited = client.specs.apply({**spec, "packages": {"apt": ["jq"], "pip": ["six==1.17.0", "idna==3.10"]}})
         result = client.wait(edited.id, timeout_s=WAIT_S)
         lines = build_lines(client, edited.id)
     # Then the apt step came from the first build's image in the registry, and the image holds every package

@@ -5,12 +5,12 @@ from __future__ import annotations
 import docker
 import pytest
 
+from core.phases import BuildPhase
+from core.spec import parse_spec
+from core.tagging import compute_tag
 from tests.integration.conftest import PUSH_PASSWORD, PUSH_USER, Stack
 from tests.integration.helpers import all_containers
 from worker.dockerfile import BASE_DIGEST_LABEL, TAG_LABEL
-from worker.spec import parse_spec
-from worker.states import BuildPhase
-from worker.tagging import compute_tag
 
 pytestmark = pytest.mark.integration
 WAIT_S = 900
@@ -106,8 +106,8 @@ def test_bad_pull_secret_fails_clearly_and_pushes_nothing(stack, client, unique,
 
 
 def target_digest(stack: Stack, image: str) -> str | None:
+    from core.reference import parse_reference
     from worker.credentials import RegistryCredentials
-    from worker.reference import parse_reference
     from worker.registry import RegistryClient
 
     reference = parse_reference(image)

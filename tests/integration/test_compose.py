@@ -10,16 +10,22 @@ import os
 import shutil
 import time
 
+import docker
 import httpx
 import pytest
 import yaml
 
-import docker
+from core.reference import parse_reference
 from devstack.baseimage import push
-from devstack.compose import PYTHON_BASE, ROOT, compose, prepare_images, trust_host_ca_in_project_build
+from devstack.compose import (
+    PYTHON_BASE,
+    ROOT,
+    compose,
+    prepare_images,
+    trust_host_ca_in_project_build,
+)
 from devstack.services import free_port
 from tests.integration.helpers import wait_for
-from worker.reference import parse_reference
 
 pytestmark = pytest.mark.integration
 PROJECT = "imagebuilder-compose-test"

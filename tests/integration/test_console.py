@@ -12,10 +12,10 @@ import httpx
 import pytest
 from playwright.sync_api import Dialog, Page, expect
 
+from core.phases import BuildPhase
 from devstack.baseimage import BUSYBOX_IMAGE, push
 from tests.integration.conftest import API_TOKEN, AUTH, PULL_PASSWORD, PULL_USER
 from tests.integration.test_delivery import slow_spec
-from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 SCREENSHOTS = Path(__file__).parents[2] / "build" / "screenshots"
@@ -164,7 +164,7 @@ def test_a_running_build_is_cancelled_from_its_page(page, stack, client, unique)
 
 def test_a_schedule_is_edited_on_the_spec_page(page, stack, client, unique):
     # Given a stored spec without a schedule
-    client.apply(slow_spec(stack, unique))
+    client.specs.apply(slow_spec(stack, unique))
     sign_in(page, f"/ui/specs/{unique}")
     # When the person sets a cron in a time zone
     page.get_by_label("By cron").check()
@@ -186,14 +186,14 @@ def test_a_schedule_is_edited_on_the_spec_page(page, stack, client, unique):
     page.get_by_role("button", name="Disable").click()
     # Then the stored schedule is the interval, disabled, saying why
     expect(page.locator(".reason")).to_contain_text("disabled by hand")
-    schedule = client.schedule(unique)
+    schedule = client.schedules.get(unique)
     assert (schedule.every_s, schedule.cron, schedule.enabled) == (3600, None, False)
     # And a cron that never fires is refused beside the form, the stored schedule unchanged
     page.get_by_label("By cron").check()
     page.get_by_label("Cron expression").fill("0 0 30 2 *")
     page.get_by_role("button", name="Save the schedule").click()
     expect(page.locator("#schedule-problem")).to_contain_text("never matches")
-    assert client.schedule(unique).every_s == 3600
+    assert client.schedules.get(unique).every_s == 3600
 
 
 def hostile_base(stack, unique: str) -> str:
@@ -235,7 +235,7 @@ def test_html_in_build_output_and_errors_renders_as_text_and_opens_no_dialog(pag
 
 def test_the_pages_fit_a_phone_screen_and_ops_shows_the_service(browser, console, client, stack, unique):
     # Given a phone-sized window and a spec with a finished build
-    client.wait(client.apply(slow_spec(stack, unique))[1].id, timeout_s=BUILD_WAIT_MS / 1000)
+    client.wait(client.specs.apply(slow_spec(stack, unique))[1].id, timeout_s=BUILD_WAIT_MS / 1000)
     context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=console)
     page = context.new_page()
     sign_in(page, f"/ui/specs/{unique}")
@@ -304,13 +304,13 @@ def test_signing_in_sets_an_http_only_strict_cookie_holding_no_token(console):
 
 def test_a_form_without_its_csrf_token_changes_nothing(signed_in, client, stack, unique):
     # Given a signed-in session and a stored spec
-    client.apply(slow_spec(stack, unique))
+    client.specs.apply(slow_spec(stack, unique))
     # When a delete is posted without the form's CSRF token, or with another one
     missing = signed_in.post(f"/ui/specs/{unique}/delete", data={})
     forged = signed_in.post(f"/ui/specs/{unique}/delete", data={"csrftoken": "forged"})
     # Then both are refused and the spec is still there; with the token, it is deleted
     assert (missing.status_code, forged.status_code) == (403, 403)
-    assert client.spec(unique)
+    assert client.specs.get(unique)
     done = signed_in.post(f"/ui/specs/{unique}/delete", data={"csrftoken": signed_in.cookies["csrftoken"]})
     assert (done.status_code, done.headers["location"]) == (303, "/ui/specs")
 

@@ -6,15 +6,21 @@ import concurrent.futures
 
 import docker
 import pytest
+import redis
 
+from core.errors import AlreadyFinished
+from core.phases import BuildPhase
+from core.reference import parse_reference
+from core.spec import parse_spec
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
-from tests.integration.helpers import all_containers, tags_in_push_registry, wait_for, wait_for_line
+from tests.integration.helpers import (
+    all_containers,
+    tags_in_push_registry,
+    wait_for,
+    wait_for_line,
+)
 from tests.integration.test_builds import WAIT_S, target_digest
-from worker.errors import AlreadyFinished
-from worker.reference import parse_reference
-from worker.spec import parse_spec
-from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 QUEUE_ONLY_DB = 4  # no worker listens until a test starts one
@@ -65,7 +71,8 @@ def test_a_queued_build_cancelled_never_starts_even_after_a_worker_restart(stack
         assert client.cancel(queued.id).phase is BuildPhase.CANCELLED
         worker = start_worker(stack, f"late{unique}", QUEUE_ONLY_DB)
         try:
-            wait_for(lambda: client.redis.llen("builds") == 0, "the worker to take the message", 30)
+            queue = redis.Redis(port=stack.redis.port, db=QUEUE_ONLY_DB)
+            wait_for(lambda: queue.llen("builds") == 0, "the worker to take the message", 30)
             # Then the build stays Cancelled, never ran, and nothing was pushed
             result = client.status(queued.id)
             assert result.phase is BuildPhase.CANCELLED and result.started_at is None
@@ -148,11 +155,7 @@ ENDING_DB = 11
 
 def cancelled_count(client: BuildClient) -> float:
     """imagebuilder_builds_finished_total{phase="Cancelled"}, as Prometheus scrapes it."""
-    from prometheus_client import generate_latest
-
-    from worker.metrics import metrics_registry
-
-    for line in generate_latest(metrics_registry(client.redis)).decode().splitlines():
+    for line in client.service.metrics_text().decode().splitlines():
         if line.startswith('imagebuilder_builds_finished_total{phase="Cancelled"}'):
             return float(line.split()[-1])
     return 0.0
@@ -161,25 +164,24 @@ def cancelled_count(client: BuildClient) -> float:
 def ended_alike(client: BuildClient, name: str, build_id: str, failures: int) -> None:
     """The record, the history, the schedule and the log all say the build ended Cancelled."""
     assert client.wait(build_id, timeout_s=WAIT_S).phase is BuildPhase.CANCELLED
-    entry = next(e for e in client.history(name) if e.id == build_id)
+    entry = next(e for e in client.specs.history(name) if e.id == build_id)
     assert entry.phase is BuildPhase.CANCELLED and entry.finished_at is not None
-    schedule = client.schedule(name)
+    schedule = client.schedules.get(name)
     assert schedule.consecutive_failures == failures and f"build {build_id} ended Cancelled" in schedule.last_error
-    assert client.stores.log.is_closed(build_id)
-    assert list(client.logs(build_id))[-1].startswith("cancelled")
+    assert list(client.logs(build_id))[-1].startswith("cancelled")  # the whole log, read to its end marker
 
 
 def test_a_queued_and_a_running_cancel_end_the_same_way(stack, unique):
-    from worker.specstore import Trigger
+    from core.stored import Trigger
 
     with BuildClient(stack.settings(ENDING_DB)) as client:
         # Given a stored spec with a schedule, and no worker yet
-        _, first = client.apply(slow_spec(stack, unique, heavy=True).to_wire())
+        _, first = client.specs.apply(slow_spec(stack, unique, heavy=True).to_wire())
         client.cancel(first.id)
-        client.set_schedule(unique, every_s=3600, policy="always")
+        client.schedules.set(unique, every_s=3600, policy="always")
         before = cancelled_count(client)
         # When a scheduled build of it is cancelled while it is queued
-        queued = client.build(unique, force=True, trigger=Trigger.SCHEDULE)
+        queued = client.specs.build(unique, force=True, trigger=Trigger.SCHEDULE)
         assert client.cancel(queued.id).phase is BuildPhase.CANCELLED
         # Then its end is counted once, in the metrics, the history, the schedule and the log
         ended_alike(client, unique, queued.id, failures=1)
@@ -187,7 +189,7 @@ def test_a_queued_and_a_running_cancel_end_the_same_way(stack, unique):
         # When another is cancelled while a worker runs it
         worker = start_worker(stack, f"ending{unique}", ENDING_DB)
         try:
-            running = client.build(unique, force=True, trigger=Trigger.SCHEDULE)
+            running = client.specs.build(unique, force=True, trigger=Trigger.SCHEDULE)
             wait_for_line(client, running.id, lambda line: "Running in" in line)
             client.cancel(running.id)
             # Then it ends the same way, down to the counts

@@ -9,10 +9,10 @@ import socket
 import tarfile
 import time
 
+import docker
 import httpx
 import pytest
 
-import docker
 from devstack.baseimage import BUSYBOX_IMAGE, push
 from devstack.services import free_port
 from devstack.stack import PULL_PASSWORD, PULL_USER, start_api

@@ -9,9 +9,9 @@ import pytest
 import redis
 import yaml
 
+from core.phases import BuildPhase
 from tests.integration.conftest import IMAGEBUILDER, WRONG_PUSH_DB, Stack
 from tests.integration.test_builds import WAIT_S, target_digest
-from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 IDLE_DB = 2  # no worker listens here: anything queued by mistake stays visible

@@ -8,14 +8,19 @@ import time
 
 import pytest
 
+from core.phases import BuildPhase
+from core.reference import parse_reference
+from core.spec import parse_spec
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
-from tests.integration.helpers import all_containers, tags_in_push_registry, wait_for, wait_for_line
+from tests.integration.helpers import (
+    all_containers,
+    tags_in_push_registry,
+    wait_for,
+    wait_for_line,
+)
 from tests.integration.test_builds import WAIT_S
 from tests.integration.test_delivery import slow_spec
-from worker.reference import parse_reference
-from worker.spec import parse_spec
-from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 KILL_DB, CHILD_DB, REDIS_DB, GIVE_UP_DB, CAP_DB = 6, 7, 8, 9, 14

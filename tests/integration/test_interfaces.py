@@ -10,12 +10,12 @@ import time
 
 import pytest
 
+from core.phases import BuildPhase, BuildStep
+from core.spec import parse_spec
+from core.tagging import compute_tag
 from devstack.services import wait_until
 from tests.integration.test_builds import WAIT_S, pull_back
 from tests.integration.test_failures import cli
-from worker.spec import parse_spec
-from worker.states import BuildPhase, BuildStep
-from worker.tagging import compute_tag
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ def test_running_build_reports_its_step_as_a_celery_state(stack, client, unique,
     # Given a running build
     from celery.result import AsyncResult
 
-    from worker.app import create_app
+    from core.app import create_app
 
     spec = parse_spec({"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
                        "packages": {"apt": ["file"]}})
@@ -133,7 +133,7 @@ def test_running_build_reports_its_step_as_a_celery_state(stack, client, unique,
 )
 def test_a_malformed_message_sent_by_name_fails_with_the_validation_message(stack, client, settings, kwargs, words):
     # Given a message that bypassed the producer's validation
-    from worker.app import create_app
+    from core.app import create_app
 
     app = create_app(settings)
     # When it is sent straight to the queue by task name

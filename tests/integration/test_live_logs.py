@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from core.phases import BuildPhase
+from core.result import BuildResult, utcnow
+from core.stores.wiring import Stores, open_stores
 from devstack.services import RedisServer
 from devstack.stack import start_api
 from producer.livelog import KEEPALIVE, KEEPALIVE_S
 from tests.apart import run_apart
 from tests.integration.conftest import AUTH
-from worker.result import BuildResult, utcnow
-from worker.states import BuildPhase
-from worker.stores import Stores, open_stores
 
 pytestmark = pytest.mark.integration
 LIVE_DB = 23  # no worker: every build here is written by the tests themselves

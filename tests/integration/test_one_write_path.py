@@ -12,11 +12,12 @@ import pytest
 import redis
 
 from config.settings import Settings
-from worker.errors import InvalidSpec
-from worker.imagechain import ImageChains
-from worker.schedules import DUE_KEY, Schedule, ScheduleStore
-from worker.spec import parse_spec
-from worker.specstore import SpecStore
+from core.errors import InvalidSpec
+from core.imagechain import ImageChains
+from core.schedule import Schedule
+from core.spec import parse_spec
+from core.stores.schedules import DUE_KEY, ScheduleStore
+from core.stores.specs import SpecStore
 
 pytestmark = pytest.mark.integration
 STORES_DB = 30

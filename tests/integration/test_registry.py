@@ -6,12 +6,18 @@ import time
 
 import pytest
 
+from core.errors import AuthFailed, RegistryUnavailable, UnreadableImage
+from core.reference import parse_reference
 from devstack.services import free_port
 from tests.integration.conftest import PULL_PASSWORD, PULL_USER
-from tests.integration.hostile_registry import EXPIRING_TOKENS, HUGE_MANIFEST, IMAGE_LABELS, TOKEN_DIGEST, TOKEN_LIFE_S
+from tests.integration.hostile_registry import (
+    EXPIRING_TOKENS,
+    HUGE_MANIFEST,
+    IMAGE_LABELS,
+    TOKEN_DIGEST,
+    TOKEN_LIFE_S,
+)
 from worker.credentials import RegistryCredentials
-from worker.errors import AuthFailed, RegistryUnavailable, UnreadableImage
-from worker.reference import parse_reference
 from worker.registry import RegistryClient
 
 pytestmark = pytest.mark.integration

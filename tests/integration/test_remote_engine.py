@@ -11,11 +11,14 @@ from pathlib import Path
 import docker
 import pytest
 
+from core.phases import BuildPhase
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
-from tests.integration.test_buildkit import assert_nothing_of_it_runs, cancelled_while_apt_runs
+from tests.integration.test_buildkit import (
+    assert_nothing_of_it_runs,
+    cancelled_while_apt_runs,
+)
 from tests.integration.test_builds import WAIT_S, pull_back, run_in
-from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 REMOTE_DB = 21

@@ -6,11 +6,11 @@ import collections
 
 import pytest
 
+from core.phases import BuildPhase
+from core.spec import parse_spec
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
 from tests.integration.test_builds import WAIT_S
-from worker.spec import parse_spec
-from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 SCALE_DB = 11

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 
+import docker
 import httpx
 import pytest
 
-import docker
+from core.phases import BuildPhase
+from core.stored import Trigger
+from core.stores.connection import redis_client
+from core.stores.wiring import stores_on
 from devstack.baseimage import BUSYBOX_IMAGE, push
 from devstack.stack import PULL_PASSWORD, PULL_USER, start_beat
 from producer.client import BuildClient
@@ -16,8 +20,6 @@ from tests.integration.helpers import wait_for
 from tests.integration.test_builds import WAIT_S, pull_back
 from tests.integration.test_failures import cli
 from worker.dockerfile import BASE_DIGEST_LABEL
-from worker.specstore import Trigger
-from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 SCHEDULE_DB = 13
@@ -51,7 +53,7 @@ def push_base(stack, repository: str, marker: str, image: str = BUSYBOX_IMAGE) -
 
 
 def scheduled(client, name):
-    return [e for e in client.history(name) if e.trigger is not Trigger.SPEC_CHANGED]
+    return [e for e in client.specs.history(name) if e.trigger is not Trigger.SPEC_CHANGED]
 
 
 def test_a_new_base_is_rebuilt_at_the_next_tick_and_an_unchanged_one_is_not(stack, beat, unique):
@@ -59,11 +61,11 @@ def test_a_new_base_is_rebuilt_at_the_next_tick_and_an_unchanged_one_is_not(stac
     repository = f"{stack.private_registry.host}/sched-{unique}/base"
     first_digest = push_base(stack, repository, "1")
     with BuildClient(stack.settings(SCHEDULE_DB, **FAST)) as client:
-        _, build = client.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": "private"})
+        _, build = client.specs.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": "private"})
         assert client.wait(build.id, timeout_s=WAIT_S).base_digest == first_digest
-        client.set_schedule(unique, every_s=1)
+        client.schedules.set(unique, every_s=1)
         # When ticks pass with the base unchanged
-        wait_for(lambda: client.schedule(unique).last_checked is not None, "a first check", 30)
+        wait_for(lambda: client.schedules.get(unique).last_checked is not None, "a first check", 30)
         time.sleep(3)
         # Then nothing is built, only checked
         assert scheduled(client, unique) == []
@@ -86,9 +88,9 @@ def test_two_beats_fire_each_tick_once_and_the_standby_takes_over(stack, beat, u
     try:
         with BuildClient(stack.settings(SCHEDULE_DB, **FAST)) as client:
             # Given an `always` schedule every 2 s, and two beats running
-            _, build = client.apply({"name": unique, "baseImage": stack.busybox_base, "pullSecret": "private"})
+            _, build = client.specs.apply({"name": unique, "baseImage": stack.busybox_base, "pullSecret": "private"})
             client.wait(build.id, timeout_s=WAIT_S)
-            client.set_schedule(unique, every_s=2, policy="always")
+            client.schedules.set(unique, every_s=2, policy="always")
             started = time.monotonic()
             wait_for(lambda: len(scheduled(client, unique)) >= 3, "three scheduled builds", 60)
             elapsed = time.monotonic() - started
@@ -103,7 +105,7 @@ def test_two_beats_fire_each_tick_once_and_the_standby_takes_over(stack, beat, u
             wait_for(lambda: "Sending due task" in standby.log_text, "the standby to take over", TAKEOVER_WITHIN_S)
             wait_for(lambda: len(scheduled(client, unique)) > count, "builds after the takeover", 30)
             assert time.monotonic() - killed < TAKEOVER_WITHIN_S
-            client.remove_schedule(unique)
+            client.schedules.remove(unique)
     finally:
         standby.process.stop()
 
@@ -111,11 +113,11 @@ def test_two_beats_fire_each_tick_once_and_the_standby_takes_over(stack, beat, u
 def test_a_schedule_whose_builds_keep_failing_disables_itself_until_enabled(stack, beat, unique):
     with BuildClient(stack.settings(SCHEDULE_DB, **FAST)) as client:
         # Given a schedule whose builds fail (a wrong pull secret)
-        _, build = client.apply({"name": unique, "baseImage": stack.busybox_base, "pullSecret": "wrong"})
+        _, build = client.specs.apply({"name": unique, "baseImage": stack.busybox_base, "pullSecret": "wrong"})
         client.wait(build.id, timeout_s=WAIT_S)
-        client.set_schedule(unique, every_s=1, policy="always")
+        client.schedules.set(unique, every_s=1, policy="always")
         # When three scheduled builds in a row have failed
-        wait_for(lambda: not client.schedule(unique).enabled, "the schedule to disable itself", 60)
+        wait_for(lambda: not client.schedules.get(unique).enabled, "the schedule to disable itself", 60)
         failures = len(scheduled(client, unique))
         time.sleep(3)
         # Then it stopped firing, and `schedule list` says why
@@ -124,27 +126,27 @@ def test_a_schedule_whose_builds_keep_failing_disables_itself_until_enabled(stac
         reason = f"DISABLED: disabled after 3 failed builds in a row; `imagebuilder schedule enable {unique}`"
         assert reason in listed.stdout
         # And enabling it resumes it
-        assert client.enable_schedule(unique).enabled
+        assert client.schedules.enable(unique).enabled
         wait_for(lambda: len(scheduled(client, unique)) > 3, "a build after re-enabling", 30)
         # And deleting the spec removes its schedule
-        client.delete_spec(unique)
-        assert unique not in [s.name for s in client.schedules()]
+        client.specs.delete(unique)
+        assert unique not in [s.name for s in client.schedules.all()]
 
 
 def test_a_cron_schedule_fires_at_the_next_matching_minute(stack, beat, unique):
     # Given a cron schedule that matches every minute, read in a time zone other than UTC
     with BuildClient(stack.settings(SCHEDULE_DB, **FAST)) as client:
-        _, build = client.apply({"name": unique, "baseImage": stack.busybox_base, "pullSecret": "private"})
+        _, build = client.specs.apply({"name": unique, "baseImage": stack.busybox_base, "pullSecret": "private"})
         client.wait(build.id, timeout_s=WAIT_S)
-        schedule = client.set_schedule(unique, cron="* * * * *", tz="Asia/Kolkata", policy="always")
+        schedule = client.schedules.set(unique, cron="* * * * *", tz="Asia/Kolkata", policy="always")
         assert schedule.next_due.second == 0
         # When that minute comes
         wait_for(lambda: scheduled(client, unique), "the cron tick's build", 90)
         # Then the tick built it, and the next due time moved to the following minute
         (fired,) = scheduled(client, unique)
         assert fired.trigger is Trigger.SCHEDULE and fired.submitted_at.timestamp() >= schedule.next_due.timestamp()
-        assert client.schedule(unique).next_due > schedule.next_due
-        client.remove_schedule(unique)
+        assert client.schedules.get(unique).next_due > schedule.next_due
+        client.schedules.remove(unique)
 
 
 HOSTILE_DB = 3
@@ -163,12 +165,12 @@ CHECK_ERRORS = {
 
 
 def test_one_specs_registry_cannot_stop_the_scheduling_pass(stack, hostile, unique):
+    from core.app import create_app
+    from core.result import BuildResult, utcnow
+    from core.spec import parse_spec
     from devstack.stack import API_TOKEN, start_api
-    from worker.app import create_app
-    from worker.result import BuildResult, utcnow
-    from worker.scheduling import SchedulingPass
-    from worker.spec import parse_spec
     from tests.integration.hostile_registry import BEHAVIOURS
+    from worker.scheduling import SchedulingPass
 
     env = {"IMAGEBUILDER_REGISTRY_TIMEOUT_S": "2"}
     worker = start_worker(stack, f"hostile{unique}", HOSTILE_DB, **env)
@@ -177,28 +179,29 @@ def test_one_specs_registry_cannot_stop_the_scheduling_pass(stack, hostile, uniq
         with BuildClient(settings) as client:
             # Given two specs on the real private registry, one rebuilt always and one checked for base changes
             for name, policy in ((f"{unique}-always", "always"), (f"{unique}-checked", "on-base-change")):
-                _, build = client.apply({"name": name, "baseImage": stack.busybox_base, "pullSecret": "private"})
+                _, build = client.specs.apply({"name": name, "baseImage": stack.busybox_base, "pullSecret": "private"})
                 client.wait(build.id, timeout_s=WAIT_S)
-                client.set_schedule(name, every_s=1, policy=policy)
+                client.schedules.set(name, every_s=1, policy=policy)
             # And one spec per misbehaving registry, built once before, checked for base changes, all due at once
+            stores = stores_on(redis_client(settings), settings)
             for behaviour in BEHAVIOURS:
-                stored, _ = client.stores.specs.apply(parse_spec({"name": f"{unique}-{behaviour}",
+                stored, _ = stores.specs.apply(parse_spec({"name": f"{unique}-{behaviour}",
                                                                   "baseImage": hostile.base(behaviour)}))
                 built = BuildResult(id=f"{unique}-{behaviour}-built", image="earlier", submitted_at=utcnow(),
                                     phase=BuildPhase.SUCCEEDED, base_digest="sha256:" + "0" * 64)
-                client.stores.specs.record(stored.spec.name, built, stored.tag, Trigger.SPEC_CHANGED)
-                client.set_schedule(stored.spec.name, every_s=1)
-            scheduling_pass = SchedulingPass(create_app(settings), settings, client.stores)
+                stores.specs.record(stored.spec.name, built, stored.tag, Trigger.SPEC_CHANGED)
+                client.schedules.set(stored.spec.name, every_s=1)
+            scheduling_pass = SchedulingPass(create_app(settings), settings, stores)
             # When one scheduling pass runs
             outcomes = scheduling_pass.run(now=time.time() + 5)
             # Then each misbehaving registry failed its own check, and the other specs were checked and built
             assert outcomes == {"check-failed": len(BEHAVIOURS), "schedule": 1, "unchanged": 1}
             for behaviour, words in CHECK_ERRORS.items():
-                schedule = client.schedule(f"{unique}-{behaviour}")
+                schedule = client.schedules.get(f"{unique}-{behaviour}")
                 assert words in schedule.last_error and schedule.consecutive_failures == 1, (behaviour, schedule)
             (rebuild,) = scheduled(client, f"{unique}-always")
             assert client.wait(rebuild.id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
-            assert client.schedule(f"{unique}-checked").last_checked is not None
+            assert client.schedules.get(f"{unique}-checked").last_checked is not None
             # And nothing was asked of the metadata address or a file: those realms were refused unrequested
             assert not any("169.254" in r or "passwd" in r for r in hostile.requests)
             # When two more passes meet the same registries
@@ -206,9 +209,9 @@ def test_one_specs_registry_cannot_stop_the_scheduling_pass(stack, hostile, uniq
                 scheduling_pass.run(now=time.time() + later_s)
             # Then the failed checks disabled those schedules, as failed builds would, and users are told why
             for behaviour in BEHAVIOURS:
-                schedule = client.schedule(f"{unique}-{behaviour}")
+                schedule = client.schedules.get(f"{unique}-{behaviour}")
                 assert not schedule.enabled and "disabled after 3 failed checks in a row" in schedule.disabled_reason
-            assert client.schedule(f"{unique}-checked").enabled and client.schedule(f"{unique}-always").enabled
+            assert client.schedules.get(f"{unique}-checked").enabled and client.schedules.get(f"{unique}-always").enabled
         listed = cli(stack, "schedule", "list", redis_db=HOSTILE_DB).stdout
         assert f"last error: checking the base failed: registry {hostile.host}" in listed
         process, url = start_api(stack, f"hostile{unique}", HOSTILE_DB)

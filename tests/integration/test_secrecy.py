@@ -10,7 +10,14 @@ import pytest
 import redis
 
 from producer.client import BuildClient
-from tests.integration.conftest import PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER, WRONG_PUSH_DB, Stack
+from tests.integration.conftest import (
+    PULL_PASSWORD,
+    PULL_USER,
+    PUSH_PASSWORD,
+    PUSH_USER,
+    WRONG_PUSH_DB,
+    Stack,
+)
 from tests.integration.test_failures import cli
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.phases import BuildPhase
 from tests.integration.test_builds import WAIT_S
-from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 

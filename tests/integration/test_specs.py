@@ -7,16 +7,17 @@ import textwrap
 
 import httpx
 import pytest
+import redis
 
+from core.phases import BuildPhase
+from core.stored import Trigger
+from core.stores.logs import LOG_KEY
+from core.tagging import compute_tag
 from devstack.stack import API_TOKEN, start_api
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
 from tests.integration.test_builds import WAIT_S
 from tests.integration.test_failures import cli
-from worker.buildstate import LOG_KEY
-from worker.specstore import Trigger
-from worker.states import BuildPhase
-from worker.tagging import compute_tag
 
 pytestmark = pytest.mark.integration
 SPECS_DB = 12
@@ -58,7 +59,7 @@ def test_apply_a_primehub_list_builds_new_specs_and_skips_unchanged_ones(stack, 
     assert second.stdout.count(": unchanged") == 3
     with BuildClient(stack.settings(SPECS_DB, **KEEP)) as client:
         for name in ("a", "b", "c"):
-            (entry,) = client.history(f"{unique}-{name}")
+            (entry,) = client.specs.history(f"{unique}-{name}")
             assert entry.trigger is Trigger.SPEC_CHANGED
             assert client.wait(entry.id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
     listed = json.loads(cli(stack, "spec", "list", "--json", redis_db=SPECS_DB).stdout)
@@ -68,14 +69,14 @@ def test_apply_a_primehub_list_builds_new_specs_and_skips_unchanged_ones(stack, 
 def test_an_edit_gives_a_new_tag_and_builds_it(stack, specs_worker, unique):
     with BuildClient(stack.settings(SPECS_DB, **KEEP)) as client:
         spec = {"name": unique, "baseImage": stack.busybox_base, "pullSecret": "private"}
-        stored, build = client.apply(spec)
+        stored, build = client.specs.apply(spec)
         client.wait(build.id, timeout_s=WAIT_S)
         # When the spec is edited so that its tag changes
-        edited, rebuild = client.apply({**spec, "baseImage": stack.debian_base})
+        edited, rebuild = client.specs.apply({**spec, "baseImage": stack.debian_base})
         # Then the new tag is built, recorded as spec-changed, newest first in the history
         assert edited.tag != stored.tag and edited.tag == compute_tag(edited.spec)
         assert client.wait(rebuild.id, timeout_s=WAIT_S).image.endswith(f":{edited.tag}")
-        newest, oldest = client.history(unique)
+        newest, oldest = client.specs.history(unique)
         assert (newest.tag, newest.trigger, oldest.tag) == (edited.tag, Trigger.SPEC_CHANGED, stored.tag)
 
 
@@ -83,25 +84,26 @@ def test_history_keeps_the_configured_counts_and_drops_the_rest_with_their_logs(
     with BuildClient(stack.settings(SPECS_DB, **KEEP)) as client:
         # Given a stored spec built five times successfully
         good = {"name": unique, "baseImage": stack.busybox_base, "pullSecret": "private"}
-        _, first = client.apply(good)
+        _, first = client.specs.apply(good)
         built = [first]
         for _ in range(4):
             client.wait(built[-1].id, timeout_s=WAIT_S)
-            built.append(client.build(unique, force=True))
+            built.append(client.specs.build(unique, force=True))
         client.wait(built[-1].id, timeout_s=WAIT_S)
         # And then three times failing (same tag: the pull secret is not part of it)
-        client.apply({**good, "pullSecret": "wrong"})
+        client.specs.apply({**good, "pullSecret": "wrong"})
         failed = []
         for _ in range(3):
-            failed.append(client.build(unique, force=True))
+            failed.append(client.specs.build(unique, force=True))
             client.wait(failed[-1].id, timeout_s=WAIT_S)
         # Then the history keeps the newest 2 succeeded and the newest 1 failed, and the others' logs are gone
-        kept = client.history(unique)
+        kept = client.specs.history(unique)
         assert [e.phase for e in kept] == [BuildPhase.FAILED, BuildPhase.SUCCEEDED, BuildPhase.SUCCEEDED]
         assert kept[0].id == failed[-1].id and kept[1].id == built[-1].id
         dropped = [b.id for b in built[:-2]] + [f.id for f in failed[:-1]]
-        assert not any(client.redis.exists(LOG_KEY.format(id=i)) for i in dropped)
-        assert all(client.redis.exists(LOG_KEY.format(id=e.id)) for e in kept)
+        logs = redis.Redis(port=stack.redis.port, db=SPECS_DB)
+        assert not any(logs.exists(LOG_KEY.format(id=i)) for i in dropped)
+        assert all(logs.exists(LOG_KEY.format(id=e.id)) for e in kept)
 
 
 def test_stored_specs_over_http(stack, specs_worker, unique):

@@ -12,17 +12,19 @@ from pathlib import Path
 import docker
 import pytest
 
+from core.errors import AuthFailed
+from core.phases import BuildPhase
+from core.reference import parse_reference
+from core.stored import Trigger
+from core.stores.connection import redis_client
+from core.stores.wiring import stores_on
 from devstack.baseimage import BUSYBOX_IMAGE, push
 from devstack.services import Registry
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
 from tests.integration.token_issuer import ANONYMOUS, Rule, TokenIssuer
 from worker.credentials import RegistryCredentials
-from worker.errors import AuthFailed
-from worker.reference import parse_reference
 from worker.registry import RegistryClient
-from worker.specstore import Trigger
-from worker.states import BuildPhase
 
 pytestmark = pytest.mark.integration
 TOKEN_DB = 16
@@ -197,16 +199,16 @@ def test_a_refused_scope_or_password_is_a_clear_auth_failure(hub, hub_client, un
 
 
 def test_the_scheduling_pass_checks_bases_with_heads_through_tokens(stack, hub, hub_client, unique):
-    from worker.app import create_app
+    from core.app import create_app
     from worker.scheduling import SchedulingPass
 
     # Given two stored specs built on the hub's base, both scheduled to rebuild when it changes
     for name in (f"{unique}-a", f"{unique}-b"):
-        _, build = hub_client.apply({"name": name, "baseImage": hub.base, "pullSecret": "hub"})
+        _, build = hub_client.specs.apply({"name": name, "baseImage": hub.base, "pullSecret": "hub"})
         assert hub_client.wait(build.id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
-        hub_client.set_schedule(name, every_s=1)
+        hub_client.schedules.set(name, every_s=1)
     settings = stack.settings(TOKEN_DB, **hub.env())
-    scheduling_pass = SchedulingPass(create_app(settings), settings, hub_client.stores)
+    scheduling_pass = SchedulingPass(create_app(settings), settings, stores_on(redis_client(settings), settings))
     tokens_before, since = len(hub.issuer.tokens_for(PULLER)), hub.log_size()
     # When a pass runs with the base unchanged
     unchanged = scheduling_pass.run(now=time.time() + 5)
@@ -220,6 +222,6 @@ def test_the_scheduling_pass_checks_bases_with_heads_through_tokens(stack, hub, 
     # Then both specs are rebuilt on the new base
     assert changed == {"base-changed": 2}
     for name in (f"{unique}-a", f"{unique}-b"):
-        (rebuild,) = [e for e in hub_client.history(name) if e.trigger is not Trigger.SPEC_CHANGED]
+        (rebuild,) = [e for e in hub_client.specs.history(name) if e.trigger is not Trigger.SPEC_CHANGED]
         result = hub_client.wait(rebuild.id, timeout_s=WAIT_S)
         assert result.phase is BuildPhase.SUCCEEDED and result.base_digest == new_base, result

@@ -12,8 +12,15 @@ import httpx
 import pytest
 import redis
 
-from config.celery_config import BUILD_QUEUE, CHECK_QUEUE, redis_client
+from config.celery_config import BUILD_QUEUE, CHECK_QUEUE
 from config.settings import Settings
+from core.reference import parse_reference
+from core.spec import parse_spec
+from core.stored import Trigger
+from core.stores.connection import redis_client
+from core.stores.specs import SpecStore
+from core.stores.triggers import RECHECK_KEY, TriggerStore
+from core.stores.wiring import stores_on
 from devstack.baseimage import DEBIAN_IMAGE
 from devstack.stack import start_api
 from producer.client import BuildClient
@@ -22,11 +29,6 @@ from tests.integration.helpers import wait_for
 from tests.integration.test_builds import WAIT_S
 from tests.integration.test_schedules import push_base
 from worker.basewatch import recheck_limit
-from worker.reference import parse_reference
-from worker.spec import parse_spec
-from worker.specstore import SpecStore, Trigger
-from worker.stores import stores_on
-from worker.triggerstore import RECHECK_KEY, TriggerStore
 
 pytestmark = pytest.mark.integration
 TRIGGERS_DB = 27
@@ -75,15 +77,15 @@ def test_replays_of_an_unchanged_push_build_nothing_when_the_last_success_was_sk
     # Given a spec built once, then built again without force: its newest success is a skip, which pulled nothing
     repository = f"sk-{unique}/base"
     digest = push_base(stack, f"{stack.private_registry.host}/{repository}", "1")
-    _, first = client.apply({"name": unique, "baseImage": f"{stack.private_registry.host}/{repository}:1",
+    _, first = client.specs.apply({"name": unique, "baseImage": f"{stack.private_registry.host}/{repository}:1",
                              "pullSecret": "private"})
     assert client.wait(first.id, timeout_s=WAIT_S).succeeded
-    skipped = client.wait(client.build(unique).id, timeout_s=WAIT_S)
+    skipped = client.wait(client.specs.build(unique).id, timeout_s=WAIT_S)
     assert skipped.skipped and skipped.base_digest is None
     # When the registry notifies of that same, unchanged base five times
     replay(url, stack.private_registry.host, repository, worker)
     # Then no build was queued, and the skipped build's history now says which base its image was built on
-    history = client.history(unique)
+    history = client.specs.history(unique)
     assert [entry.id for entry in history] == [skipped.id, first.id]
     assert history[0].base_digest == digest
 
@@ -94,21 +96,21 @@ def test_a_spec_that_never_succeeded_is_built_once_per_base_digest_and_its_failu
     # Given a spec that fails to build on its base (busybox has no pip), and has never succeeded
     repository = f"ns-{unique}/base"
     push_base(stack, f"{stack.private_registry.host}/{repository}", "1")
-    _, first = client.apply({"name": unique, "baseImage": f"{stack.private_registry.host}/{repository}:1",
+    _, first = client.specs.apply({"name": unique, "baseImage": f"{stack.private_registry.host}/{repository}:1",
                              "pullSecret": "private", "packages": {"pip": ["six"]}})
     assert not client.wait(first.id, timeout_s=WAIT_S).succeeded
     # When a new version of its base is pushed and notified five times
     push_base(stack, f"{stack.private_registry.host}/{repository}", "2")
     replay(url, stack.private_registry.host, repository, worker)
     # Then exactly one build was made on it, and it failed (its failure stays in the history, and is not retried)
-    pushed = [e for e in client.history(unique) if e.trigger is Trigger.BASE_PUSHED]
+    pushed = [e for e in client.specs.history(unique) if e.trigger is Trigger.BASE_PUSHED]
     assert len(pushed) == 1 and client.wait(pushed[0].id, timeout_s=WAIT_S).phase.value == "Failed"
     replay(url, stack.private_registry.host, repository, worker, times=2)
-    assert [e.id for e in client.history(unique) if e.trigger is Trigger.BASE_PUSHED] == [pushed[0].id]
+    assert [e.id for e in client.specs.history(unique) if e.trigger is Trigger.BASE_PUSHED] == [pushed[0].id]
     # And a base that changes again is built once more
     push_base(stack, f"{stack.private_registry.host}/{repository}", "3")
     replay(url, stack.private_registry.host, repository, worker, times=2)
-    assert len([e for e in client.history(unique) if e.trigger is Trigger.BASE_PUSHED]) == 2
+    assert len([e for e in client.specs.history(unique) if e.trigger is Trigger.BASE_PUSHED]) == 2
 
 
 def test_notifications_during_a_running_build_wait_in_one_recheck_and_make_at_most_one_more_build(
@@ -118,7 +120,7 @@ def test_notifications_during_a_running_build_wait_in_one_recheck_and_make_at_mo
     repository = f"run-{unique}/debian"
     base = f"{stack.private_registry.host}/{repository}"
     first = push_base(stack, base, "1", DEBIAN_IMAGE)
-    _, build = client.apply({"name": unique, "baseImage": f"{base}:1", "pullSecret": "private",
+    _, build = client.specs.apply({"name": unique, "baseImage": f"{base}:1", "pullSecret": "private",
                              "packages": {"apt": ["tree", "file"]}})
     wait_for(lambda: client.status(build.id).step is not None and client.status(build.id).step.value == "building",
              "the build to be past its pull", 60)
@@ -128,15 +130,16 @@ def test_notifications_during_a_running_build_wait_in_one_recheck_and_make_at_mo
     replay(url, stack.private_registry.host, repository, worker, times=10)
     # Then one recheck of that base is pending, whatever the number of notifications
     recheck = RECHECK_KEY.format(base=str(parse_reference(f"{base}:1")))
-    assert client.redis.exists(recheck) and client.status(build.id).phase.value == "Running"
-    holders = {client.redis.get(recheck)}
+    conn = redis.Redis(port=stack.redis.port, db=TRIGGERS_DB, decode_responses=True)
+    assert conn.exists(recheck) and client.status(build.id).phase.value == "Running"
+    holders = {conn.get(recheck)}
     # And once the build ends on v1, exactly one rebuild follows, on v2, after which nothing more is built
     assert client.wait(build.id, timeout_s=WAIT_S).base_digest == first
-    wait_for(lambda: [e for e in client.history(unique) if e.trigger is Trigger.BASE_PUSHED], "the rebuild", 60)
-    (rebuild,) = [e for e in client.history(unique) if e.trigger is Trigger.BASE_PUSHED]
+    wait_for(lambda: [e for e in client.specs.history(unique) if e.trigger is Trigger.BASE_PUSHED], "the rebuild", 60)
+    (rebuild,) = [e for e in client.specs.history(unique) if e.trigger is Trigger.BASE_PUSHED]
     assert client.wait(rebuild.id, timeout_s=WAIT_S).base_digest == second
-    wait_for(lambda: not client.redis.exists(recheck), "the recheck to end", 60)
-    assert len(client.history(unique)) == 2
+    wait_for(lambda: not conn.exists(recheck), "the recheck to end", 60)
+    assert len(client.specs.history(unique)) == 2
     # And every retry in between was that one task's
     retried = set(re.findall(r"imagebuilder\.bases_pushed\[([^\]]+)\] retry", worker.log_text[log_start:]))
     assert retried == holders

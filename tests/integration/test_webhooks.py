@@ -9,24 +9,24 @@ import re
 import secrets
 import time
 
+import docker
 import httpx
 import pytest
 
-import docker
+from core.phases import BuildPhase, BuildStep
+from core.reference import parse_reference
+from core.spec import parse_spec
+from core.stored import Trigger
+from core.stores.connection import redis_client
+from core.stores.wiring import stores_on
 from devstack.baseimage import DEBIAN_IMAGE, push
 from devstack.services import Notifications, Registry
 from devstack.stack import PULL_PASSWORD, PULL_USER, start_api, start_beat
-from config.celery_config import redis_client
 from producer.client import BuildClient
 from tests.integration.conftest import AUTH, start_worker
 from tests.integration.helpers import wait_for
 from tests.integration.test_builds import WAIT_S
 from tests.integration.test_schedules import push_base
-from worker.reference import parse_reference
-from worker.spec import parse_spec
-from worker.specstore import Trigger
-from worker.stores import stores_on
-from worker.states import BuildPhase, BuildStep
 
 pytestmark = pytest.mark.integration
 HOOKS_DB = 19
@@ -64,7 +64,7 @@ def hooks_client(stack, hooks):
 
 
 def on_push(client, name):
-    return [e for e in client.history(name) if e.trigger in (Trigger.BASE_PUSHED, Trigger.BASE_REBUILT)]
+    return [e for e in client.specs.history(name) if e.trigger in (Trigger.BASE_PUSHED, Trigger.BASE_REBUILT)]
 
 
 def checks_done(worker) -> int:
@@ -76,7 +76,7 @@ def built_on_notifying_base(stack, client, hooks, unique, name=None) -> tuple[st
     """A stored spec on a base in the notifying registry, built once; the base's repository and digest."""
     repository = f"{hooks[3].host}/hooks-{unique}/base"
     digest = push_base(stack, repository, "1")
-    _, build = client.apply({"name": name or unique, "baseImage": f"{repository}:1", "pullSecret": NOTIFYING_SECRET})
+    _, build = client.specs.apply({"name": name or unique, "baseImage": f"{repository}:1", "pullSecret": NOTIFYING_SECRET})
     assert client.wait(build.id, timeout_s=WAIT_S).base_digest == digest
     return repository, digest
 
@@ -108,9 +108,9 @@ def test_a_chain_rebuilds_parent_then_child_then_grandchild_each_once(stack, hoo
     # Given A on a notifying base, B built on A's image and C on B's, each built once
     a, b, c = f"{unique}-a", f"{unique}-b", f"{unique}-c"
     repository, _ = built_on_notifying_base(stack, hooks_client, hooks, unique, name=a)
-    image = hooks_client.status(hooks_client.history(a)[0].id).image
+    image = hooks_client.status(hooks_client.specs.history(a)[0].id).image
     for child in (b, c):
-        _, build = hooks_client.apply({"name": child, "baseImage": image})
+        _, build = hooks_client.specs.apply({"name": child, "baseImage": image})
         assert hooks_client.wait(build.id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
         image = build.image
     # When A's base is pushed anew
@@ -137,15 +137,15 @@ def test_a_chain_rebuilds_parent_then_child_then_grandchild_each_once(stack, hoo
 def test_a_spec_that_would_close_a_cycle_is_refused_naming_it(hooks, hooks_client, unique):
     # Given A on some base, and B built on A's image (neither needs to have been built)
     a, b = f"{unique}-a", f"{unique}-b"
-    _, of_a = hooks_client.apply({"name": a, "baseImage": f"{hooks[3].host}/plain/base:1"})
-    _, of_b = hooks_client.apply({"name": b, "baseImage": of_a.image})
+    _, of_a = hooks_client.specs.apply({"name": a, "baseImage": f"{hooks[3].host}/plain/base:1"})
+    _, of_b = hooks_client.specs.apply({"name": b, "baseImage": of_a.image})
     image_of_b = of_b.image
     # When A is changed to build on B's image
     with httpx.Client(base_url=hooks[2], headers=AUTH) as http:
         answer = http.put(f"/specs/{a}", json={"baseImage": image_of_b})
     # Then it is refused, naming the cycle, and A is unchanged
     assert answer.status_code == 422 and f"{a} -> {b} -> {a}" in answer.json()["detail"], answer.text
-    assert hooks_client.spec(a).spec.base_image == f"{hooks[3].host}/plain/base:1"
+    assert hooks_client.specs.get(a).spec.base_image == f"{hooks[3].host}/plain/base:1"
 
 
 def test_a_push_while_the_specs_build_runs_is_checked_again_after_it(stack, hooks, hooks_client, unique):
@@ -153,7 +153,7 @@ def test_a_push_while_the_specs_build_runs_is_checked_again_after_it(stack, hook
     # Given a spec whose build on base v1 is past its pull (a Debian base that apt takes a while on)
     repository = f"{stack.private_registry.host}/hooks-{unique}/debian"
     first = push_base(stack, repository, "1", DEBIAN_IMAGE)
-    _, build = hooks_client.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": "private",
+    _, build = hooks_client.specs.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": "private",
                                    "packages": {"apt": ["tree", "file"]}})
     wait_for(lambda: hooks_client.status(build.id).step is BuildStep.BUILDING, "the build to be past its pull", 60)
     # When v2 is pushed and its registry's notification arrives while that build runs
@@ -178,7 +178,7 @@ def test_a_wrong_or_missing_token_gets_401_and_nothing_is_built(stack, hooks, ho
     # notification naming it would rebuild it
     repository = f"{stack.private_registry.host}/hooks-{unique}/base"
     push_base(stack, repository, "1")
-    _, build = hooks_client.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": "private"})
+    _, build = hooks_client.specs.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": "private"})
     assert hooks_client.wait(build.id, timeout_s=WAIT_S).succeeded
     push_base(stack, repository, "2")
     checked = checks_done(worker)
@@ -193,7 +193,7 @@ def test_a_wrong_or_missing_token_gets_401_and_nothing_is_built(stack, hooks, ho
         time.sleep(2)
         # Then each got 401, no check ran and nothing was built
         assert answers == [401, 401, 401, 401]
-        assert checks_done(worker) == checked and [e.id for e in hooks_client.history(unique)] == [build.id]
+        assert checks_done(worker) == checked and [e.id for e in hooks_client.specs.history(unique)] == [build.id]
         # And the same notification with the webhook token does rebuild it (so the refusals were what held it)
         valid = http.post("/hooks/registry", json=envelope, headers={"Authorization": f"Bearer {HOOK_TOKEN}"})
     assert valid.status_code == 202 and valid.json()["checking"] == [f"{repository}:1"]
@@ -224,18 +224,18 @@ def test_a_schedule_tick_after_a_webhook_rebuild_finds_the_digest_unchanged(stac
     push_base(stack, repository, "2")
     wait_for(lambda: on_push(hooks_client, unique), "a base-pushed build", 30)
     assert hooks_client.wait(on_push(hooks_client, unique)[0].id, timeout_s=WAIT_S).succeeded
-    builds = len(hooks_client.history(unique))
+    builds = len(hooks_client.specs.history(unique))
     # When a schedule checks it (every second, on base changes)
     beat = start_beat(stack, f"hooks-{unique}", HOOKS_DB, **FAST)
     try:
-        hooks_client.set_schedule(unique, every_s=1)
-        wait_for(lambda: hooks_client.schedule(unique).last_checked is not None, "a scheduled check", 30)
+        hooks_client.schedules.set(unique, every_s=1)
+        wait_for(lambda: hooks_client.schedules.get(unique).last_checked is not None, "a scheduled check", 30)
         time.sleep(2)
     finally:
         beat.process.stop()
     # Then it found the digest unchanged: nothing was built
-    assert len(hooks_client.history(unique)) == builds
-    assert hooks_client.schedule(unique).last_error is None
+    assert len(hooks_client.specs.history(unique)) == builds
+    assert hooks_client.schedules.get(unique).last_error is None
 
 
 def test_the_index_by_base_follows_edits_and_deletes_and_covers_specs_stored_before_it(stack, unique):
@@ -271,7 +271,7 @@ def test_a_push_whose_registry_is_away_at_the_check_is_checked_again_when_it_is_
     try:
         repository = f"{registry.host}/away/base"
         push_base(stack, repository, "1")
-        _, build = hooks_client.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": secret.name})
+        _, build = hooks_client.specs.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": secret.name})
         assert hooks_client.wait(build.id, timeout_s=WAIT_S).succeeded
         new = push_base(stack, repository, "2")
         # When its notification is checked while the registry is down

@@ -10,9 +10,15 @@ import tracemalloc
 import pytest
 import yaml
 
-from producer.boundedyaml import MAX_YAML_CHARS, MAX_YAML_DEPTH_LEVELS, MAX_YAML_NODES, load_all, load_one
+from core.errors import InvalidSpec
+from producer.boundedyaml import (
+    MAX_YAML_CHARS,
+    MAX_YAML_DEPTH_LEVELS,
+    MAX_YAML_NODES,
+    load_all,
+    load_one,
+)
 from producer.specfile import load_spec_file, load_spec_files, load_spec_text
-from worker.errors import InvalidSpec
 
 # The classic: nine levels of ten aliases, 10^9 "lol"s once expanded, in 666 bytes.
 BILLION_LAUGHS = "lol1: &lol1 [" + ",".join(['"lol"'] * 10) + "]\n" + "".join(

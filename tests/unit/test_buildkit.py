@@ -6,7 +6,13 @@ import json
 import os
 from pathlib import Path
 
-from worker.buildkit import BuildKitProcess, BuildKitRun, DockerCli, cli_environment, client_config
+from worker.builders.buildkit import (
+    BuildKitProcess,
+    BuildKitRun,
+    DockerCli,
+    cli_environment,
+    client_config,
+)
 from worker.credentials import RegistryCredentials
 
 CLI = DockerCli("/usr/bin/docker", "20.10.24")

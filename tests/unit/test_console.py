@@ -5,10 +5,18 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from core.schedule import Schedule
 from producer.console.forms import GENERAL, SpecForm, field_of, imported
-from producer.console.present import age, chart_bars, in_zone, reached, span, timing, without_ansi
+from producer.console.present import (
+    age,
+    chart_bars,
+    in_zone,
+    reached,
+    span,
+    timing,
+    without_ansi,
+)
 from producer.overview import HourOfBuilds, SpecPage, percentile
-from worker.schedules import Schedule
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from config.settings import Settings
+from core.errors import PullSecretError
 from worker.credentials import PullSecretStore, RegistryCredentials, push_credentials
-from worker.errors import PullSecretError
 
 
 def b64(text):

@@ -9,10 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.dockerfile import CA_CONTEXT_NAME, CA_IMAGE_PATH, BuildInputs, build_context, render_dockerfile
-from worker.errors import BuildStepFailed, InvalidSpec
-from worker.packages import conda_install_args
-from worker.spec import parse_spec
+from core.errors import BuildStepFailed, InvalidSpec
+from core.packages import conda_install_args
+from core.spec import parse_spec
+from worker.dockerfile import (
+    CA_CONTEXT_NAME,
+    CA_IMAGE_PATH,
+    BuildInputs,
+    build_context,
+    render_dockerfile,
+)
 
 CREATED = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 INPUTS = BuildInputs(tag="caa3311e", created=CREATED, base_user="jovyan", base_digest="sha256:" + "ab" * 32)
@@ -80,7 +86,7 @@ def test_conda_channel_lines_become_channels_of_the_one_install():
 def test_the_longest_allowed_lists_render_run_lines_under_the_kernels_argument_limit():
     # Given the largest lists the spec allows, and every setting that lengthens a RUN line at its longest
     from config.settings import MAX_PIP_INDEX_URL_CHARS
-    from worker.packages import MAX_ARG_STRLEN, MAX_INSTALL_ARGS_BYTES
+    from core.packages import MAX_ARG_STRLEN, MAX_INSTALL_ARGS_BYTES
 
     items = [f"{'p' * 490}{i:04d}" for i in range(MAX_INSTALL_ARGS_BYTES // 496)]
     inputs = BuildInputs(tag="t", created=CREATED, ca_bundle=True,  # plain http: its host is repeated, trusted

@@ -4,19 +4,19 @@ import re
 
 import pytest
 
-from config.settings import SettingsError
-from producer.edge import BearerTokens
-from producer.livelog import sse_event
-from producer.outcomes import OUTCOMES, outcome_of
-from worker.errors import (
+from core.errors import (
     AlreadyFinished,
     AuthFailed,
     ConfigurationError,
     FeatureDisabled,
     InvalidSpec,
+    SettingsError,
     StoreUnavailable,
     UnknownBuild,
 )
+from core.outcomes import OUTCOMES, outcome_of
+from producer.edge import BearerTokens
+from producer.livelog import sse_event
 
 
 def test_a_token_matches_only_as_a_bearer_token():

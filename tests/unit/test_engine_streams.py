@@ -7,8 +7,8 @@ import threading
 import docker
 import pytest
 
+from core.errors import BuildCancelled, DaemonUnavailable, PushFailed, RetryableError
 from worker.engine import Engine, _lines_of
-from worker.errors import BuildCancelled, DaemonUnavailable, PushFailed, RetryableError
 from worker.registry import error_for_message
 
 PUSH_STREAM = [

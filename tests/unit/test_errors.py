@@ -2,7 +2,7 @@
 
 import pytest
 
-from worker.errors import (
+from core.errors import (
     AuthFailed,
     BaseImageNotFound,
     FatalError,

@@ -8,20 +8,20 @@ import logging
 import pytest
 
 from config.settings import Settings
+from core.errors import InvalidRequest
+from core.imagechain import ImageChains
+from core.reference import parse_reference
+from core.stores.specs import base_key
 from producer.edge import HookTokensHidden
 from producer.hooks import (
     MAX_PUSHED_REPOSITORIES,
     MAX_PUSHED_TAGS,
-    _json_body,
     bounded,
     in_scope,
+    json_body,
     pushed_in_docker_hub_event,
     pushed_in_registry_event,
 )
-from worker.errors import InvalidRequest
-from worker.imagechain import ImageChains
-from worker.reference import parse_reference
-from worker.specstore import base_key
 
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -147,9 +147,9 @@ def test_an_event_with_a_field_of_another_type_is_ignored(event):
 
 def test_json_nested_past_the_parsers_depth_is_bad_input():
     with pytest.raises(InvalidRequest, match="nested too deeply"):
-        _json_body(b"[" * 100_000 + b"]" * 100_000)
+        json_body(b"[" * 100_000 + b"]" * 100_000)
     with pytest.raises(InvalidRequest, match="not JSON"):
-        _json_body(b"\xff\xfe{}")
+        json_body(b"\xff\xfe{}")
 
 
 def test_the_access_log_shows_the_docker_hub_hook_without_its_token(caplog):

@@ -7,12 +7,19 @@ import json
 import pytest
 import redis
 
-from producer.livelog import KEEPALIVE, MAX_SEND_BYTES, BuildFeed, LiveLogs, Places, sse_event
+from core.errors import UnknownBuild
+from core.phases import BuildPhase
+from core.result import BuildResult, utcnow
+from core.stores.logs import LogChunk
+from producer.livelog import (
+    KEEPALIVE,
+    MAX_SEND_BYTES,
+    BuildFeed,
+    LiveLogs,
+    Places,
+    sse_event,
+)
 from tests.apart import run_apart
-from worker.buildstate import LogChunk
-from worker.errors import UnknownBuild
-from worker.result import BuildResult, utcnow
-from worker.states import BuildPhase
 
 QUICK_S = 0.05  # the stand-in's longest wait for news, in place of a read's second
 SCOPE = {"type": "http", "asgi": {"spec_version": "2.3"}}  # what uvicorn's HTTP/1.1 servers say

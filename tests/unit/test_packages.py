@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from worker.packages import (
+from core.packages import (
     MAX_INSTALL_ARGS_BYTES,
     check_apt,
     check_conda,

@@ -3,8 +3,8 @@ use it, and never to a link-local or cloud metadata address (literal addresses h
 
 import pytest
 
+from core.errors import UnsafeTokenRealm
 from worker.credentials import RegistryCredentials
-from worker.errors import UnsafeTokenRealm
 from worker.registry import RegistryClient
 
 

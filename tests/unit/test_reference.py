@@ -2,7 +2,12 @@
 
 import pytest
 
-from worker.reference import is_loopback, normalise_registry, parse_reference, plain_http_allowed
+from core.reference import (
+    is_loopback,
+    normalise_registry,
+    parse_reference,
+    plain_http_allowed,
+)
 
 
 @pytest.mark.parametrize(

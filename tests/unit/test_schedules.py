@@ -4,8 +4,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from worker.errors import InvalidSpec
-from worker.schedules import next_cron_time, parse_schedule
+from core.errors import InvalidSpec
+from core.schedule import next_cron_time, parse_schedule
 
 
 def utc(*args):

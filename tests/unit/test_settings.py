@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from config.celery_config import celery_config, check_delivery_settings
-from config.settings import Settings, SettingsError, load_settings
+from config.settings import Settings, load_settings
+from core.errors import SettingsError
 
 
 def test_seed_variables_are_read_by_their_exact_names(monkeypatch):

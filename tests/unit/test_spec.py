@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.errors import InvalidSpec
-from worker.spec import ImageSpec, parse_spec
+from core.errors import InvalidSpec
+from core.spec import ImageSpec, parse_spec
 
 PLAIN = {
     "name": "test-build",
@@ -81,7 +81,7 @@ def test_every_bad_item_is_reported_not_just_the_first():
 
 
 def test_null_package_lists_mean_empty_and_give_the_same_tag():
-    from worker.tagging import compute_tag
+    from core.tagging import compute_tag
 
     plain = parse_spec({"name": "x", "baseImage": "debian"})
     for packages in (None, {"apt": None}, {"apt": None, "pip": None, "conda": None}):
@@ -99,7 +99,7 @@ def test_a_resource_whose_metadata_or_spec_is_not_an_object_is_refused_naming_it
 
 
 def test_the_path_names_a_spec_whose_body_does_not():
-    from worker.spec import spec_named
+    from core.spec import spec_named
 
     resource = {"apiVersion": "primehub.io/v1alpha1", "kind": "ImageSpec", "spec": {"baseImage": "debian"}}
     assert parse_spec(spec_named(resource, "x")).name == "x"

@@ -3,10 +3,16 @@
 import pytest
 
 from config.settings import Settings
-from worker.errors import ConfigurationError, InvalidSpec
-from worker.spec import parse_spec
-from worker.reference import parse_reference
-from worker.tagging import builder_of, compute_tag, resolve_target, target_for, target_repository
+from core.errors import ConfigurationError, InvalidSpec
+from core.reference import parse_reference
+from core.spec import parse_spec
+from core.tagging import (
+    builder_of,
+    compute_tag,
+    resolve_target,
+    target_for,
+    target_repository,
+)
 
 BASE = "registry.gitlab.com/infuseai/docker-stacks/scipy-notebook"
 

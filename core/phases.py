@@ -1,4 +1,4 @@
-"""Build phases and steps; `str` enums so they serialise to JSON and Redis as they are."""
+"""Build phases and steps, each list written once; `str` enums so they serialise to JSON and Redis as they are."""
 
 from enum import Enum
 
@@ -26,12 +26,23 @@ LUA_IS_FINAL = (
 
 
 class BuildStep(str, Enum):
-    """What a running build is doing now; also the Celery custom state name, upper-cased."""
+    """The steps of a build, in the order the worker's pipeline runs them (worker/pipeline.py). The reported ones
+    are the build's `step` while they run, its Celery custom state (upper-cased), a metrics label and a stage of
+    the console's progress; checking and rendering take no time worth a stage."""
 
+    CHECKING = "checking"  # is the target there already? (a skipped build ends here)
     PULLING = "pulling"  # pulling the base image with its pull secret
+    RENDERING = "rendering"  # the Dockerfile, from the spec
     BUILDING = "building"  # running the rendered Dockerfile on the engine
     PUSHING = "pushing"  # pushing the image to the target registry
 
     @property
+    def reported(self) -> bool:
+        return self in REPORTED_STEPS
+
+    @property
     def celery_state(self) -> str:
         return self.value.upper()
+
+
+REPORTED_STEPS = (BuildStep.PULLING, BuildStep.BUILDING, BuildStep.PUSHING)

@@ -6,9 +6,14 @@ import hashlib
 import re
 
 from config.settings import Settings
-from worker.errors import ConfigurationError, FeatureDisabled, InvalidSpec
-from worker.reference import ImageReference, is_valid_tag, normalise_registry, parse_reference
-from worker.spec import ImageSpec
+from core.errors import ConfigurationError, FeatureDisabled, InvalidSpec
+from core.reference import (
+    ImageReference,
+    is_valid_tag,
+    normalise_registry,
+    parse_reference,
+)
+from core.spec import ImageSpec
 
 TAG_LEN = 8
 _SINGLE_REPO_TAG = re.compile(rf"(?P<name>.+)-[0-9a-f]{{{TAG_LEN}}}")  # target_for's `<name>-<tag>`

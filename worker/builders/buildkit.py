@@ -1,5 +1,5 @@
-"""BuildKit builds through the Docker CLI (docker-py cannot drive BuildKit): which client can run them, the build
-process with its plain progress read line by line, and stopping it. What a failure means is engine.py's to say."""
+"""The BuildKit builder, through the Docker CLI (docker-py cannot drive BuildKit): which client can run it, the build
+process with its plain progress read line by line, and stopping it. What a failure means is the engine's to say."""
 
 from __future__ import annotations
 
@@ -16,13 +16,20 @@ import signal
 import subprocess
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from core.errors import BuilderUnavailable, ConfigurationError
 from worker.credentials import RegistryCredentials
-from worker.dockerfile import build_context
+from worker.dockerfile import REBUILD_ARG, build_context
+from worker.engine import Engine
+
+if TYPE_CHECKING:
+    from worker.builders import BuildJob
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +48,49 @@ _CACHED_RE = re.compile(r"#(\d+) CACHED")
 _NOISE_RE = re.compile(r"#\d+ sha256:[0-9a-f]{64}$")
 
 
-class BuildKitUnavailable(Exception):
-    """No Docker client here can run BuildKit builds; the message says what was tried."""
+class BuildKitBuilder:
+    """Builds with the engine's BuildKit through a Docker client found at worker start. Inline cache metadata goes
+    into every image, so that another host can reuse its layers (`--cache-from`); `--force` rebuilds every layer
+    (a build argument changes) but keeps the download caches."""
+
+    cache_mounts = True
+    imports_cache = True
+
+    def __init__(self, cli: DockerCli, platforms: frozenset[str]):
+        self._cli = cli
+        self._platforms = platforms
+
+    def __str__(self) -> str:
+        return f"BuildKit through {self._cli}"
+
+    def platforms(self) -> frozenset[str]:
+        return self._platforms
+
+    def build(self, engine: Engine, job: BuildJob) -> str:
+        """A failing step is fatal, with the command and the client's last lines; an engine that went away is
+        retryable; a cancel or timeout raises what the watch decided."""
+        job.on_line(f"BuildKit through {self._cli}; importing cache from {', '.join(job.cache_from)}")
+        build_args = {"BUILDKIT_INLINE_CACHE": "1"} | ({REBUILD_ARG: uuid.uuid4().hex} if job.force else {})
+        run = BuildKitRun(self._cli, job.target, cache_from=job.cache_from, build_args=build_args)
+        process = BuildKitProcess(job.on_line, job.check)
+        engine.tracking(process)
+        image_id = self._run(process, run, job)
+        job.check()  # killed on cancel or timeout: say that, not what the killed client printed
+        if image_id:
+            return image_id
+        tail = run.tail or collections.deque()
+        message = next((line for line in reversed(tail) if line and not line.startswith("-")),
+                       f"the Docker client exited with status {run.returncode}")
+        raise engine.failure(message, tail)
+
+    def _run(self, process: BuildKitProcess, run: BuildKitRun, job: BuildJob) -> str:
+        with client_config(job.credentials) as config_dir:
+            try:
+                return process.run(run, job.context, config_dir)
+            except OSError as e:
+                logger.error("cannot run the Docker client %s: %s", run.cli.path, e)
+                raise ConfigurationError("the worker cannot run its Docker client (IMAGEBUILDER_DOCKER_CLI, or the "
+                                         f"first `docker` on PATH): {e.strerror or type(e).__name__}") from None
 
 
 @dataclass(frozen=True)
@@ -66,7 +114,7 @@ def find_buildkit_cli(explicit: str = "") -> DockerCli:
         if reason is None:
             return DockerCli(path, _client_version(path))
         failures.append(f"{path}: {reason}")
-    raise BuildKitUnavailable("no Docker client here runs BuildKit builds (" + ("; ".join(failures)
+    raise BuilderUnavailable("no Docker client here runs BuildKit builds (" + ("; ".join(failures)
                                                                                  or "no `docker` on PATH") + ")")
 
 

@@ -5,11 +5,11 @@ repository its images are pushed to (and, in single-repository mode, under its `
 from __future__ import annotations
 
 from config.settings import Settings
-from worker.errors import InvalidSpec
-from worker.reference import ImageReference, parse_reference
-from worker.spec import ImageSpec
-from worker.specstore import SpecReader, SpecStore
-from worker.tagging import builder_of, single_repository_name, target_repository
+from core.errors import InvalidSpec
+from core.reference import ImageReference, parse_reference
+from core.spec import ImageSpec
+from core.stores.specs import SpecReader, SpecStore
+from core.tagging import builder_of, single_repository_name, target_repository
 
 
 class ImageChains:

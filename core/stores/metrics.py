@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import redis
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from config.celery_config import BUILD_QUEUE
-from worker.buildstate import builds_running
-from worker.result import BuildResult, utcnow
+from core.phases import REPORTED_STEPS
+from core.result import BuildResult, utcnow
+from core.stores.builds import builds_running
 
 FINISHED_KEY = "imagebuilder:metrics:finished"  # hash: final phase -> builds
 STEP_KEY = "imagebuilder:metrics:step:{step}"  # hash: bucket bound -> count, plus `sum` and `count`
@@ -22,10 +29,12 @@ WORKERS_KEY = "imagebuilder:workers"  # sorted set: worker hostname -> when it c
 HOURLY_KEY = "imagebuilder:metrics:hour:{hour}"  # hash: final phase -> builds that ended in that hour
 DURATIONS_KEY = "imagebuilder:metrics:durations"  # list of "ended_at duration_s" for the newest runs
 WORKER_SEEN_TTL_S = 30.0  # a worker not heard of for this long counts as gone
+# Where a worker leaves its node name, for `imagebuilder health --worker` in the same container
+WORKER_NAME_FILE = Path(tempfile.gettempdir()) / "imagebuilder-worker-name"
 HOURS_SHOWN = 24
 DURATIONS_KEPT = 1000
 STEP_BUCKETS_S = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
-STEPS = ("pulling", "building", "pushing")
+STEPS = tuple(step.value for step in REPORTED_STEPS)
 
 
 class Metrics:

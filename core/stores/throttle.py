@@ -9,7 +9,7 @@ from enum import Enum
 
 import redis.asyncio
 
-from worker.stores import store_errors
+from core.stores.connection import store_errors
 
 FAILURES_KEY = "imagebuilder:auth-failures:{door}:{client}"  # failed credentials in the current window
 IPV6_CLIENT_PREFIX_BITS = 64  # one IPv6 client (a host, a home) holds a whole /64: counted as one

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict
 
-from worker.states import BuildPhase, BuildStep
+from core.phases import BuildPhase, BuildStep
 
 
 def utcnow() -> datetime:

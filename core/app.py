@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from celery import Celery
 
 from config.celery_config import celery_config
 from config.settings import Settings
-
-if TYPE_CHECKING:
-    from worker.buildkit import DockerCli
 
 
 class ImageBuilderCelery(Celery):
@@ -19,7 +14,6 @@ class ImageBuilderCelery(Celery):
     def __init__(self, settings: Settings, *, results: bool = True):
         super().__init__("imagebuilder", set_as_current=False)
         self.settings = settings
-        self.buildkit_cli: DockerCli | None = None  # chosen at worker start (worker/main.py); None: classic builds
         config = celery_config(settings)
         if not results:
             config["result_backend"] = None

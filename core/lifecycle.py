@@ -6,15 +6,17 @@ metrics and the schedule, and the log's end marker comes last, so whoever waits 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-from worker.buildstate import BuildLog, BuildState
-from worker.metrics import Metrics
-from worker.reference import parse_reference
-from worker.result import BuildResult
-from worker.schedules import ScheduleStore
-from worker.specstore import SCHEDULED_TRIGGERS, SpecStore
-from worker.states import BuildPhase
+from core.events import IMAGE_CHANGED
+from core.phases import BuildPhase
+from core.reference import parse_reference
+from core.result import BuildResult
+from core.stored import SCHEDULED_TRIGGERS
+from core.stores.builds import BuildState
+from core.stores.logs import BuildLog
+from core.stores.metrics import Metrics
+from core.stores.schedules import ScheduleStore
+from core.stores.specs import SpecStore
 
 logger = logging.getLogger(__name__)
 
@@ -23,14 +25,12 @@ class Lifecycle:
     """Moves build records through their phases and mirrors each change into the spec's history."""
 
     def __init__(self, state: BuildState, log: BuildLog, specs: SpecStore, schedules: ScheduleStore,
-                 metrics: Metrics, announce_rebuilt: Callable[[str], None] | None = None):
+                 metrics: Metrics):
         self._state = state
         self._log = log
         self._specs = specs
         self._schedules = schedules
         self._metrics = metrics
-        # Told of a stored spec's new image that other specs are built on (a worker queues their check)
-        self._announce_rebuilt = announce_rebuilt
 
     def start(self, running: BuildResult) -> tuple[str, bool]:
         """'started'; or 'ended' / 'cancelled' (nothing written) when the build must not run. Also whether the
@@ -66,13 +66,11 @@ class Lifecycle:
         return True
 
     def _downstream(self, image: str) -> None:
-        """Announce a new image to the specs built on it. The build has ended whatever happens here: a lost
-        announcement leaves those specs to their schedules or the next push."""
-        if self._announce_rebuilt is None:
-            return
+        """Announce a new image that stored specs are built on (IMAGE_CHANGED). The build has ended whatever
+        happens here: a lost announcement leaves those specs to their schedules or the next push."""
         try:
             if self._specs.based_on([parse_reference(image)]):
-                self._announce_rebuilt(image)
+                IMAGE_CHANGED.send(image)
         except Exception:
             logger.exception("could not announce %s to the specs built on it", image)
 

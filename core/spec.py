@@ -6,11 +6,19 @@ import json
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from worker.errors import InvalidSpec
-from worker.packages import (
+from core.errors import InvalidSpec
+from core.packages import (
     MAX_ITEM_CHARS,
     MAX_ITEMS,
     check_apt,
@@ -19,7 +27,7 @@ from worker.packages import (
     check_pip,
     conda_install_args,
 )
-from worker.reference import PATH_COMPONENT, parse_reference
+from core.reference import PATH_COMPONENT, parse_reference
 
 MAX_NAME_LEN = 128
 MAX_REFERENCE_CHARS = 1024  # a valid one is under 800: host, a 255-character path, a 128-character tag, a digest

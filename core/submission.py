@@ -8,14 +8,18 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from config.celery_config import BASES_PUSHED_TASK, BUILD_QUEUE, BUILD_TASK_NAME, CHECK_QUEUE
+from config.celery_config import (
+    BASES_PUSHED_TASK,
+    BUILD_QUEUE,
+    BUILD_TASK_NAME,
+    CHECK_QUEUE,
+)
 from config.settings import Settings
-from worker.result import BuildResult, utcnow
-from worker.spec import ImageSpec
-from worker.specstore import StoredSpec, Trigger
-from worker.stores import Stores
-from worker.tagging import resolve_target
-
+from core.result import BuildResult, utcnow
+from core.spec import ImageSpec
+from core.stored import StoredSpec, Trigger
+from core.stores.wiring import Stores
+from core.tagging import resolve_target
 
 MAX_PUSHED_PER_TASK = 100  # tags one check task takes: the most one notification may name
 

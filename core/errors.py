@@ -37,12 +37,25 @@ class InvalidSpec(FatalError):
     """The image spec breaks a rule; the message names the field, the item and the rule."""
 
 
+class NeverMatches(InvalidSpec, ValueError):
+    """A cron expression with no minute in the next years that fits all its fields (a ValueError too, so that
+    pydantic's validators report it as the field's problem)."""
+
+
 class InvalidRequest(FatalError):
     """A request's body is not what its route takes (a webhook's payload); the message says which part and why."""
 
 
 class ConfigurationError(FatalError):
     """The service is not configured to build (feature flag off, registry unset, inconsistent settings)."""
+
+
+class SettingsError(ConfigurationError):
+    """The environment or `.env` holds an invalid setting; the message names the variable, never its value."""
+
+
+class BuilderUnavailable(ConfigurationError):
+    """The builder the settings ask for cannot run on this worker (no Docker client here runs BuildKit)."""
 
 
 class FeatureDisabled(ConfigurationError):

@@ -6,20 +6,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime
-from enum import Enum
 from typing import TypeVar
 
 import redis
-from pydantic import BaseModel
 
-from worker.buildstate import BuildLog
-from worker.errors import ConcurrentChange, UnknownSpec
-from worker.reference import ImageReference, parse_reference
-from worker.result import BuildResult, utcnow
-from worker.spec import ImageSpec
-from worker.states import LUA_IS_FINAL, BuildPhase
-from worker.tagging import compute_tag
+from core.errors import ConcurrentChange, UnknownSpec
+from core.phases import LUA_IS_FINAL, BuildPhase
+from core.reference import ImageReference, parse_reference
+from core.result import BuildResult, utcnow
+from core.spec import ImageSpec
+from core.stored import HistoryEntry, StoredSpec, Trigger, build_fields
+from core.stores.logs import BuildLog
+from core.tagging import compute_tag
 
 SPEC_KEY = "imagebuilder:spec:{name}"  # JSON StoredSpec
 SPECS_KEY = "imagebuilder:specs"  # sorted set of stored spec names, for listing in order
@@ -60,53 +58,6 @@ entry['base_digest'] = ARGV[1]
 redis.call('SET', KEYS[1], cjson.encode(entry))
 return 1
 """
-
-
-class Trigger(str, Enum):
-    """Why a stored spec was built."""
-
-    MANUAL = "manual"  # someone asked for it (`imagebuilder build NAME`, POST /specs/{name}/builds)
-    SCHEDULE = "schedule"  # a schedule tick with the `always` policy
-    BASE_CHANGED = "base-changed"  # a schedule tick found a new digest behind the base image's tag
-    SPEC_CHANGED = "spec-changed"  # the spec was created or edited, which gives it a new tag
-    BASE_PUSHED = "base-pushed"  # a registry said the base was pushed, and its digest is new
-    BASE_REBUILT = "base-rebuilt"  # the stored spec that builds the base succeeded with a new digest
-
-
-SCHEDULED_TRIGGERS = frozenset({Trigger.SCHEDULE, Trigger.BASE_CHANGED})
-
-
-class StoredSpec(BaseModel):
-    """A spec as stored, with the tag it builds to and when it was last applied."""
-
-    spec: ImageSpec
-    tag: str
-    updated_at: datetime
-
-
-class HistoryEntry(BaseModel):
-    """One build of a stored spec: the build's result plus why it ran."""
-
-    id: str
-    name: str
-    tag: str
-    trigger: Trigger
-    phase: BuildPhase
-    submitted_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    digest: str | None = None
-    base_digest: str | None = None
-    error: str | None = None
-
-    @classmethod
-    def of(cls, result: BuildResult, name: str, tag: str, trigger: Trigger) -> HistoryEntry:
-        return cls(name=name, tag=tag, trigger=trigger, **_build_fields(result))
-
-
-def _build_fields(result: BuildResult, mode: str = "python") -> dict:
-    """The fields a history entry takes from its build's result."""
-    return result.model_dump(mode=mode, include=set(HistoryEntry.model_fields) - {"name", "tag", "trigger"})
 
 
 def base_key(reference: ImageReference) -> tuple[str, str]:
@@ -291,7 +242,7 @@ class SpecStore:
     def build_changed(self, result: BuildResult) -> HistoryEntry | None:
         """Mirror a build's new state into its history entry, if it is a stored spec's build; prune at its end."""
         raw = self._mirror(keys=[ENTRY_KEY.format(id=result.id)],
-                           args=[json.dumps(_build_fields(result, mode="json"))])
+                           args=[json.dumps(build_fields(result, mode="json"))])
         if not raw:
             return None
         entry = HistoryEntry.model_validate_json(raw)

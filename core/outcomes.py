@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from config.settings import SettingsError
-from worker.errors import (
+from core.errors import (
     AlreadyFinished,
     ConcurrentChange,
     ConfigurationError,
@@ -13,6 +15,7 @@ from worker.errors import (
     ImageBuilderError,
     InvalidRequest,
     InvalidSpec,
+    SettingsError,
     StoreUnavailable,
     UnknownBuild,
     UnknownSpec,
@@ -39,8 +42,8 @@ OUTCOMES: tuple[tuple[type[Exception], Outcome], ...] = (
     (FeatureDisabled, Outcome(403, EXIT_INVALID, "building is disabled")),
     (InvalidSpec, Outcome(422, EXIT_INVALID, "invalid input: the field and the rule")),
     (InvalidRequest, Outcome(400, EXIT_INVALID, "the body is not what the route takes")),
-    (ConfigurationError, Outcome(503, EXIT_INVALID, "the service is not configured to build")),
     (SettingsError, Outcome(503, EXIT_INVALID, "the service's settings are invalid")),
+    (ConfigurationError, Outcome(503, EXIT_INVALID, "the service is not configured to build")),
     (StoreUnavailable, Outcome(503, EXIT_NOT_SUCCEEDED, "Redis cannot be reached")),
     (ImageBuilderError, Outcome(500, EXIT_NOT_SUCCEEDED, "the service failed")),
 )
@@ -49,3 +52,14 @@ UNEXPECTED = Outcome(500, EXIT_NOT_SUCCEEDED, "internal error")
 
 def outcome_of(error: BaseException) -> Outcome:
     return next((outcome for kind, outcome in OUTCOMES if isinstance(error, kind)), UNEXPECTED)
+
+
+@contextmanager
+def exiting_on_errors() -> Iterator[None]:
+    """For a command: the service's errors end it with the message on stderr and the exit code of the table (2 for
+    bad input, settings or an unknown id, when nothing was queued)."""
+    try:
+        yield
+    except ImageBuilderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(outcome_of(e).exit_code)

@@ -8,23 +8,19 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio
 
-from config.celery_config import async_redis_client
-from worker.errors import UnknownBuild
-from worker.result import BuildResult
-from worker.states import LUA_IS_FINAL, BuildPhase
+from core.errors import UnknownBuild
+from core.phases import LUA_IS_FINAL, BuildPhase
+from core.result import BuildResult
 
 RECORD_KEY = "imagebuilder:build:{id}"  # JSON BuildResult
 JOB_KEY = "imagebuilder:job:{id}"  # hash: the task's kwargs (`message`, to redeliver it), `lost` and `attempts`
 CANCEL_KEY = "imagebuilder:cancel:{id}"  # present once a cancel was asked for
 CONTAINERS_KEY = "imagebuilder:containers:{id}"  # set: build containers the engine ran for the build
-LOG_KEY = "imagebuilder:log:{id}"  # stream: {line} entries, then one {end: final phase}
 INFLIGHT_KEY = "imagebuilder:inflight:{target}"  # the id of the build now queued or running for a target
 LOCK_KEY = "imagebuilder:lock:{target}"  # held by the one delivery building a target; kept alive by its watch
 HEARTBEATS_KEY = "imagebuilder:heartbeats"  # sorted set: build id -> when its heartbeat expires (epoch s)
@@ -32,10 +28,6 @@ RECENT_KEY = "imagebuilder:recent"  # sorted set: build id -> when it was submit
 RECENT_BUILDS_KEPT = 1000
 HEARTBEAT_TTL_S = 15
 LOCK_TTL_S = HEARTBEAT_TTL_S
-LOG_END_FIELD = "end"
-FOLLOW_BLOCK_MS = 1000
-LIVE_READ_ENTRIES = 1000  # per XREAD of a live reader: a long log arrives in a few round trips
-LIVE_SHORT_READS = 32  # connections beside the live readers' own, for the records checked as followers come
 
 _LUA_PHASES = LUA_IS_FINAL + f"""
 local function phase_of(id)
@@ -299,123 +291,3 @@ class ContainerLedger:
 
     def forget(self, container_ids: set[str]) -> None:
         self._state.forget_containers(self._build_id, container_ids)
-
-
-class BuildLog:
-    """A build's log: one bounded Redis stream, readable live and after the build ends. Its end marker is
-    written last, once everything about the build's end is in place."""
-
-    def __init__(self, client: redis.Redis, *, max_lines: int, retention_s: int):
-        self._redis = client
-        self._max_lines = max_lines
-        self._retention_s = retention_s
-
-    def append(self, build_id: str, line: str) -> None:
-        self._add(build_id, {"line": line})
-
-    def close(self, build_id: str, phase: str, *, last_line: str | None = None,
-              along: Callable[[redis.client.Pipeline], None] = lambda pipe: None) -> None:
-        """Mark the end so that followers stop; the marker carries the final phase. `last_line`, and whatever
-        `along` queues (other writes of the build's end), go first in the same round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        along(pipe)
-        if last_line is not None:
-            self._queue(pipe, build_id, {"line": last_line})
-        self._queue(pipe, build_id, {LOG_END_FIELD: phase})
-        pipe.execute()
-
-    def _add(self, build_id: str, fields: dict[str, str]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        self._queue(pipe, build_id, fields)
-        pipe.execute()
-
-    def _queue(self, pipe: redis.client.Pipeline, build_id: str, fields: dict[str, str]) -> None:
-        key = LOG_KEY.format(id=build_id)
-        pipe.xadd(key, fields, maxlen=self._max_lines, approximate=True)
-        pipe.expire(key, self._retention_s)
-
-    def is_closed(self, build_id: str) -> bool:
-        """The end marker is there (or the log is gone: expired, or never written)."""
-        last = self._redis.xrevrange(LOG_KEY.format(id=build_id), count=1)
-        return not last or LOG_END_FIELD in last[0][1]
-
-    def wait_closed(self, build_id: str, timeout_s: float) -> bool:
-        """Block until the end marker is written (True) or `timeout_s` passes (False)."""
-        key, last_id = LOG_KEY.format(id=build_id), "0-0"
-        deadline = time.monotonic() + timeout_s
-        while (remaining_s := deadline - time.monotonic()) > 0:
-            block_ms = max(1, int(min(remaining_s * 1000, FOLLOW_BLOCK_MS)))
-            for _, entries in self._redis.xread({key: last_id}, block=block_ms, count=1000):
-                for entry_id, fields in entries:
-                    last_id = entry_id
-                    if LOG_END_FIELD in fields:
-                        return True
-        return False
-
-    def lines(self, build_id: str, *, follow: bool = False,
-              is_over: Callable[[], bool] = lambda: False) -> Iterator[str]:
-        """Every line so far; with `follow`, also new ones until the end marker (or `is_over()`)."""
-        key, last_id = LOG_KEY.format(id=build_id), "0-0"
-        while True:
-            entries = self._read(key, last_id, block=follow)
-            for entry_id, fields in entries:
-                last_id = entry_id
-                if LOG_END_FIELD in fields:
-                    return
-                yield fields.get("line", "")
-            if not follow or (not entries and is_over()):
-                return
-
-    def _read(self, key: str, last_id: str, *, block: bool) -> list[tuple[str, dict[str, str]]]:
-        if not block:
-            return [(i, f) for i, f in self._redis.xrange(key, min=f"({last_id}")]
-        response = self._redis.xread({key: last_id}, block=FOLLOW_BLOCK_MS, count=500)
-        return [(i, f) for _, entries in response for i, f in entries]
-
-    def forget(self, build_ids: list[str]) -> None:
-        if build_ids:
-            self._redis.delete(*[LOG_KEY.format(id=i) for i in build_ids])
-
-
-@dataclass(frozen=True)
-class LogChunk:
-    """What one read of a build's log found: its lines, the entry to read on after, and the final phase if the end
-    marker was among them (nothing after it is read)."""
-
-    lines: list[str]
-    after: str
-    end: str | None = None
-
-
-class LiveBuildLog:
-    """A build's log and record read without holding a thread (redis.asyncio), for the API's live followers. Its
-    client belongs to the event loop that first uses it."""
-
-    def __init__(self, client: redis.asyncio.Redis):
-        self._redis = client
-
-    async def read(self, build_id: str, after: str, *, block_ms: int = FOLLOW_BLOCK_MS) -> LogChunk:
-        """The entries after entry `after` ("0-0" for the first), waiting up to `block_ms` for one to come."""
-        key = LOG_KEY.format(id=build_id)
-        response = await self._redis.xread({key: after}, block=block_ms, count=LIVE_READ_ENTRIES)
-        return _chunk([entry for _, entries in response for entry in entries], after)
-
-    async def record(self, build_id: str) -> BuildResult | None:
-        raw = await self._redis.get(RECORD_KEY.format(id=build_id))
-        return BuildResult.model_validate_json(raw) if raw else None
-
-
-def _chunk(entries: list[tuple[str, dict[str, str]]], after: str) -> LogChunk:
-    lines = []
-    for entry_id, fields in entries:
-        after = entry_id
-        if LOG_END_FIELD in fields:
-            return LogChunk(lines, after, fields[LOG_END_FIELD])
-        lines.append(fields.get("line", ""))
-    return LogChunk(lines, after)
-
-
-def live_build_log(redis_url: str, *, most_readers: int) -> LiveBuildLog:
-    """A LiveBuildLog on an asyncio client of its own: each followed build's reader holds a connection for its
-    blocking reads, so the pool has room for `most_readers` of them and a few short reads more."""
-    return LiveBuildLog(async_redis_client(redis_url, max_connections=most_readers + LIVE_SHORT_READS))

@@ -1,0 +1,60 @@
+"""Stored specs and their history as the contract describes them (their store is core.stores.specs): the spec as
+applied, each of its builds with why it ran."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+from pydantic import BaseModel
+
+from core.phases import BuildPhase
+from core.result import BuildResult
+from core.spec import ImageSpec
+
+
+class Trigger(str, Enum):
+    """Why a stored spec was built."""
+
+    MANUAL = "manual"  # someone asked for it (`imagebuilder build NAME`, POST /specs/{name}/builds)
+    SCHEDULE = "schedule"  # a schedule tick with the `always` policy
+    BASE_CHANGED = "base-changed"  # a schedule tick found a new digest behind the base image's tag
+    SPEC_CHANGED = "spec-changed"  # the spec was created or edited, which gives it a new tag
+    BASE_PUSHED = "base-pushed"  # a registry said the base was pushed, and its digest is new
+    BASE_REBUILT = "base-rebuilt"  # the stored spec that builds the base succeeded with a new digest
+
+
+SCHEDULED_TRIGGERS = frozenset({Trigger.SCHEDULE, Trigger.BASE_CHANGED})
+
+
+class StoredSpec(BaseModel):
+    """A spec as stored, with the tag it builds to and when it was last applied."""
+
+    spec: ImageSpec
+    tag: str
+    updated_at: datetime
+
+
+class HistoryEntry(BaseModel):
+    """One build of a stored spec: the build's result plus why it ran."""
+
+    id: str
+    name: str
+    tag: str
+    trigger: Trigger
+    phase: BuildPhase
+    submitted_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    digest: str | None = None
+    base_digest: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, result: BuildResult, name: str, tag: str, trigger: Trigger) -> HistoryEntry:
+        return cls(name=name, tag=tag, trigger=trigger, **build_fields(result))
+
+
+def build_fields(result: BuildResult, mode: str = "python") -> dict:
+    """The fields a history entry takes from its build's result."""
+    return result.model_dump(mode=mode, include=set(HistoryEntry.model_fields) - {"name", "tag", "trigger"})

@@ -1,0 +1,51 @@
+"""The Redis-backed stores a process works with, wired once over one client and handed to whoever needs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from config.settings import Settings
+from core.lifecycle import Lifecycle
+from core.stores.builds import BuildState
+from core.stores.connection import redis_client
+from core.stores.logs import BuildLog
+from core.stores.metrics import Metrics
+from core.stores.schedules import ScheduleStore
+from core.stores.specs import SpecStore
+from core.stores.triggers import TriggerStore
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Builds, their logs, stored specs, schedules, trigger claims and metrics, over one Redis client."""
+
+    redis: redis.Redis
+    builds: BuildState
+    log: BuildLog
+    specs: SpecStore
+    schedules: ScheduleStore
+    triggers: TriggerStore
+    metrics: Metrics
+    lifecycle: Lifecycle
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def open_stores(settings: Settings, *, patient: bool = False) -> Stores:
+    """Every store on a new client (a patient one rides out a Redis restart; see `redis_client`)."""
+    return stores_on(redis_client(settings, patient=patient), settings)
+
+
+def stores_on(client: redis.Redis, settings: Settings) -> Stores:
+    """The stores over `client`."""
+    builds = BuildState(client, expires_s=settings.result_expires_s)
+    log = BuildLog(client, max_lines=settings.log_max_lines, retention_s=settings.log_retention_s)
+    specs = SpecStore(client, log, keep_succeeded=settings.history_keep_succeeded,
+                      keep_failed=settings.history_keep_failed)
+    schedules = ScheduleStore(client, disable_after=settings.schedule_disable_after)
+    metrics = Metrics(client)
+    return Stores(client, builds, log, specs, schedules, TriggerStore(client), metrics,
+                  Lifecycle(builds, log, specs, schedules, metrics))

@@ -1,0 +1,29 @@
+"""The classic builder: the engine's own, through its API (docker-py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from worker.engine import Engine
+
+if TYPE_CHECKING:
+    from worker.builders import BuildJob
+
+
+class ClassicBuilder:
+    """Builds with the engine API; `--force` turns the layer cache off."""
+
+    cache_mounts = False
+    imports_cache = False
+
+    def __init__(self, platforms: frozenset[str]):
+        self._platforms = platforms
+
+    def __str__(self) -> str:
+        return "classic (the engine API through docker-py)"
+
+    def platforms(self) -> frozenset[str]:
+        return self._platforms
+
+    def build(self, engine: Engine, job: BuildJob) -> str:
+        return engine.build(job.context, job.target, nocache=job.force, timeout_s=job.timeout_s)

@@ -1,0 +1,133 @@
+"""One build, step by step, in the order of core.phases.BuildStep: check (skip if the target is there), pull,
+render, build, push; the build containers are removed whatever happens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from config.settings import Settings
+from core.phases import BuildStep
+from core.reference import ImageReference, parse_reference
+from core.result import BuildResult, utcnow
+from core.spec import ImageSpec
+from core.stores.builds import ContainerLedger
+from core.tagging import compute_tag
+from worker.builders import Builder, BuildJob
+from worker.credentials import pull_credentials, push_credentials
+from worker.dockerfile import BuildInputs, build_context, render_dockerfile
+from worker.engine import Engine
+from worker.progress import Progress
+from worker.registry import RegistrySessions
+from worker.watch import BuildWatch
+
+EngineFactory = Callable[..., Engine]
+PreviousImage = Callable[[ImageSpec, ImageReference], "str | None"]  # the spec's last successful image, if any
+
+
+@dataclass
+class Run:
+    """What one build has found out so far, step by step."""
+
+    spec: ImageSpec
+    target: ImageReference
+    force: bool
+    engine: Engine | None = None
+    base_digest: str | None = None
+    dockerfile: str = ""
+    done: BuildResult | None = None  # set by the step that ends the build: a skip, or the push
+
+
+class Pipeline:
+    """Runs one spec to its result, reporting through `progress`; raises domain errors only.
+
+    The `watch` may stop it between steps and inside engine streams; the `ledger` remembers the build containers
+    so that none survives the build, even one left by an earlier delivery that crashed."""
+
+    def __init__(self, settings: Settings, builder: Builder, progress: Progress, watch: BuildWatch,
+                 ledger: ContainerLedger, registries: RegistrySessions, engine_factory: EngineFactory | None = None,
+                 *, previous_image: PreviousImage = lambda spec, target: None):
+        self._settings = settings
+        self._builder = builder
+        self._progress = progress
+        self._watch = watch
+        self._ledger = ledger
+        self._registries = registries
+        self._engine_factory = engine_factory or Engine.connect
+        self._previous_image = previous_image
+        self._push_credentials = push_credentials(settings)
+        self._steps: dict[BuildStep, Callable[[Run], None]] = {
+            BuildStep.CHECKING: self._check, BuildStep.PULLING: self._pull, BuildStep.RENDERING: self._render,
+            BuildStep.BUILDING: self._build, BuildStep.PUSHING: self._push}
+
+    def run(self, spec: ImageSpec, target: ImageReference, *, force: bool) -> BuildResult:
+        self._progress.start(str(target))
+        run = Run(spec, target, force)
+        try:
+            for step in BuildStep:
+                self._enter(step)
+                self._steps[step](run)
+                if run.done is not None:
+                    break
+        finally:
+            self._clean_up(run)
+        return run.done
+
+    def _enter(self, step: BuildStep) -> None:
+        self._watch.check()  # a cancelled or timed-out build goes no further, and never pushes
+        if step.reported:
+            self._progress.step(step)
+
+    def _check(self, run: Run) -> None:
+        """Unless forced, HEAD the target: if it is there, the build ends here, skipped."""
+        if run.force:
+            return
+        existing = self._registries.client(run.target.registry, self._push_credentials).manifest_digest(run.target)
+        if existing:
+            self._progress.line(f"{run.target} exists with digest {existing}: nothing to build")
+            run.done = self._progress.succeed(digest=existing, skipped=True)
+
+    def _pull(self, run: Run) -> None:
+        run.engine = self._engine_factory(self._progress.line, timeout_s=self._settings.docker_timeout_s,
+                                          check=self._watch.check, on_container=self._ledger.add)
+        self._watch.on_abort = run.engine.kill_current
+        self._remove_leftovers(run.engine)
+        base = parse_reference(run.spec.base_image)
+        run.base_digest = run.engine.pull(base, pull_credentials(self._settings, run.spec.pull_secret, base.registry))
+
+    def _render(self, run: Run) -> None:
+        inputs = BuildInputs(
+            tag=compute_tag(run.spec), created=utcnow(), base_user=run.engine.image_user(run.spec.base_image),
+            base_digest=run.base_digest or "", ca_bundle=self._settings.build_ca_bundle is not None,
+            pip_index_url=self._settings.pip_index_url, buildkit=self._builder.cache_mounts,
+        )
+        run.dockerfile = render_dockerfile(run.spec, inputs)
+
+    def _build(self, run: Run) -> None:
+        for line in run.dockerfile.splitlines():
+            self._progress.line(f"Dockerfile: {line}")
+        self._builder.build(run.engine, BuildJob(
+            build_context(run.dockerfile, self._settings.build_ca_bundle), str(run.target), run.force,
+            self._settings.build_timeout_s, self._progress.line, self._watch.check,
+            cache_from=self._cache_sources(run) if self._builder.imports_cache else [],
+            credentials=[self._push_credentials] if self._push_credentials else []))
+
+    def _cache_sources(self, run: Run) -> list[str]:
+        """The target, and the spec's last successful image under another tag (another host may have built it)."""
+        previous = self._previous_image(run.spec, run.target)
+        return [str(run.target), *([previous] if previous else [])]
+
+    def _push(self, run: Run) -> None:
+        digest = run.engine.push(run.target, self._push_credentials)
+        run.done = self._progress.succeed(digest=digest, base_digest=run.base_digest)
+
+    def _clean_up(self, run: Run) -> None:
+        if run.engine is None:
+            return
+        self._remove_leftovers(run.engine)
+        if run.done is None:
+            run.engine.remove_step_images()
+        run.engine.close()
+
+    def _remove_leftovers(self, engine: Engine) -> None:
+        self._ledger.forget(engine.remove_containers(self._ledger.all()))
