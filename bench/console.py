@@ -16,12 +16,10 @@ sys.path.insert(0, str(ROOT))
 from fastapi.testclient import TestClient  # noqa: E402
 
 from config.settings import Settings  # noqa: E402
-from core.phases import BuildPhase  # noqa: E402
-from core.result import BuildResult, utcnow  # noqa: E402
 from core.spec import parse_spec  # noqa: E402
 from core.stores.schedules import parse_schedule  # noqa: E402
-from core.stores.specs import Trigger  # noqa: E402
 from core.stores.wiring import open_stores  # noqa: E402
+from devstack.seeding import built_before
 from devstack.services import RedisServer  # noqa: E402
 from producer.api import create_api  # noqa: E402
 from producer.console.routes import SPECS_PER_PAGE  # noqa: E402
@@ -58,10 +56,8 @@ def seed(settings: Settings) -> None:
         spec = parse_spec({"name": f"spec-{i:05d}", "baseImage": "debian:bookworm",
                            "packages": {"apt": ["curl", "jq"], "pip": ["requests==2.32.3"]}})
         stored, _ = stores.specs.apply(spec)
-        built = BuildResult(id=f"seed-{i}", image=f"registry.example:5000/team/{spec.name}:{stored.tag}",
-                            submitted_at=utcnow(), started_at=utcnow(), finished_at=utcnow(),
-                            phase=BuildPhase.SUCCEEDED, digest="sha256:" + f"{i:064x}")
-        stores.specs.record(spec.name, built, stored.tag, Trigger.SPEC_CHANGED)
+        built_before(stores, stored, f"seed-{i}", digest="sha256:" + f"{i:064x}",
+                     image=f"registry.example:5000/team/{spec.name}:{stored.tag}")
         if i % 2 == 0:
             stores.schedules.set(parse_schedule(spec.name, cron="0 3 * * *", tz="Europe/Berlin"))
     stores.close()

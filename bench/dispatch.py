@@ -10,6 +10,7 @@ import os
 import re
 import statistics
 import sys
+import threading
 import time
 
 import httpx
@@ -74,14 +75,14 @@ def main() -> None:
             noop_app.send_task("bench.head", args=[head_url], queue="noop").get(timeout=60)
 
         server = redis.Redis(port=b.stack.redis.port)
-        _, raw_calls, _ = counted(server, b, lambda: throughput(via_raw_celery, BUILDS))
-        _, client_calls, registry_requests = counted(server, b, lambda: throughput(via_client, BUILDS))
+        _, raw_calls, raw_sent, _ = counted(server, b, lambda: throughput(via_raw_celery, BUILDS))
+        _, client_calls, client_sent, registry_requests = counted(server, b, lambda: throughput(via_client, BUILDS))
         paths = {"raw Celery no-op": via_raw_celery, "raw Celery one HEAD": via_raw_celery_head,
                  "client": via_client, "POST /builds": via_http}
         rounds = [{name: throughput(path, BUILDS) for name, path in paths.items()} for _ in range(ROUNDS)]
         api.stop()
         noop.stop()
-        print(f"per raw Celery no-op: {cost(raw_calls)}")
+        print(f"per raw Celery no-op: {cost(raw_calls)}; sent: {cost(raw_sent)}")
         print(f"per skipped build through the client: {cost(client_calls)}; registry requests "
               f"{sum(registry_requests.values()) / BUILDS:.2f} "
               f"({', '.join(f'{k} {v / BUILDS:.2f}' for k, v in registry_requests.items())})")
@@ -92,6 +93,7 @@ def main() -> None:
         def ratio(ours: str, baseline: str) -> float:
             return statistics.median(rates[ours] / rates[baseline] for rates in rounds)
 
+        print(f"per skipped build through the client, sent by the client and the worker: {cost(client_sent)}")
         print(f"dispatch ratio (median of {ROUNDS} rounds) client/raw Celery = "
               f"{ratio('client', 'raw Celery no-op'):.2f}; HTTP/raw Celery = {ratio('POST /builds', 'raw Celery no-op'):.2f}; "
               f"client/raw Celery with one HEAD = {ratio('client', 'raw Celery one HEAD'):.2f}; "
@@ -127,16 +129,37 @@ def scaling(b, via_client, noop_app) -> str:
 
 
 def counted(server: redis.Redis, b, action):
-    """What `action` returns, with the Redis commands (by name, from INFO commandstats) and the push registry's
-    requests (by method and route kind) it caused; each divided by BUILDS where printed."""
+    """What `action` returns, with the Redis commands it caused, as Redis ran them (by name, from INFO
+    commandstats: each one a Lua script runs counted too) and as clients sent them (MONITOR, less Lua's own), and
+    the push registry's requests (by method and route kind); each divided by BUILDS where printed."""
     log = b.stack.push_registry.process.log_path
+    sent, listening = collections.Counter(), threading.Event()
+    monitor = threading.Thread(target=_monitor, args=(server, sent, listening), daemon=True)
+    monitor.start()
+    listening.wait(10)
     before_calls, before_log = _calls(server), len(log.read_text())
     value = action()
     calls = _calls(server)
+    server.execute_command("ECHO", _STOP)
+    monitor.join(10)
     calls.subtract(before_calls)
     calls[_INFO] = 0  # our own reading of the figures
     requests = collections.Counter(f"{m} {kind}" for m, kind in _REQUEST.findall(log.read_text()[before_log:]))
-    return value, +calls, requests
+    return value, +calls, +sent, requests
+
+
+_STOP = "bench: enough"
+
+
+def _monitor(server: redis.Redis, sent: collections.Counter, listening: threading.Event) -> None:
+    """Count the commands clients send (not those Lua scripts run), until the stop word."""
+    with redis.Redis(connection_pool=server.connection_pool).monitor() as monitor:
+        listening.set()
+        for entry in monitor.listen():
+            if _STOP in entry["command"]:
+                return
+            if entry.get("client_type") != "lua" and not entry["command"].upper().startswith("INFO"):
+                sent[entry["command"].split(" ", 1)[0].lower()] += 1
 
 
 _INFO = "info"

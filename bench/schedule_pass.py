@@ -9,15 +9,14 @@ import docker
 
 from bench.harness import bench, timed
 from core.app import create_app
-from core.phases import BuildPhase
-from core.result import BuildResult, utcnow
 from core.schedule import parse_schedule
 from core.spec import parse_spec
-from core.stored import Trigger
 from core.stores.connection import redis_client
 from core.stores.wiring import stores_on
 from devstack.baseimage import BUSYBOX_IMAGE, push
+from devstack.seeding import built_before
 from devstack.stack import PULL_PASSWORD, PULL_USER
+from worker.registry import registry_sessions
 from worker.scheduling import SchedulingPass
 
 SPECS = int(os.environ.get("BENCH_SPECS", "10000"))
@@ -31,10 +30,10 @@ def main() -> None:
         settings = b.stack.settings()
         stores = stores_on(redis_client(settings), settings)
         base = f"{b.stack.private_registry.host}/bench/base:1"
-        seed(stores.specs, stores.schedules, base, publish(base))
+        seed(stores, base, publish(base))
         log = b.stack.private_registry.process.log_path
         before = len(log.read_text())
-        scheduling_pass = SchedulingPass(create_app(settings), settings, stores)
+        scheduling_pass = SchedulingPass(create_app(settings), settings, stores, registry_sessions(settings))
         start = time.perf_counter()
         outcomes = scheduling_pass.run(now=time.time() + 5)
         pass_s = time.perf_counter() - start
@@ -55,14 +54,12 @@ def publish(base: str) -> str:
     return engine.images.get_registry_data(base, auth_config=PULL_AUTH).id
 
 
-def seed(specs, schedules, base: str, digest: str) -> None:
+def seed(stores, base: str, digest: str) -> None:
     """Store the specs, each with a last successful build on the current base digest, scheduled and due."""
     for i in range(SPECS):
-        stored, _ = specs.apply(parse_spec({"name": f"s{i}", "baseImage": base, "pullSecret": "private"}))
-        built = BuildResult(id=f"seed-{i}", image="seeded", submitted_at=utcnow(), phase=BuildPhase.SUCCEEDED,
-                            base_digest=digest, finished_at=utcnow())
-        specs.record(stored.spec.name, built, stored.tag, Trigger.SPEC_CHANGED)
-        schedules.set(parse_schedule(stored.spec.name, every_s=1))
+        stored, _ = stores.specs.apply(parse_spec({"name": f"s{i}", "baseImage": base, "pullSecret": "private"}))
+        built_before(stores, stored, f"seed-{i}", base_digest=digest)
+        stores.schedules.set(parse_schedule(stored.spec.name, every_s=1))
 
 
 def raw_rebuilds(b) -> float:

@@ -14,6 +14,7 @@ class ImageBuilderCelery(Celery):
     def __init__(self, settings: Settings, *, results: bool = True):
         super().__init__("imagebuilder", set_as_current=False)
         self.settings = settings
+        self.wiring = None  # a worker's: what its processes make once (worker/wiring.py)
         config = celery_config(settings)
         if not results:
             config["result_backend"] = None

@@ -1,20 +1,20 @@
 """How a build's record moves: the one path by which it starts, changes and ends, for worker and producer alike.
 
-An end is decided once, by the Lua check-and-set on the record; only the caller that made it counts it in the
-metrics and the schedule, and the log's end marker comes last, so whoever waits on it sees everything in place."""
+An end is decided once, and written whole, by one Lua script (core.stores.ending); only the caller that made it
+follows it up: the spec's history pruned, its schedule told, and the specs built on a new image announced."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from core.events import IMAGE_CHANGED
 from core.phases import BuildPhase
 from core.reference import parse_reference
 from core.result import BuildResult
 from core.stored import SCHEDULED_TRIGGERS
-from core.stores.builds import BuildState
-from core.stores.logs import BuildLog
-from core.stores.metrics import Metrics
+from core.stores.builds import Begun, BuildState
+from core.stores.ending import BuildEnds, Ended
 from core.stores.schedules import ScheduleStore
 from core.stores.specs import SpecStore
 
@@ -22,57 +22,53 @@ logger = logging.getLogger(__name__)
 
 
 class Lifecycle:
-    """Moves build records through their phases and mirrors each change into the spec's history."""
+    """Moves build records through their phases; a stored spec's build is its history's without copies (the
+    history keeps the build's record)."""
 
-    def __init__(self, state: BuildState, log: BuildLog, specs: SpecStore, schedules: ScheduleStore,
-                 metrics: Metrics):
+    def __init__(self, state: BuildState, ends: BuildEnds, specs: SpecStore, schedules: ScheduleStore):
         self._state = state
-        self._log = log
+        self._ends = ends
         self._specs = specs
         self._schedules = schedules
-        self._metrics = metrics
 
-    def start(self, running: BuildResult) -> tuple[str, bool]:
-        """'started'; or 'ended' / 'cancelled' (nothing written) when the build must not run. Also whether the
-        build is in a stored spec's history (True where not known): its entry is written before the build is
-        queued, so a build without one at its start never has one, and its later changes need no mirroring."""
-        outcome = self._state.start(running)
-        if outcome != "started":
-            return outcome, True
-        return outcome, self._specs.build_changed(running) is not None
+    def begin(self, running: BuildResult, fields: dict[str, Any], token: str, message: dict[str, Any]) -> Begun:
+        """A delivery's beginning: the target's lock taken with `token` and the record Running, in one step; or
+        `ended`, `cancelled`, `locked` (nothing written) when the build must not run now."""
+        return self._state.begin(running, fields, token, message)
 
-    def advance(self, result: BuildResult, *, in_history: bool = True) -> bool:
+    def advance(self, result: BuildResult) -> bool:
         """A change short of the end (a step, a requeue); False if the build has ended meanwhile."""
-        if not self._state.advance(result):
-            return False
-        if in_history:
-            self._specs.build_changed(result)
-        return True
+        return self._state.advance(result)
 
     def end(self, final: BuildResult, *, expected: BuildPhase | None = None, last_line: str | None = None,
-            in_history: bool = True) -> bool:
+            lock_token: str = "") -> bool:
         """End the build, once: True for the caller that ended it, False if it had ended already (or was not in
-        the `expected` phase). Only that caller writes `last_line`, so nothing follows the log's end marker;
-        the metrics, the last line and the end marker go in one round trip."""
-        if not self._state.finish(final, expected):
+        the `expected` phase); a delivery's lock on the target (`lock_token`) goes in the same step. Only that
+        caller writes `last_line`, so nothing follows the log's end marker."""
+        ended = self._ends.end(final, expected=expected, last_line=last_line, lock_token=lock_token)
+        if ended is None:
             return False
-        entry = self._specs.build_changed(final) if in_history else None
-        if entry is not None and entry.trigger in SCHEDULED_TRIGGERS:
-            self._schedules.build_ended(entry.name, succeeded=final.succeeded, error=_why_not_succeeded(final))
-        self._log.close(final.id, final.phase.value, last_line=last_line,
-                        along=lambda pipe: self._metrics.finished(final, pipe))
-        if entry is not None and final.succeeded and not final.skipped:
-            self._downstream(final.image)
+        if ended.spec_name is not None:
+            self._follow_up(final, ended)
         return True
 
-    def _downstream(self, image: str) -> None:
-        """Announce a new image that stored specs are built on (IMAGE_CHANGED). The build has ended whatever
-        happens here: a lost announcement leaves those specs to their schedules or the next push."""
+    def _follow_up(self, final: BuildResult, ended: Ended) -> None:
+        """A stored spec's build has ended: its history pruned, its schedule told, its new image announced. The
+        build has ended whatever happens here."""
         try:
-            if self._specs.based_on([parse_reference(image)]):
-                IMAGE_CHANGED.send(image)
+            self._specs.prune(ended.spec_name)
+            if ended.trigger in SCHEDULED_TRIGGERS:
+                self._schedules.build_ended(ended.spec_name, succeeded=final.succeeded, error=_why_not_succeeded(final))
+            if final.succeeded and not final.skipped:
+                self._downstream(final.image)
         except Exception:
-            logger.exception("could not announce %s to the specs built on it", image)
+            logger.exception("could not follow up the end of build %s of %s", final.id, ended.spec_name)
+
+    def _downstream(self, image: str) -> None:
+        """Announce a new image that stored specs are built on (IMAGE_CHANGED): a lost announcement leaves those
+        specs to their schedules or the next push."""
+        if self._specs.based_on([parse_reference(image)]):
+            IMAGE_CHANGED.send(image)
 
 
 def _why_not_succeeded(final: BuildResult) -> str | None:

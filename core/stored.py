@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import Enum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from core.phases import BuildPhase
 from core.result import BuildResult
@@ -35,6 +35,18 @@ class StoredSpec(BaseModel):
     updated_at: datetime
 
 
+class HistoryMark(BaseModel):
+    """What a history keeps of each build beside its record (which holds the rest, and is kept as long as the
+    history keeps the build): which stored spec, its tag then, and why it ran."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    tag: str
+    trigger: Trigger
+
+
 class HistoryEntry(BaseModel):
     """One build of a stored spec: the build's result plus why it ran."""
 
@@ -51,8 +63,8 @@ class HistoryEntry(BaseModel):
     error: str | None = None
 
     @classmethod
-    def of(cls, result: BuildResult, name: str, tag: str, trigger: Trigger) -> HistoryEntry:
-        return cls(name=name, tag=tag, trigger=trigger, **build_fields(result))
+    def of(cls, mark: HistoryMark, result: BuildResult) -> HistoryEntry:
+        return cls(name=mark.name, tag=mark.tag, trigger=mark.trigger, **build_fields(result))
 
 
 def build_fields(result: BuildResult, mode: str = "python") -> dict:

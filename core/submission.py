@@ -54,14 +54,15 @@ class Submitter:
         def remember(pending: BuildResult) -> None:
             self._specs.record(stored.spec.name, pending, stored.tag, trigger)
 
-        return self._submission(stored.spec, force=force, before_queueing=remember)
+        return self._submission(stored.spec, force=force, before_queueing=remember, kept=True)
 
     def _submission(self, spec: ImageSpec, *, force: bool,
-                    before_queueing: Callable[[BuildResult], None] = lambda pending: None) -> Submission:
+                    before_queueing: Callable[[BuildResult], None] = lambda pending: None,
+                    kept: bool = False) -> Submission:
         target = resolve_target(spec, self._settings)
         pending = BuildResult(id=str(uuid.uuid4()), image=str(target), submitted_at=utcnow())
         message = {"spec": spec.to_wire(), "force": force}
-        build_id = self._builds.submit(pending, message)
+        build_id = self._builds.submit(pending, message, kept=kept)
         if build_id != pending.id:  # the target is queued or building already (forced or not): attach to it
             return Submission(self._builds.get(build_id), queued=False)
         try:

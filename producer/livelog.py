@@ -8,18 +8,15 @@ import logging
 import re
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
 
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from config.settings import Settings
 from core.errors import StoreUnavailable
-from core.result import utcnow
 from core.stores.builds import unknown_build
 from core.stores.connection import store_errors
-from core.stores.logs import LiveBuildLog, live_build_log
-from producer.client.builds import LOG_END_GRACE_S
+from core.stores.logs import LiveBuildLog, LogChunk, live_build_log
 
 logger = logging.getLogger(__name__)
 
@@ -245,8 +242,7 @@ class LiveLogs:
         """One read into the feed, waiting a while for news; the entry to read on after."""
         with store_errors():
             chunk = await self._log().read(build_id, after)
-            quiet = not chunk.lines and chunk.end is None
-            ending = await self._ended_without_marker(build_id) if quiet else None
+            ending = await self._ending_without_marker(build_id, after) if _quiet(chunk) else None
         feed.add(chunk.lines)
         if chunk.end is not None:
             feed.end(sse_event(chunk.end, event=END_EVENT))
@@ -254,15 +250,17 @@ class LiveLogs:
             feed.end(ending)
         return chunk.after
 
-    async def _ended_without_marker(self, build_id: str) -> str | None:
-        """The ending of a build whose record ended a while ago though its log has no end marker (its ender died
-        between the two), or whose record has gone; None while the marker may still come."""
+    async def _ending_without_marker(self, build_id: str, after: str) -> str | None:
+        """The ending of a build whose record has ended though its log, read to its end, has no marker (the log
+        expired before the record, or an older version wrote it), or whose record has gone; None while the
+        build goes on. An end writes record and marker at once: a read made after the record says it ended sees
+        the marker, if there is one."""
         record = await self._log().record(build_id)
         if record is None:
             return sse_event(f"build {build_id} has no record any more (it expired)", event=UNAVAILABLE_EVENT)
-        if record.phase.is_final and _long_ago(record.finished_at):
-            return sse_event(record.phase.value, event=END_EVENT)
-        return None
+        if not record.phase.is_final or not _quiet(await self._log().read(build_id, after, block_ms=1)):
+            return None
+        return sse_event(record.phase.value, event=END_EVENT)
 
     def _log(self) -> LiveBuildLog:
         """The store's reader for the running event loop: made once in an API process, which runs one loop (an
@@ -296,12 +294,12 @@ class LiveLogResponse(StreamingResponse):
             await self._events.aclose()
 
 
-def _long_ago(finished_at: datetime | None) -> bool:
-    return finished_at is None or utcnow() - finished_at > timedelta(seconds=LOG_END_GRACE_S)
-
-
 def live_logs(settings: Settings) -> LiveLogs:
     """The API process's live logs, reading through an asyncio Redis client of their own."""
     most = settings.api_max_log_streams
     return LiveLogs(lambda: live_build_log(settings.redis_dsn, most_readers=most), most=most,
                     max_lines=settings.log_max_lines)
+
+
+def _quiet(chunk: LogChunk) -> bool:
+    return not chunk.lines and chunk.end is None

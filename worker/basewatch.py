@@ -17,8 +17,8 @@ from config.settings import Settings
 from core.errors import FatalError, ImageBuilderError, RetryableError, StoreUnavailable
 from core.reference import ImageReference, is_digest, parse_reference
 from core.stored import HistoryEntry, StoredSpec, Trigger
+from core.stores.builds import BuildState
 from core.stores.connection import store_errors
-from core.stores.specs import SpecStore
 from core.stores.wiring import Stores
 from core.submission import MAX_PUSHED_PER_TASK, Submitter, send_pushed
 from core.tagging import resolve_target
@@ -47,10 +47,10 @@ class BaseDigests:
     """The digest each base has now (one manifest HEAD per base and pull secret for as long as this lives), and
     the one each spec's last success was built on."""
 
-    def __init__(self, settings: Settings, registries: RegistrySessions, specs: SpecStore):
+    def __init__(self, settings: Settings, registries: RegistrySessions, builds: BuildState):
         self._settings = settings
         self._registries = registries
-        self._specs = specs
+        self._builds = builds
         self._digests: dict[tuple[str, str | None], str | None | ImageBuilderError] = {}
 
     def changed(self, stored: StoredSpec, last: HistoryEntry | None) -> bool:
@@ -67,7 +67,7 @@ class BaseDigests:
         if last.base_digest is not None:
             return last.base_digest or None
         digest = self._labelled_base(stored)
-        self._specs.note_base_digest(last.id, digest or "")
+        self._builds.note_base_digest(last.id, digest or "")
         return digest
 
     def of(self, stored: StoredSpec) -> str | None:
@@ -106,6 +106,7 @@ class BaseWatch:
         self._settings = settings
         self._registries = registries
         self._specs = stores.specs
+        self._builds = stores.builds
         self._triggers = stores.triggers
         self._submitter = Submitter(app, settings, stores)
         # Bases to check again (RECHECK_AFTER_S), normalised: those of specs whose build was already running,
@@ -127,7 +128,7 @@ class BaseWatch:
 
     def _run(self, pushed: list[ImageReference], trigger: Trigger) -> dict[str, int]:
         names = self._specs.based_on(pushed)
-        digests = BaseDigests(self._settings, self._registries, self._specs)
+        digests = BaseDigests(self._settings, self._registries, self._builds)
         found, marks = self._specs.with_last_success(names), self._triggers.marks(names)
         return dict(Counter(self._check(stored, last, marks.get(name), digests, trigger)
                             for name, (stored, last) in found.items()))

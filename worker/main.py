@@ -26,7 +26,8 @@ def create_worker_app(settings: Settings, builder: Builder) -> ImageBuilderCeler
     builds go to `builder`; a stored spec's new image that others are built on queues their check."""
     check_delivery_settings(settings)
     app = create_app(settings)
-    register_tasks(app, ProcessWiring(settings, builder))
+    app.wiring = ProcessWiring(settings, builder)  # the reaper's too
+    register_tasks(app, app.wiring)
     IMAGE_CHANGED.subscribe(announcer(app))
     app.steps["worker"].add(Reaper)
     return app

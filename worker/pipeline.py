@@ -61,7 +61,7 @@ class Pipeline:
             BuildStep.BUILDING: self._build, BuildStep.PUSHING: self._push}
 
     def run(self, spec: ImageSpec, target: ImageReference, *, force: bool) -> BuildResult:
-        self._progress.start(str(target))
+        """The build, begun (Progress.begin) and run to its end."""
         run = Run(spec, target, force)
         try:
             for step in BuildStep:
@@ -84,8 +84,8 @@ class Pipeline:
             return
         existing = self._registries.client(run.target.registry, self._push_credentials).manifest_digest(run.target)
         if existing:
-            self._progress.line(f"{run.target} exists with digest {existing}: nothing to build")
-            run.done = self._progress.succeed(digest=existing, skipped=True)
+            run.done = self._progress.succeed(f"{run.target} exists with digest {existing}: nothing to build",
+                                              digest=existing, skipped=True)
 
     def _pull(self, run: Run) -> None:
         run.engine = self._engine_factory(self._progress.line, timeout_s=self._settings.docker_timeout_s,

@@ -1,9 +1,10 @@
-"""Progress of one build on a worker: moves its record through the lifecycle, appends its log, and mirrors each
-change as a Celery state."""
+"""Progress of one build on a worker: begins the delivery, moves the build's record through the lifecycle, appends
+its log, and mirrors each step as a Celery state."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -11,37 +12,57 @@ from core.errors import AlreadyFinished, BuildCancelled
 from core.lifecycle import Lifecycle
 from core.phases import BuildPhase, BuildStep
 from core.result import BuildResult, utcnow
+from core.stores.builds import BuildState
 from core.stores.logs import BuildLog
 from core.stores.metrics import Metrics
 
 StateSink = Callable[[str, dict[str, Any]], None]
+LOCKED = "locked"
 
 
 class Progress:
-    """The worker's writer of one build's record; a raw message with no record yet gets one here."""
+    """The worker's writer of one build's record; a raw message with no record yet gets one at its beginning."""
 
-    def __init__(self, build_id: str, found: BuildResult | None, lifecycle: Lifecycle, log: BuildLog,
-                 on_state: StateSink, metrics: Metrics | None = None, worker: str | None = None):
+    def __init__(self, build_id: str, state: BuildState, lifecycle: Lifecycle, log: BuildLog, on_state: StateSink,
+                 metrics: Metrics | None = None, worker: str | None = None):
+        self._id = build_id
+        self._state = state
         self._lifecycle = lifecycle
         self._log = log
         self._on_state = on_state
         self._metrics = metrics
         self._worker = worker
         self._step_started: tuple[BuildStep, float] | None = None
-        self._in_history = True  # until the start says otherwise: mirror every change
-        self.result = found or BuildResult(id=build_id, image="", submitted_at=utcnow())
+        self._result: BuildResult | None = None
+        self.lock_token = ""  # the target's lock, held from the beginning until the end lets it go
+        self.lost_before = False  # the record said Running: an earlier delivery was lost with its worker
+        self.ended = False
 
-    def start(self, image: str) -> None:
-        """Running; BuildCancelled if a cancel came first, AlreadyFinished if the build ended meanwhile."""
-        running = self.result.model_copy(update={
-            "phase": BuildPhase.RUNNING, "image": image, "started_at": utcnow(), "error": None, "step": None,
-            "worker": self._worker})
-        outcome, self._in_history = self._lifecycle.start(running)
-        if outcome == "cancelled":
+    @property
+    def result(self) -> BuildResult:
+        """The build as this delivery knows it (read from Redis only where it began no build: a refused message)."""
+        if self._result is None:
+            self._result = self._state.find(self._id) or BuildResult(id=self._id, image="", submitted_at=utcnow())
+        return self._result
+
+    def begin(self, image: str, message: dict[str, Any]) -> bool:
+        """Take the target's lock and make the build Running, in one step: False if another delivery holds the
+        lock; BuildCancelled if a cancel came first, AlreadyFinished if the build ended meanwhile."""
+        fields = {"phase": BuildPhase.RUNNING.value, "image": image, "started_at": utcnow().isoformat(),
+                  "error": None, "step": None, "worker": self._worker}
+        fresh = BuildResult(id=self._id, image=image, submitted_at=utcnow()).model_copy(update={
+            "phase": BuildPhase.RUNNING, "started_at": utcnow(), "worker": self._worker})
+        token = uuid.uuid4().hex
+        begun = self._lifecycle.begin(fresh, fields, token, message)
+        if begun.outcome == LOCKED:
+            return False
+        self._result = begun.record or self._result
+        if begun.outcome == "cancelled":
             raise BuildCancelled("cancelled before it started")
-        if outcome == "ended":
-            raise AlreadyFinished(f"build {running.id} ended before this delivery started it")
-        self.result = running  # no Celery state yet: a build skipped now ends at SUCCESS, which says it all
+        if begun.outcome == "ended":
+            raise AlreadyFinished(f"build {self._id} ended before this delivery started it")
+        self.lock_token, self.lost_before = token, begun.before is BuildPhase.RUNNING
+        return True  # no Celery state yet: a build skipped now ends at SUCCESS, which says it all
 
     def step(self, step: BuildStep) -> None:
         self._end_step()
@@ -51,10 +72,10 @@ class Progress:
         self._on_state(step.celery_state, self._meta())
 
     def line(self, text: str) -> None:
-        self._log.append(self.result.id, text)
+        self._log.append(self._id, text)
 
-    def succeed(self, **fields: Any) -> BuildResult:
-        return self._finish(BuildPhase.SUCCEEDED, None, **fields)
+    def succeed(self, last_line: str | None = None, **fields: Any) -> BuildResult:
+        return self._finish(BuildPhase.SUCCEEDED, last_line, **fields)
 
     def requeue(self, reason: str) -> None:
         """Back to Pending until the retry is delivered (a Running record would count as a lost worker)."""
@@ -70,8 +91,8 @@ class Progress:
     def _finish(self, phase: BuildPhase, last_line: str | None, **fields: Any) -> BuildResult:
         self._end_step()
         final = self.result.model_copy(update={"phase": phase, "finished_at": utcnow(), **fields})
-        self._lifecycle.end(final, last_line=last_line, in_history=self._in_history)
-        self.result = final
+        self._lifecycle.end(final, last_line=last_line, lock_token=self.lock_token)
+        self._result, self.ended = final, True
         return final
 
     def _end_step(self) -> None:
@@ -81,8 +102,8 @@ class Progress:
         self._step_started = None
 
     def _advance(self, **fields: Any) -> None:
-        self.result = self.result.model_copy(update=fields)
-        self._lifecycle.advance(self.result, in_history=self._in_history)
+        self._result = self.result.model_copy(update=fields)
+        self._lifecycle.advance(self._result)
 
     def _meta(self) -> dict[str, Any]:
         return self.result.model_dump(mode="json")

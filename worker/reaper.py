@@ -12,7 +12,6 @@ from prometheus_client import start_http_server
 
 from config.celery_config import BUILD_QUEUE, BUILD_TASK_NAME
 from core.stores.builds import BuildState
-from core.stores.connection import redis_client
 from core.stores.metrics import WORKER_NAME_FILE, Metrics, metrics_registry
 
 logger = logging.getLogger(__name__)
@@ -47,14 +46,13 @@ class Reaper(bootsteps.StartStopStep):
         self._timer_entry = None
 
     def start(self, worker) -> None:
-        settings = worker.app.settings
+        settings, wiring = worker.app.settings, worker.app.wiring
         WORKER_NAME_FILE.write_text(worker.hostname)  # for `imagebuilder health --worker` in the same container
         if settings.metrics_port:
-            start_http_server(settings.metrics_port, registry=metrics_registry(redis_client(settings, patient=True)))
-        # Not the patient client: a round must not hold up the event loop for long while Redis is away.
-        client = redis_client(settings)
-        round_args = (worker.app, worker.hostname, BuildState(client, expires_s=settings.result_expires_s),
-                      Metrics(client))
+            start_http_server(settings.metrics_port, registry=metrics_registry(wiring.stores().redis))
+        # Not the patient stores: a round must not hold up the event loop for long while Redis is away.
+        stores = wiring.stores(patient=False)
+        round_args = (worker.app, worker.hostname, stores.builds, stores.metrics)
         self._round(*round_args)
         self._timer_entry = worker.timer.call_repeatedly(REAP_INTERVAL_S, self._round, round_args)
 

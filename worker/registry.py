@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from config.settings import Settings
 from core.errors import (
     AuthFailed,
     BaseImageNotFound,
@@ -409,3 +410,9 @@ def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     address = getattr(address, "ipv4_mapped", None) or address
     return address.is_link_local or any(address in network for network in FORBIDDEN_REALM_NETWORKS
                                         if network.version == address.version)
+
+
+def registry_sessions(settings: Settings) -> RegistrySessions:
+    """A process's registry clients, as its settings say to speak to registries."""
+    return RegistrySessions(insecure_registries=frozenset(settings.insecure_registries),
+                            timeout_s=settings.registry_timeout_s)

@@ -28,18 +28,18 @@ PASS_BATCH = 500
 class SchedulingPass:
     """Decides every due schedule: rebuild (forced, so the same tag is built again), or only note the check."""
 
-    def __init__(self, app: Celery, settings: Settings, stores: Stores, registries: RegistrySessions | None = None):
+    def __init__(self, app: Celery, settings: Settings, stores: Stores, registries: RegistrySessions):
         self._settings = settings
-        self._registries = registries or RegistrySessions(
-            insecure_registries=frozenset(settings.insecure_registries), timeout_s=settings.registry_timeout_s)
+        self._registries = registries
         self._specs, self._schedules = stores.specs, stores.schedules
         self._submitter = Submitter(app, settings, stores)
-        self._digests = BaseDigests(settings, self._registries, self._specs)  # one HEAD per base and secret per pass
+        self._builds = stores.builds
+        self._digests = BaseDigests(settings, self._registries, self._builds)  # one HEAD per base and secret per pass
 
     def run(self, now: float | None = None) -> dict[str, int]:
         """One pass; how many due schedules ended which way. Due schedules are claimed, read and noted in
         batches of PASS_BATCH, a few round trips each; each is still decided on its own."""
-        outcomes, self._digests = Counter(), BaseDigests(self._settings, self._registries, self._specs)
+        outcomes, self._digests = Counter(), BaseDigests(self._settings, self._registries, self._builds)
         due = self._schedules.due(now)
         for start in range(0, len(due), PASS_BATCH):
             outcomes.update(self._run_batch(due[start:start + PASS_BATCH], now))

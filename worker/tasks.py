@@ -99,19 +99,14 @@ class Delivery:
         self._state = stores.builds
         self._specs = stores.specs
         self._metrics = stores.metrics
-        found, self._cancel_asked = stores.builds.find_with_cancel(self._id)
         self._progress = Progress(
-            self._id, found, stores.lifecycle, stores.log,
+            self._id, stores.builds, stores.lifecycle, stores.log,
             on_state=lambda state, meta: task.update_state(state=state, meta=meta),
             metrics=stores.metrics, worker=task.request.hostname,
         )
 
     def run(self, spec: Any, force: Any) -> dict[str, Any]:
         try:
-            if self._progress.result.phase.is_final:
-                raise AlreadyFinished(f"build {self._id} already ended {self._progress.result.phase.value}")
-            if self._cancel_asked:
-                raise BuildCancelled("cancelled before it started")
             image_spec, target, forced = self._validate(spec, force)
             return self._build_locked(image_spec, target, forced)
         except Retry:
@@ -144,9 +139,10 @@ class Delivery:
         return image_spec, resolve_target(image_spec, self._settings), force
 
     def _build_locked(self, spec: ImageSpec, target: ImageReference, force: bool) -> dict[str, Any]:
-        token = self._state.take(str(target), self._id, {"spec": spec.to_wire(), "force": force})
-        if token is None:  # another delivery builds this target now: come back when its lock may be free
+        if not self._progress.begin(str(target), {"spec": spec.to_wire(), "force": force}):
+            # another delivery builds this target now: come back when its lock may be free
             raise self._task.retry(countdown=LOCK_TTL_S, max_retries=None)
+        token = self._progress.lock_token
         try:
             self._count_lost_deliveries()
             with BuildWatch(self._state, self._id, str(target), token, self._settings.build_timeout_s) as watch:
@@ -155,7 +151,8 @@ class Delivery:
                                   previous_image=self._previous_image).run(spec, target, force=force)
             return result.model_dump(mode="json")
         finally:
-            self._state.let_go(str(target), token, self._id)
+            if not self._progress.ended:  # the end let go of the lock already
+                self._state.let_go(str(target), token, self._id)
 
     def _previous_image(self, spec: ImageSpec, target: ImageReference) -> str | None:
         """The spec's last successful image under another tag, to import layers from (read only when building)."""
@@ -166,8 +163,8 @@ class Delivery:
         return str(dataclasses.replace(target, tag=entry.tag, digest=None))
 
     def _count_lost_deliveries(self) -> None:
-        """A record still Running means an earlier delivery died with its worker; cap how often that may happen."""
-        if self._progress.result.phase is not BuildPhase.RUNNING:
+        """A record that was Running means an earlier delivery died with its worker; cap how often that may happen."""
+        if not self._progress.lost_before:
             return
         deliveries = self._state.add_lost_delivery(self._id) + 1
         self._progress.line(f"delivery {deliveries}: the worker running this build was lost; starting again")

@@ -10,7 +10,7 @@ import threading
 from config.settings import Settings
 from core.stores.wiring import Stores, open_stores
 from worker.builders import Builder
-from worker.registry import RegistrySessions
+from worker.registry import RegistrySessions, registry_sessions
 
 
 class ProcessWiring:
@@ -20,21 +20,23 @@ class ProcessWiring:
         self._settings = settings
         self.builder = builder  # chosen once, in the worker's main process, before its pool starts
         self._pid: int | None = None
-        self._stores: Stores | None = None
+        self._stores: dict[bool, Stores] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
 
-    def stores(self) -> Stores:
+    def stores(self, *, patient: bool = True) -> Stores:
+        """The process's stores: patient ones ride out a Redis restart of up to a minute (a build's), impatient
+        ones fail fast (the reaper's rounds, on the worker's event loop)."""
         with self._lock:
             if self._pid != os.getpid():
-                self._stores = open_stores(self._settings, patient=True)
-                self._pid = os.getpid()
-            return self._stores
+                self._stores, self._pid = {}, os.getpid()
+            if patient not in self._stores:
+                self._stores[patient] = open_stores(self._settings, patient=patient)
+            return self._stores[patient]
 
     def registries(self) -> RegistrySessions:
         sessions = getattr(self._local, "sessions", None)
         if sessions is None or self._local.pid != os.getpid():
-            sessions = RegistrySessions(insecure_registries=frozenset(self._settings.insecure_registries),
-                                        timeout_s=self._settings.registry_timeout_s)
+            sessions = registry_sessions(self._settings)
             self._local.sessions, self._local.pid = sessions, os.getpid()
         return sessions

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -29,23 +29,32 @@ RECENT_BUILDS_KEPT = 1000
 HEARTBEAT_TTL_S = 15
 LOCK_TTL_S = HEARTBEAT_TTL_S
 
-_LUA_PHASES = LUA_IS_FINAL + f"""
+LUA_PHASES = LUA_IS_FINAL + f"""
 local function phase_of(id)
   local record = redis.call('GET', '{RECORD_KEY.format(id="")}' .. id)
   if not record then return nil end
   return cjson.decode(record)['phase']
 end
 """
+# A record keeps the expiry it was given at submission (none for a stored spec's build, kept with its history);
+# one written without a submission (a message sent by another language) expires like any other.
+LUA_PUT_RECORD = """
+local function put_record(key, value, existed, expires_s)
+  if existed then return redis.call('SET', key, value, 'KEEPTTL') end
+  return redis.call('SET', key, value, 'EX', expires_s)
+end
+"""
 
-# Submit: attach to the active build of the target, or record and claim a new one. Returns the id to use.
-_SUBMIT = _LUA_PHASES + """
+# Submit: attach to the active build of the target, or record and claim a new one. Returns the id to use. A kept
+# record (ARGV[7]: a stored spec's build, in its history) has no expiry: pruning the history removes it.
+_SUBMIT = LUA_PHASES + """
 local current = redis.call('GET', KEYS[1])
 if current then
   local phase = phase_of(current)
   if phase and not is_final(phase) then return current end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
+if ARGV[7] == '1' then redis.call('SET', KEYS[2], ARGV[2]) else redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4]) end
 redis.call('HSET', KEYS[3], 'message', ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
@@ -53,51 +62,56 @@ redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1 - tonumber(ARGV[6]))
 return ARGV[1]
 """
 
-# Worker: take a target for one delivery. Remember the message (to redeliver it), hold the target's lock, make the
-# build the target's in-flight one unless another active build is, and start its heartbeat. 0 if the lock is held.
-_TAKE = _LUA_PHASES + """
-redis.call('HSETNX', KEYS[1], 'message', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return 0 end
+# Worker: begin one delivery of a build, in one step. Unless the build has ended (-> 'ended') or a cancel was asked
+# for (-> 'cancelled'): hold the target's lock (-> 'locked' if another delivery does), make the build the target's
+# in-flight one unless another active build is, start its heartbeat, and write it Running (ARGV[7]'s fields on
+# the record there, or ARGV[8] whole for a message no submission recorded, whose message is kept then). Returns the
+# outcome, the phase the record had, and the record.
+_BEGIN = LUA_PHASES + LUA_PUT_RECORD + """
+local raw = redis.call('GET', KEYS[5])
+local before = raw and cjson.decode(raw) or nil
+if before and is_final(before['phase']) then return {'ended', before['phase'], raw} end
+if redis.call('EXISTS', KEYS[6]) == 1 then return {'cancelled', before and before['phase'] or '', raw or ''} end
+if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return {'locked', '', ''} end
 local current = redis.call('GET', KEYS[3])
 local phase = current and current ~= ARGV[5] and phase_of(current)
 if not (phase and not is_final(phase)) then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[2]) end
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[5])
-return 1
-"""
-
-# Start: Running, unless the build already ended or a cancel was asked for.
-_START = _LUA_PHASES + """
-local raw = redis.call('GET', KEYS[1])
-if raw and is_final(cjson.decode(raw)['phase']) then return 'ended' end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'cancelled' end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 'started'
+local record = ARGV[8]
+local had = before and before['phase'] or ''
+if before then
+  for field, value in pairs(cjson.decode(ARGV[7])) do before[field] = value end
+  record = cjson.encode(before)
+else
+  redis.call('HSETNX', KEYS[1], 'message', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+put_record(KEYS[5], record, raw, ARGV[2])
+return {'started', had, record}
 """
 
 # Advance: write a record that has not ended (a step, a requeue) unless the stored one has ended.
-_ADVANCE = _LUA_PHASES + """
+_ADVANCE = LUA_PHASES + LUA_PUT_RECORD + """
 local raw = redis.call('GET', KEYS[1])
 if raw and is_final(cjson.decode(raw)['phase']) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+put_record(KEYS[1], ARGV[1], raw, ARGV[2])
 return 1
 """
 
-# Finish: the one transition to a final phase. Whoever gets 1 ended the build; everyone else gets 0.
-_FINISH = _LUA_PHASES + """
+# Fill in the base digest of an ended build that did not know it (a skipped one, whose image says what it was
+# built on: "" where it says nothing); nothing if the record is gone or knows its base digest already.
+_NOTE_BASE_DIGEST = """
 local raw = redis.call('GET', KEYS[1])
-if raw then
-  local before = cjson.decode(raw)['phase']
-  if is_final(before) or (ARGV[4] ~= '' and before ~= ARGV[4]) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
-redis.call('ZREM', KEYS[3], ARGV[3])
+if not raw then return 0 end
+local record = cjson.decode(raw)
+if record['base_digest'] ~= nil and record['base_digest'] ~= cjson.null then return 0 end
+record['base_digest'] = ARGV[1]
+redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
 return 1
 """
 
 # Cancel: flag a build that has not ended; the phase before ('' for an unknown id). Ending it is the caller's.
-_CANCEL = _LUA_PHASES + """
+_CANCEL = LUA_PHASES + """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return '' end
 local before = cjson.decode(raw)['phase']
@@ -127,6 +141,16 @@ return 0
 """
 
 
+@dataclass(frozen=True)
+class Begun:
+    """How a delivery's beginning went: `started`, `ended`, `cancelled` or `locked`; the phase the record had
+    before (Running: an earlier delivery was lost), and the record as it is now."""
+
+    outcome: str
+    before: BuildPhase | None
+    record: BuildResult | None
+
+
 def unknown_build(build_id: str) -> UnknownBuild:
     return UnknownBuild(f"no build with id {build_id!r} (never submitted, or its record has expired)")
 
@@ -143,7 +167,8 @@ class BuildState:
         self._redis = client
         self._expires_s = expires_s
         self._scripts = {name: client.register_script(text) for name, text in (
-            ("submit", _SUBMIT), ("take", _TAKE), ("start", _START), ("advance", _ADVANCE), ("finish", _FINISH),
+            ("submit", _SUBMIT), ("begin", _BEGIN), ("advance", _ADVANCE),
+            ("note_base_digest", _NOTE_BASE_DIGEST),
             ("cancel", _CANCEL), ("delete_if_equal", _DELETE_IF_EQUAL), ("keep_alive", _KEEP_ALIVE),
             ("let_go", _LET_GO))}
 
@@ -152,26 +177,19 @@ class BuildState:
         raw = self._redis.get(RECORD_KEY.format(id=build_id))
         return BuildResult.model_validate_json(raw) if raw else None
 
-    def find_with_cancel(self, build_id: str) -> tuple[BuildResult | None, bool]:
-        """The record, if any, and whether a cancel was asked for; one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(RECORD_KEY.format(id=build_id))
-        pipe.exists(CANCEL_KEY.format(id=build_id))
-        raw, cancel = pipe.execute()
-        return (BuildResult.model_validate_json(raw) if raw else None), bool(cancel)
-
     def get(self, build_id: str) -> BuildResult:
         result = self.find(build_id)
         if result is None:
             raise unknown_build(build_id)
         return result
 
-    def submit(self, pending: BuildResult, message: dict[str, Any]) -> str:
-        """Record `pending` as the target's build, or return the id of the build already active for it."""
+    def submit(self, pending: BuildResult, message: dict[str, Any], *, kept: bool = False) -> str:
+        """Record `pending` as the target's build, or return the id of the build already active for it. A kept
+        record (a stored spec's build) does not expire: it is its history's, and goes when the history drops it."""
         keys = [INFLIGHT_KEY.format(target=pending.image), RECORD_KEY.format(id=pending.id),
                 JOB_KEY.format(id=pending.id), RECENT_KEY]
         args = [pending.id, pending.to_json(), json.dumps(message), self._expires_s,
-                pending.submitted_at.timestamp(), RECENT_BUILDS_KEPT]
+                pending.submitted_at.timestamp(), RECENT_BUILDS_KEPT, "1" if kept else ""]
         return self._scripts["submit"](keys=keys, args=args)
 
     def withdraw(self, pending: BuildResult) -> None:
@@ -190,25 +208,40 @@ class BuildState:
 
     def _records(self, build_ids: list[str]) -> list[BuildResult]:
         """The records of those builds that still have one, in the order given; one round trip."""
-        raws = self._redis.mget([RECORD_KEY.format(id=i) for i in build_ids]) if build_ids else []
-        return [BuildResult.model_validate_json(raw) for raw in raws if raw]
+        found = self.records(build_ids)
+        return [found[i] for i in build_ids if i in found]
 
-    def start(self, running: BuildResult) -> str:
-        """'started', or 'ended' / 'cancelled' when the build must not run."""
-        keys = [RECORD_KEY.format(id=running.id), CANCEL_KEY.format(id=running.id)]
-        return self._scripts["start"](keys=keys, args=[running.to_json(), self._expires_s])
+    def begin(self, running: BuildResult, fields: dict[str, Any], token: str, message: dict[str, Any]) -> Begun:
+        """Begin a delivery (see _BEGIN): write `fields` on the build's record (`running` whole where it has none),
+        having taken the target's lock with `token`; or say why not, in one round trip."""
+        keys = [JOB_KEY.format(id=running.id), LOCK_KEY.format(target=running.image),
+                INFLIGHT_KEY.format(target=running.image), HEARTBEATS_KEY, RECORD_KEY.format(id=running.id),
+                CANCEL_KEY.format(id=running.id)]
+        args = [json.dumps(message), self._expires_s, token, LOCK_TTL_S * 1000, running.id,
+                time.time() + HEARTBEAT_TTL_S, json.dumps(fields), running.to_json()]
+        outcome, before, raw = self._scripts["begin"](keys=keys, args=args)
+        return Begun(outcome, BuildPhase(before) if before else None,
+                     BuildResult.model_validate_json(raw) if raw else None)
 
     def advance(self, result: BuildResult) -> bool:
         """Store a change of a build that has not ended; False (nothing written) if it has ended meanwhile."""
         return bool(self._scripts["advance"](keys=[RECORD_KEY.format(id=result.id)],
                                              args=[result.to_json(), self._expires_s]))
 
-    def finish(self, final: BuildResult, expected: BuildPhase | None = None) -> bool:
-        """End the build with `final` unless it has ended already (or is not in the `expected` phase); frees its
-        target and heartbeat. True for the one caller that ended it."""
-        keys = [RECORD_KEY.format(id=final.id), INFLIGHT_KEY.format(target=final.image), HEARTBEATS_KEY]
-        args = [final.to_json(), self._expires_s, final.id, expected.value if expected else ""]
-        return bool(self._scripts["finish"](keys=keys, args=args))
+    def note_base_digest(self, build_id: str, base_digest: str) -> None:
+        """Record the base digest of an ended build that did not know it (a skipped one: its image's label says;
+        "" where it says nothing, so that it is not asked again)."""
+        self._scripts["note_base_digest"](keys=[RECORD_KEY.format(id=build_id)], args=[base_digest])
+
+    def records(self, build_ids: list[str]) -> dict[str, BuildResult]:
+        """The records of those builds that still have one, by id; one round trip."""
+        raws = self._redis.mget([RECORD_KEY.format(id=i) for i in build_ids]) if build_ids else []
+        return {i: BuildResult.model_validate_json(raw) for i, raw in zip(build_ids, raws) if raw}
+
+    def forget(self, build_ids: list[str]) -> None:
+        """Drop the records of builds a history no longer keeps."""
+        if build_ids:
+            self._redis.delete(*[RECORD_KEY.format(id=i) for i in build_ids])
 
     # -- the message and its counters ------------------------------------------------------------------------
     def message(self, build_id: str) -> dict[str, Any] | None:
@@ -235,17 +268,6 @@ class BuildState:
     # -- the target: in-flight id, and the lock kept alive by the running build ----------------------------
     def release(self, target: str, build_id: str) -> None:
         self._scripts["delete_if_equal"](keys=[INFLIGHT_KEY.format(target=target)], args=[build_id])
-
-    def take(self, target: str, build_id: str, message: dict[str, Any]) -> str | None:
-        """Remember the message, hold the target's lock, make the build its in-flight one (unless another active
-        build is) and start the heartbeat, in one round trip: the lock's token, or None if another delivery
-        holds the lock."""
-        token = uuid.uuid4().hex
-        keys = [JOB_KEY.format(id=build_id), LOCK_KEY.format(target=target), INFLIGHT_KEY.format(target=target),
-                HEARTBEATS_KEY]
-        args = [json.dumps(message), self._expires_s, token, LOCK_TTL_S * 1000, build_id,
-                time.time() + HEARTBEAT_TTL_S]
-        return token if self._scripts["take"](keys=keys, args=args) else None
 
     def keep_alive(self, target: str, token: str, build_id: str) -> bool:
         """Extend the lock and the heartbeat (one round trip); False if another delivery took the lock meanwhile."""

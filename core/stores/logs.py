@@ -15,7 +15,8 @@ from core.stores.builds import RECORD_KEY
 from core.stores.connection import async_redis_client
 
 LOG_KEY = "imagebuilder:log:{id}"  # stream: {line} entries, then one {end: final phase}
-LOG_END_FIELD = "end"
+LOG_END_FIELD = "end"  # the end marker's: the final phase
+LOG_RESULT_FIELD = "result"  # the end marker's too: the final record, so a waiter needs no other read
 FOLLOW_BLOCK_MS = 1000
 LIVE_READ_ENTRIES = 1000  # per XREAD of a live reader: a long log arrives in a few round trips
 LIVE_SHORT_READS = 32  # connections beside the live readers' own, for the records checked as followers come
@@ -33,17 +34,6 @@ class BuildLog:
     def append(self, build_id: str, line: str) -> None:
         self._add(build_id, {"line": line})
 
-    def close(self, build_id: str, phase: str, *, last_line: str | None = None,
-              along: Callable[[redis.client.Pipeline], None] = lambda pipe: None) -> None:
-        """Mark the end so that followers stop; the marker carries the final phase. `last_line`, and whatever
-        `along` queues (other writes of the build's end), go first in the same round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        along(pipe)
-        if last_line is not None:
-            self._queue(pipe, build_id, {"line": last_line})
-        self._queue(pipe, build_id, {LOG_END_FIELD: phase})
-        pipe.execute()
-
     def _add(self, build_id: str, fields: dict[str, str]) -> None:
         pipe = self._redis.pipeline(transaction=False)
         self._queue(pipe, build_id, fields)
@@ -54,23 +44,18 @@ class BuildLog:
         pipe.xadd(key, fields, maxlen=self._max_lines, approximate=True)
         pipe.expire(key, self._retention_s)
 
-    def is_closed(self, build_id: str) -> bool:
-        """The end marker is there (or the log is gone: expired, or never written)."""
-        last = self._redis.xrevrange(LOG_KEY.format(id=build_id), count=1)
-        return not last or LOG_END_FIELD in last[0][1]
-
-    def wait_closed(self, build_id: str, timeout_s: float) -> bool:
-        """Block until the end marker is written (True) or `timeout_s` passes (False)."""
-        key, last_id = LOG_KEY.format(id=build_id), "0-0"
-        deadline = time.monotonic() + timeout_s
+    def wait_end(self, build_id: str, after: str, timeout_s: float) -> tuple[BuildResult | None, str]:
+        """Wait up to `timeout_s` for the end marker, reading on from entry `after` ("0-0": the first): the final
+        record the marker carries, or None; and the entry to read on after."""
+        key, deadline = LOG_KEY.format(id=build_id), time.monotonic() + timeout_s
         while (remaining_s := deadline - time.monotonic()) > 0:
             block_ms = max(1, int(min(remaining_s * 1000, FOLLOW_BLOCK_MS)))
-            for _, entries in self._redis.xread({key: last_id}, block=block_ms, count=1000):
+            for _, entries in self._redis.xread({key: after}, block=block_ms, count=LIVE_READ_ENTRIES):
                 for entry_id, fields in entries:
-                    last_id = entry_id
-                    if LOG_END_FIELD in fields:
-                        return True
-        return False
+                    after = entry_id
+                    if LOG_RESULT_FIELD in fields:
+                        return BuildResult.model_validate_json(fields[LOG_RESULT_FIELD]), after
+        return None, after
 
     def lines(self, build_id: str, *, follow: bool = False,
               is_over: Callable[[], bool] = lambda: False) -> Iterator[str]:

@@ -17,7 +17,6 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from config.celery_config import BUILD_QUEUE
 from core.phases import REPORTED_STEPS
-from core.result import BuildResult, utcnow
 from core.stores.builds import builds_running
 
 FINISHED_KEY = "imagebuilder:metrics:finished"  # hash: final phase -> builds
@@ -42,25 +41,6 @@ class Metrics:
 
     def __init__(self, client: redis.Redis):
         self._redis = client
-
-    def finished(self, final: BuildResult, pipe: redis.client.Pipeline | None = None) -> None:
-        """Count the ended build by phase (for ever and in its hour) and keep how long it ran, if it did; queued on
-        `pipe` if given (the caller sends it), else sent at once."""
-        ended_at = (final.finished_at or utcnow()).timestamp()
-        hourly = HOURLY_KEY.format(hour=int(ended_at // 3600))
-        batch = pipe if pipe is not None else self._redis.pipeline(transaction=False)
-        self._count_finished(batch, final, ended_at, hourly)
-        if pipe is None:
-            batch.execute()
-
-    @staticmethod
-    def _count_finished(pipe: redis.client.Pipeline, final: BuildResult, ended_at: float, hourly: str) -> None:
-        pipe.hincrby(FINISHED_KEY, final.phase.value, 1)
-        pipe.hincrby(hourly, final.phase.value, 1)
-        pipe.expire(hourly, (HOURS_SHOWN + 1) * 3600)
-        if final.started_at and final.finished_at:
-            pipe.lpush(DURATIONS_KEY, f"{ended_at} {(final.finished_at - final.started_at).total_seconds()}")
-            pipe.ltrim(DURATIONS_KEY, 0, DURATIONS_KEPT - 1)
 
     def hourly_phases(self, now: float) -> list[tuple[int, dict[str, int]]]:
         """The last HOURS_SHOWN hours, oldest first: (hour start, epoch s) and builds ended in it by phase."""

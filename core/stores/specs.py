@@ -3,26 +3,29 @@ with their build jobs beside them; history is pruned like OpenShift's, logs with
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+from pydantic import ValidationError
 
 from core.errors import ConcurrentChange, UnknownSpec
-from core.phases import LUA_IS_FINAL, BuildPhase
+from core.phases import BuildPhase
 from core.reference import ImageReference, parse_reference
 from core.result import BuildResult, utcnow
 from core.spec import ImageSpec
-from core.stored import HistoryEntry, StoredSpec, Trigger, build_fields
+from core.stored import HistoryEntry, HistoryMark, StoredSpec, Trigger
+from core.stores.builds import BuildState
 from core.stores.logs import BuildLog
 from core.tagging import compute_tag
 
 SPEC_KEY = "imagebuilder:spec:{name}"  # JSON StoredSpec
 SPECS_KEY = "imagebuilder:specs"  # sorted set of stored spec names, for listing in order
 HISTORY_KEY = "imagebuilder:history:{name}"  # sorted set: build id -> submitted (epoch s)
-ENTRY_KEY = "imagebuilder:history-entry:{id}"  # JSON HistoryEntry; no expiry, pruning removes it
+# JSON HistoryMark (an older version kept a whole HistoryEntry here); no expiry, pruning removes it with the build's
+# record, which a stored spec's build keeps for as long as its history does
+ENTRY_KEY = "imagebuilder:history-entry:{id}"
 # The index of specs by base, written with each apply and delete: per normalised base repository, a hash of spec
 # name -> the base's tag (or "@digest" when pinned), for the specs built on any of its images; and per repository
 # and tag, the set of specs built on that very tag, so that a push reads only those. Made from the specs once, for
@@ -33,32 +36,6 @@ BASED_ON_INDEXED_KEY = "imagebuilder:based-on-indexed"
 BASE_INDEX_VERSION = "2"
 MAX_WATCHED_TRIES = 20  # optimistic retries of one WATCHed step whose reads another writer changed meanwhile
 T = TypeVar("T")
-
-# Mirror a build's fields into its history entry, unless the entry already shows an end: a late update from
-# a step or a requeue never overwrites it. Returns the entry as it now is (nil if the build has none).
-_MIRROR = LUA_IS_FINAL + """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return false end
-local entry = cjson.decode(raw)
-if is_final(entry['phase']) then return raw end
-for field, value in pairs(cjson.decode(ARGV[1])) do entry[field] = value end
-local updated = cjson.encode(entry)
-redis.call('SET', KEYS[1], updated)
-return updated
-"""
-
-# Fill in the base digest of an ended build's entry that has none (a skipped build, whose image says what it was
-# built on); nothing if the entry is gone or knows its base digest already.
-_NOTE_BASE_DIGEST = """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local entry = cjson.decode(raw)
-if entry['base_digest'] ~= nil and entry['base_digest'] ~= cjson.null then return 0 end
-entry['base_digest'] = ARGV[1]
-redis.call('SET', KEYS[1], cjson.encode(entry))
-return 1
-"""
-
 
 def base_key(reference: ImageReference) -> tuple[str, str]:
     """Where a base is indexed: its repository (registry/path), and its tag (`latest` when it names none), or
@@ -92,6 +69,16 @@ def _watched(pipe: redis.client.Pipeline, name: str) -> StoredSpec | None:
     return StoredSpec.model_validate_json(raw) if raw else None
 
 
+def _entry(raw: str, record: BuildResult | None) -> HistoryEntry | None:
+    """A build's history entry: its mark with its record; an older version's whole entry where the record is gone."""
+    if record is not None:
+        return HistoryEntry.of(HistoryMark.model_validate_json(raw), record)
+    try:
+        return HistoryEntry.model_validate_json(raw)
+    except ValidationError:  # a mark whose record is gone: nothing left to show
+        return None
+
+
 def _first_success(ids: list[str], entries: dict[str, HistoryEntry]) -> HistoryEntry | None:
     kept = (entries[i] for i in ids if i in entries)
     return next((e for e in kept if e.phase is BuildPhase.SUCCEEDED and not e.error), None)
@@ -100,13 +87,13 @@ def _first_success(ids: list[str], entries: dict[str, HistoryEntry]) -> HistoryE
 class SpecStore:
     """Stored specs, their history, and its pruning to the last N succeeded and M failed or cancelled builds."""
 
-    def __init__(self, client: redis.Redis, log: BuildLog, *, keep_succeeded: int, keep_failed: int):
+    def __init__(self, client: redis.Redis, builds: BuildState, log: BuildLog, *, keep_succeeded: int,
+                 keep_failed: int):
         self._redis = client
+        self._builds = builds
         self._log = log
         self._keep_succeeded = keep_succeeded
         self._keep_failed = keep_failed
-        self._mirror = client.register_script(_MIRROR)
-        self._note_base_digest = client.register_script(_NOTE_BASE_DIGEST)
         self._base_indexed = False
 
     # -- specs ---------------------------------------------------------------------------------------------
@@ -162,9 +149,12 @@ class SpecStore:
         return [(stored, entries.get(ids[0]) if ids else None) for _, stored, ids in found]
 
     def entries(self, build_ids: list[str]) -> dict[str, HistoryEntry]:
-        """The history entries of those builds that are some stored spec's, by build id."""
+        """The history entries of those builds that are some stored spec's, by build id: each its mark with its
+        record; two round trips."""
         raws = self._redis.mget([ENTRY_KEY.format(id=i) for i in build_ids]) if build_ids else []
-        return {i: HistoryEntry.model_validate_json(raw) for i, raw in zip(build_ids, raws) if raw}
+        marked = {i: raw for i, raw in zip(build_ids, raws) if raw}
+        records = self._builds.records(list(marked))
+        return {i: entry for i, raw in marked.items() if (entry := _entry(raw, records.get(i))) is not None}
 
     def all(self) -> list[StoredSpec]:
         names = self.names()
@@ -232,27 +222,12 @@ class SpecStore:
 
     # -- history -------------------------------------------------------------------------------------------
     def record(self, name: str, result: BuildResult, tag: str, trigger: Trigger) -> None:
-        """Add a just-submitted build to the spec's history."""
-        entry = HistoryEntry.of(result, name, tag, trigger)
+        """Add a just-submitted build to the spec's history (its record, submitted kept, holds the rest)."""
+        mark = HistoryMark(id=result.id, name=name, tag=tag, trigger=trigger)
         pipe = self._redis.pipeline()
-        pipe.set(ENTRY_KEY.format(id=result.id), entry.model_dump_json())
+        pipe.set(ENTRY_KEY.format(id=result.id), mark.model_dump_json())
         pipe.zadd(HISTORY_KEY.format(name=name), {result.id: time.time()})
         pipe.execute()
-
-    def build_changed(self, result: BuildResult) -> HistoryEntry | None:
-        """Mirror a build's new state into its history entry, if it is a stored spec's build; prune at its end."""
-        raw = self._mirror(keys=[ENTRY_KEY.format(id=result.id)],
-                           args=[json.dumps(build_fields(result, mode="json"))])
-        if not raw:
-            return None
-        entry = HistoryEntry.model_validate_json(raw)
-        if entry.phase.is_final:
-            self.prune(entry.name)
-        return entry
-
-    def note_base_digest(self, build_id: str, base_digest: str) -> None:
-        """Record the base digest of an ended build that did not know it (a skipped one: its image's label says)."""
-        self._note_base_digest(keys=[ENTRY_KEY.format(id=build_id)], args=[base_digest])
 
     def history(self, name: str) -> list[HistoryEntry]:
         """Every kept build of the spec, newest first."""
@@ -302,4 +277,5 @@ class SpecStore:
         pipe.zrem(HISTORY_KEY.format(name=name), *ids)
         pipe.delete(*[ENTRY_KEY.format(id=i) for i in ids])
         pipe.execute()
+        self._builds.forget(ids)
         self._log.forget(ids)

@@ -10,6 +10,7 @@ from config.settings import Settings
 from core.lifecycle import Lifecycle
 from core.stores.builds import BuildState
 from core.stores.connection import redis_client
+from core.stores.ending import BuildEnds
 from core.stores.logs import BuildLog
 from core.stores.metrics import Metrics
 from core.stores.schedules import ScheduleStore
@@ -43,9 +44,10 @@ def stores_on(client: redis.Redis, settings: Settings) -> Stores:
     """The stores over `client`."""
     builds = BuildState(client, expires_s=settings.result_expires_s)
     log = BuildLog(client, max_lines=settings.log_max_lines, retention_s=settings.log_retention_s)
-    specs = SpecStore(client, log, keep_succeeded=settings.history_keep_succeeded,
+    specs = SpecStore(client, builds, log, keep_succeeded=settings.history_keep_succeeded,
                       keep_failed=settings.history_keep_failed)
     schedules = ScheduleStore(client, disable_after=settings.schedule_disable_after)
-    metrics = Metrics(client)
-    return Stores(client, builds, log, specs, schedules, TriggerStore(client), metrics,
-                  Lifecycle(builds, log, specs, schedules, metrics))
+    ends = BuildEnds(client, expires_s=settings.result_expires_s, log_max_lines=settings.log_max_lines,
+                     log_retention_s=settings.log_retention_s)
+    return Stores(client, builds, log, specs, schedules, TriggerStore(client), Metrics(client),
+                  Lifecycle(builds, ends, specs, schedules))

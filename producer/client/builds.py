@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
 from typing import Any
 
 from core.errors import AlreadyFinished
@@ -17,8 +16,6 @@ from producer.client.wiring import ClientWiring, translated
 from producer.overview import BuildListing
 
 WAIT_SLICE_S = 5.0
-# A build whose end marker never came (its ender died between the record and the log) is over all the same.
-LOG_END_GRACE_S = 10.0
 
 
 @translated
@@ -54,26 +51,18 @@ class Builds:
         return self.status(build_id)
 
     def wait(self, build_id: str, *, timeout_s: float | None = None) -> BuildResult:
-        """Block until the build has ended and everything about its end is in place (history, schedule, metrics,
-        the log's end marker); TimeoutError after `timeout_s`."""
+        """Block until the build has ended (its end is written whole, at once: the record, the counters, the log's
+        end marker); TimeoutError after `timeout_s`. It wakes at the end marker, which carries the final record;
+        the record itself is read again each slice, for a build whose log has gone."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        closed = False
-        while not self._over(result := self.status(build_id), closed):
+        result, after = self.status(build_id), "0-0"
+        while not result.phase.is_final:
             remaining_s = WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
             if remaining_s <= 0:
                 raise TimeoutError(f"build {build_id} still {result.phase.value} after {timeout_s} s")
-            # Wakes at the log's end marker; the record is re-read each slice in case the marker never comes.
-            closed = self._stores.log.wait_closed(build_id, min(remaining_s, WAIT_SLICE_S))
+            ended, after = self._stores.log.wait_end(build_id, after, min(remaining_s, WAIT_SLICE_S))
+            result = ended or self.status(build_id)
         return result
-
-    def _over(self, result: BuildResult, closed: bool = False) -> bool:
-        """Ended, with its log's end marker written (seen already if `closed`) or long enough ago."""
-        if not result.phase.is_final:
-            return False
-        if closed:
-            return True
-        ended_long_ago = result.finished_at and utcnow() - result.finished_at > timedelta(seconds=LOG_END_GRACE_S)
-        return bool(ended_long_ago) or self._stores.log.is_closed(result.id)
 
     def logs(self, build_id: str, *, follow: bool = False) -> Iterator[str]:
         """The build's log lines; with `follow`, new lines as they come until the build ends."""

@@ -98,6 +98,7 @@ def mount_console(api: FastAPI, client: BuildClient, settings: Settings, session
     _spec_routes(router, pages, client)
     _schedule_routes(router, pages, client)
     _build_routes(router, pages, client)
+    _operations_routes(router, pages, client)
     api.include_router(router)
     return pages
 
@@ -284,6 +285,8 @@ def _build_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
     def rebuild(build_id: str) -> RedirectResponse:
         return see(f"/ui/builds/{client.builds.rebuild(build_id).id}")
 
+
+def _operations_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
     @router.get("/ui/ops")
     def operations(request: Request) -> HTMLResponse:
         ops = client.service.overview()

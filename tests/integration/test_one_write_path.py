@@ -115,7 +115,7 @@ def test_failures_in_a_row_disable_a_schedule_once_even_when_two_ends_race(stack
 
 def test_two_applies_that_would_close_a_cycle_together_store_no_cycle(stack, conn, unique):
     settings = Settings(_env_file=None, PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX="registry.example/team")
-    specs = SpecStore(conn, None, keep_succeeded=1, keep_failed=1)
+    specs = SpecStore(conn, None, None, keep_succeeded=1, keep_failed=1)
     chains = ImageChains(specs, settings)
     a, b = f"{unique}-a", f"{unique}-b"
     # Given two applies, A on B's image and B on A's, each past its cycle check before either writes
@@ -133,7 +133,7 @@ def test_two_applies_that_would_close_a_cycle_together_store_no_cycle(stack, con
     def apply(name: str, other: str) -> None:
         spec = parse_spec({"name": name, "baseImage": f"registry.example/team/{other}:0123abcd"})
         try:
-            SpecStore(redis.Redis(port=stack.redis.port, db=STORES_DB, decode_responses=True), None,
+            SpecStore(redis.Redis(port=stack.redis.port, db=STORES_DB, decode_responses=True), None, None,
                       keep_succeeded=1, keep_failed=1).apply(spec, check=check_then_wait)
             outcomes[name] = "stored"
         except InvalidSpec as e:

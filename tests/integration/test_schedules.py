@@ -13,6 +13,7 @@ from core.stored import Trigger
 from core.stores.connection import redis_client
 from core.stores.wiring import stores_on
 from devstack.baseimage import BUSYBOX_IMAGE, push
+from devstack.seeding import built_before
 from devstack.stack import PULL_PASSWORD, PULL_USER, start_beat
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
@@ -166,10 +167,10 @@ CHECK_ERRORS = {
 
 def test_one_specs_registry_cannot_stop_the_scheduling_pass(stack, hostile, unique):
     from core.app import create_app
-    from core.result import BuildResult, utcnow
     from core.spec import parse_spec
     from devstack.stack import API_TOKEN, start_api
     from tests.integration.hostile_registry import BEHAVIOURS
+    from worker.registry import registry_sessions
     from worker.scheduling import SchedulingPass
 
     env = {"IMAGEBUILDER_REGISTRY_TIMEOUT_S": "2"}
@@ -187,11 +188,9 @@ def test_one_specs_registry_cannot_stop_the_scheduling_pass(stack, hostile, uniq
             for behaviour in BEHAVIOURS:
                 stored, _ = stores.specs.apply(parse_spec({"name": f"{unique}-{behaviour}",
                                                                   "baseImage": hostile.base(behaviour)}))
-                built = BuildResult(id=f"{unique}-{behaviour}-built", image="earlier", submitted_at=utcnow(),
-                                    phase=BuildPhase.SUCCEEDED, base_digest="sha256:" + "0" * 64)
-                stores.specs.record(stored.spec.name, built, stored.tag, Trigger.SPEC_CHANGED)
+                built_before(stores, stored, f"{unique}-{behaviour}-built", base_digest="sha256:" + "0" * 64)
                 client.schedules.set(stored.spec.name, every_s=1)
-            scheduling_pass = SchedulingPass(create_app(settings), settings, stores)
+            scheduling_pass = SchedulingPass(create_app(settings), settings, stores, registry_sessions(settings))
             # When one scheduling pass runs
             outcomes = scheduling_pass.run(now=time.time() + 5)
             # Then each misbehaving registry failed its own check, and the other specs were checked and built

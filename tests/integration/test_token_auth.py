@@ -200,6 +200,7 @@ def test_a_refused_scope_or_password_is_a_clear_auth_failure(hub, hub_client, un
 
 def test_the_scheduling_pass_checks_bases_with_heads_through_tokens(stack, hub, hub_client, unique):
     from core.app import create_app
+    from worker.registry import registry_sessions
     from worker.scheduling import SchedulingPass
 
     # Given two stored specs built on the hub's base, both scheduled to rebuild when it changes
@@ -208,7 +209,8 @@ def test_the_scheduling_pass_checks_bases_with_heads_through_tokens(stack, hub, 
         assert hub_client.wait(build.id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
         hub_client.schedules.set(name, every_s=1)
     settings = stack.settings(TOKEN_DB, **hub.env())
-    scheduling_pass = SchedulingPass(create_app(settings), settings, stores_on(redis_client(settings), settings))
+    stores = stores_on(redis_client(settings), settings)
+    scheduling_pass = SchedulingPass(create_app(settings), settings, stores, registry_sessions(settings))
     tokens_before, since = len(hub.issuer.tokens_for(PULLER)), hub.log_size()
     # When a pass runs with the base unchanged
     unchanged = scheduling_pass.run(now=time.time() + 5)

@@ -4,48 +4,18 @@ Each says which platforms it builds."""
 
 from __future__ import annotations
 
-import io
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from config.settings import Settings
 from core.errors import BuilderUnavailable, ConfigurationError
+from worker.builders.base import Builder, BuildJob
 from worker.builders.buildkit import BuildKitBuilder, find_buildkit_cli
 from worker.builders.classic import ClassicBuilder
-from worker.credentials import RegistryCredentials
-from worker.engine import Engine, engine_platform
+from worker.engine import engine_platform
+
+__all__ = ["Builder", "BuildJob", "choose_builder"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BuildJob:
-    """One build for a builder: the rendered context (Dockerfile and files), the image to tag, how, and whom to
-    tell of each line and to ask whether to go on."""
-
-    context: io.BytesIO
-    target: str
-    force: bool  # every layer anew
-    timeout_s: int
-    on_line: Callable[[str], None]
-    check: Callable[[], None]  # raises to stop (cancel, timeout)
-    cache_from: list[str] = field(default_factory=list)  # images whose layers it may reuse, where it can
-    credentials: list[RegistryCredentials] = field(default_factory=list)  # to read those with
-
-
-class Builder(Protocol):
-    """Builds an image on the engine from a rendered context; only domain errors leave it."""
-
-    cache_mounts: bool  # whether the Dockerfile is rendered with BuildKit's cache mounts for downloads
-    imports_cache: bool  # whether it reuses layers of images in the registry (BuildJob.cache_from)
-
-    def platforms(self) -> frozenset[str]:
-        """The platforms (`os/arch[/variant]`) it builds for."""
-
-    def build(self, engine: Engine, job: BuildJob) -> str:
-        """The new image's id."""
 
 
 def choose_builder(settings: Settings) -> Builder:

@@ -21,15 +21,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from core.errors import BuilderUnavailable, ConfigurationError
+from worker.builders.base import BuildJob
 from worker.credentials import RegistryCredentials
 from worker.dockerfile import REBUILD_ARG, build_context
 from worker.engine import Engine
-
-if TYPE_CHECKING:
-    from worker.builders import BuildJob
 
 logger = logging.getLogger(__name__)
 

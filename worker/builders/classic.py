@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from worker.builders.base import BuildJob
 from worker.engine import Engine
-
-if TYPE_CHECKING:
-    from worker.builders import BuildJob
 
 
 class ClassicBuilder:
