@@ -1,11 +1,13 @@
 """Dispatch throughput of already-built specs (each submission ends Succeeded, skipped after a manifest HEAD),
 end to end through the Python client and through POST /builds, against two baselines on the same Redis: a raw
-Celery no-op task, and a raw Celery task that makes just the one manifest HEAD a skipped build needs. Then the
+Celery no-op task, and a raw Celery task that makes just the one manifest HEAD a skipped build needs, acknowledged
+early (Celery's default) and late (the service's delivery guarantee, the honest floor for its workers). Then the
 speed-up from 1 to 2 and 4 single-process workers, beside raw Celery's own from 1 to 2. Per build it counts the
 Redis commands and the registry requests. The last line holds the ratios."""
 
 import collections
 import concurrent.futures
+import functools
 import os
 import re
 import statistics
@@ -35,14 +37,19 @@ def throughput(submit_and_wait, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def noop_worker(redis_url: str, concurrency: int, log, name: str = "noop") -> Process:
-    """A raw Celery worker for bench.noop_app; the HEAD's credentials come from the environment."""
+def noop_worker(redis_url: str, concurrency: int, log, name: str = "noop", *, acks_late: bool = False) -> Process:
+    """A raw Celery worker for bench.noop_app on its queue (`noop`, or `noop-late` acknowledging late); the HEAD's
+    credentials come from the environment."""
     env = {**os.environ, "BENCH_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT),
-           "BENCH_HEAD_AUTH": f"{PUSH_USER}:{PUSH_PASSWORD}"}
-    process = spawn([sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker", "-Q", "noop", "-c",
+           "BENCH_HEAD_AUTH": f"{PUSH_USER}:{PUSH_PASSWORD}", "BENCH_ACKS_LATE": "1" if acks_late else ""}
+    process = spawn([sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker", "-Q", _queue(acks_late), "-c",
                      str(concurrency), "-l", "INFO", "--hostname", f"{name}{concurrency}@%h"], log, env=env)
     wait_until(lambda: " ready." in log.read_text(errors="replace"), "the no-op worker")
     return process
+
+
+def _queue(acks_late: bool) -> str:
+    return "noop-late" if acks_late else "noop"
 
 
 def main() -> None:
@@ -66,38 +73,49 @@ def main() -> None:
                 time.sleep(0.01)
 
         noop_app = _noop_app(b.stack.redis.url())
-        noop = noop_worker(b.stack.redis.url(), 2, b.workdir / "noop.log")
+        noops = [noop_worker(b.stack.redis.url(), 2, b.workdir / "noop.log"),
+                 noop_worker(b.stack.redis.url(), 2, b.workdir / "noop-late.log", "late", acks_late=True)]
 
         def via_raw_celery(i):
             noop_app.send_task("bench.noop", queue="noop").get(timeout=60)
 
-        def via_raw_celery_head(i):
-            noop_app.send_task("bench.head", args=[head_url], queue="noop").get(timeout=60)
+        def via_raw_celery_head(i, acks_late=False):
+            noop_app.send_task("bench.head", args=[head_url], queue=_queue(acks_late)).get(timeout=60)
 
         server = redis.Redis(port=b.stack.redis.port)
-        _, raw_calls, raw_sent, _ = counted(server, b, lambda: throughput(via_raw_celery, BUILDS))
-        _, client_calls, client_sent, registry_requests = counted(server, b, lambda: throughput(via_client, BUILDS))
+        raw_counts = counted(server, b, lambda: throughput(via_raw_celery, BUILDS))
+        client_counts = counted(server, b, lambda: throughput(via_client, BUILDS))
         paths = {"raw Celery no-op": via_raw_celery, "raw Celery one HEAD": via_raw_celery_head,
+                 "raw Celery one HEAD acked late": functools.partial(via_raw_celery_head, acks_late=True),
                  "client": via_client, "POST /builds": via_http}
         rounds = [{name: throughput(path, BUILDS) for name, path in paths.items()} for _ in range(ROUNDS)]
-        api.stop()
-        noop.stop()
-        print(f"per raw Celery no-op: {cost(raw_calls)}; sent: {cost(raw_sent)}")
-        print(f"per skipped build through the client: {cost(client_calls)}; registry requests "
-              f"{sum(registry_requests.values()) / BUILDS:.2f} "
-              f"({', '.join(f'{k} {v / BUILDS:.2f}' for k, v in registry_requests.items())})")
-        for i, rates in enumerate(rounds, 1):
-            print(f"round {i}: " + "; ".join(f"{name} {rate:.1f}/s" for name, rate in rates.items()))
-        print(scaling(b, via_client, noop_app))
+        for process in (api, *noops):
+            process.stop()
+        report(raw_counts, client_counts, rounds, scaling(b, via_client, noop_app))
 
-        def ratio(ours: str, baseline: str) -> float:
-            return statistics.median(rates[ours] / rates[baseline] for rates in rounds)
 
-        print(f"per skipped build through the client, sent by the client and the worker: {cost(client_sent)}")
-        print(f"dispatch ratio (median of {ROUNDS} rounds) client/raw Celery = "
-              f"{ratio('client', 'raw Celery no-op'):.2f}; HTTP/raw Celery = {ratio('POST /builds', 'raw Celery no-op'):.2f}; "
-              f"client/raw Celery with one HEAD = {ratio('client', 'raw Celery one HEAD'):.2f}; "
-              f"HTTP/that = {ratio('POST /builds', 'raw Celery one HEAD'):.2f}")
+def report(raw_counts: tuple, client_counts: tuple, rounds: list[dict[str, float]], scaled: str) -> None:
+    """Commands and requests per build, each round's rates, the scaling, and (last) the median ratios."""
+    _, raw_calls, raw_sent, _ = raw_counts
+    _, client_calls, client_sent, registry_requests = client_counts
+    print(f"per raw Celery no-op: {cost(raw_calls)}; sent: {cost(raw_sent)}")
+    print(f"per skipped build through the client: {cost(client_calls)}; registry requests "
+          f"{sum(registry_requests.values()) / BUILDS:.2f} "
+          f"({', '.join(f'{k} {v / BUILDS:.2f}' for k, v in registry_requests.items())})")
+    for i, rates in enumerate(rounds, 1):
+        print(f"round {i}: " + "; ".join(f"{name} {rate:.1f}/s" for name, rate in rates.items()))
+    print(scaled)
+
+    def ratio(ours: str, baseline: str) -> float:
+        return statistics.median(rates[ours] / rates[baseline] for rates in rounds)
+
+    print(f"per skipped build through the client, sent by the client and the worker: {cost(client_sent)}")
+    print(f"dispatch ratio (median of {ROUNDS} rounds) client/raw Celery = {ratio('client', 'raw Celery no-op'):.2f}; "
+          f"HTTP/raw Celery = {ratio('POST /builds', 'raw Celery no-op'):.2f}; "
+          f"client/raw Celery with one HEAD = {ratio('client', 'raw Celery one HEAD'):.2f}; "
+          f"HTTP/that = {ratio('POST /builds', 'raw Celery one HEAD'):.2f}; raw Celery one HEAD acked late/acked "
+          f"early = {ratio('raw Celery one HEAD acked late', 'raw Celery one HEAD'):.2f}; client/raw Celery one "
+          f"HEAD acked late = {ratio('client', 'raw Celery one HEAD acked late'):.2f}")
 
 
 def scaling(b, via_client, noop_app) -> str:

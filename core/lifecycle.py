@@ -1,7 +1,8 @@
 """How a build's record moves: the one path by which it starts, changes and ends, for worker and producer alike.
 
-An end is decided once, and written whole, by one Lua script (core.stores.ending); only the caller that made it
-follows it up: the spec's history pruned, its schedule told, and the specs built on a new image announced."""
+An end is decided once, and written whole (a stored spec's history pruned and its schedule told with it), by one Lua
+script (core.stores.ending); only the caller that made it follows it up, announcing a new image that stored specs
+are built on."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ from core.events import IMAGE_CHANGED
 from core.phases import BuildPhase
 from core.reference import parse_reference
 from core.result import BuildResult
-from core.stored import SCHEDULED_TRIGGERS
 from core.stores.builds import Begun, BuildState
 from core.stores.ending import BuildEnds, Ended
-from core.stores.schedules import ScheduleStore
 from core.stores.specs import SpecStore
 
 logger = logging.getLogger(__name__)
@@ -25,11 +24,10 @@ class Lifecycle:
     """Moves build records through their phases; a stored spec's build is its history's without copies (the
     history keeps the build's record)."""
 
-    def __init__(self, state: BuildState, ends: BuildEnds, specs: SpecStore, schedules: ScheduleStore):
+    def __init__(self, state: BuildState, ends: BuildEnds, specs: SpecStore):
         self._state = state
         self._ends = ends
         self._specs = specs
-        self._schedules = schedules
 
     def begin(self, running: BuildResult, fields: dict[str, Any], token: str, message: dict[str, Any]) -> Begun:
         """A delivery's beginning: the target's lock taken with `token` and the record Running, in one step; or
@@ -41,24 +39,25 @@ class Lifecycle:
         return self._state.advance(result)
 
     def end(self, final: BuildResult, *, expected: BuildPhase | None = None, last_line: str | None = None,
-            lock_token: str = "") -> bool:
-        """End the build, once: True for the caller that ended it, False if it had ended already (or was not in
-        the `expected` phase); a delivery's lock on the target (`lock_token`) goes in the same step. Only that
-        caller writes `last_line`, so nothing follows the log's end marker."""
-        ended = self._ends.end(final, expected=expected, last_line=last_line, lock_token=lock_token)
+            lock_token: str = "", fields: dict[str, Any] | None = None, unless_cancelled: bool = False
+            ) -> BuildResult | None:
+        """End the build, once: the final record as written for the caller that ended it, None if it had ended
+        already (or was not in the `expected` phase); a delivery's lock on the target (`lock_token`) goes in the
+        same step. Only that caller writes `last_line`, so nothing follows the log's end marker. With `fields`,
+        those are written on the stored record, `final` standing in where none is stored; `unless_cancelled`
+        raises BuildCancelled, writing nothing, for a build whose cancel was asked for."""
+        ended = self._ends.end(final, expected=expected, last_line=last_line, lock_token=lock_token, fields=fields,
+                               unless_cancelled=unless_cancelled)
         if ended is None:
-            return False
+            return None
         if ended.spec_name is not None:
-            self._follow_up(final, ended)
-        return True
+            self._follow_up(ended)
+        return ended.record
 
-    def _follow_up(self, final: BuildResult, ended: Ended) -> None:
-        """A stored spec's build has ended: its history pruned, its schedule told, its new image announced. The
-        build has ended whatever happens here."""
+    def _follow_up(self, ended: Ended) -> None:
+        """A stored spec's build has ended: its new image announced. The build has ended whatever happens here."""
+        final = ended.record
         try:
-            self._specs.prune(ended.spec_name)
-            if ended.trigger in SCHEDULED_TRIGGERS:
-                self._schedules.build_ended(ended.spec_name, succeeded=final.succeeded, error=_why_not_succeeded(final))
             if final.succeeded and not final.skipped:
                 self._downstream(final.image)
         except Exception:
@@ -70,8 +69,3 @@ class Lifecycle:
         if self._specs.based_on([parse_reference(image)]):
             IMAGE_CHANGED.send(image)
 
-
-def _why_not_succeeded(final: BuildResult) -> str | None:
-    if final.succeeded:
-        return None
-    return f"build {final.id} ended {final.phase.value}" + (f": {final.error}" if final.error else "")

@@ -25,6 +25,11 @@ class Trigger(str, Enum):
 
 
 SCHEDULED_TRIGGERS = frozenset({Trigger.SCHEDULE, Trigger.BASE_CHANGED})
+# The same test for Lua scripts that read a trigger out of a stored history mark.
+LUA_IS_SCHEDULED = (
+    "local function is_scheduled(trigger)\n  return "
+    + " or ".join(f"trigger == '{trigger.value}'" for trigger in sorted(SCHEDULED_TRIGGERS)) + "\nend\n"
+)
 
 
 class StoredSpec(BaseModel):

@@ -1,1 +1,2 @@
-"""The build side: the contract (spec, result, states), the Celery app and task, and the Docker/registry adapters."""
+"""The build side: the Celery tasks, the pipeline a build runs through, its builders, the engine and registry
+adapters."""

@@ -1,5 +1,8 @@
 """One build, step by step, in the order of core.phases.BuildStep: check (skip if the target is there), pull,
-render, build, push; the build containers are removed whatever happens."""
+render, build, push; the build containers are removed whatever happens.
+
+The check's HEAD comes before the delivery takes the target's lock: a queued build whose image is there already ends
+at once, in one step, and never holds a lock, a heartbeat or a watch (most scheduled and triggered builds)."""
 
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ class Run:
     spec: ImageSpec
     target: ImageReference
     force: bool
+    existing: str | None = None  # the target's digest, if the check found it there
     engine: Engine | None = None
     base_digest: str | None = None
     dockerfile: str = ""
@@ -41,28 +45,39 @@ class Run:
 class Pipeline:
     """Runs one spec to its result, reporting through `progress`; raises domain errors only.
 
-    The `watch` may stop it between steps and inside engine streams; the `ledger` remembers the build containers
-    so that none survives the build, even one left by an earlier delivery that crashed."""
+    Once begun, a `watch` may stop it between steps and inside engine streams; a `ledger` remembers the build
+    containers so that none survives the build, even one left by an earlier delivery that crashed."""
 
-    def __init__(self, settings: Settings, builder: Builder, progress: Progress, watch: BuildWatch,
-                 ledger: ContainerLedger, registries: RegistrySessions, engine_factory: EngineFactory | None = None,
-                 *, previous_image: PreviousImage = lambda spec, target: None):
+    def __init__(self, settings: Settings, builder: Builder, progress: Progress, registries: RegistrySessions,
+                 engine_factory: EngineFactory | None = None, *,
+                 previous_image: PreviousImage = lambda spec, target: None):
         self._settings = settings
         self._builder = builder
         self._progress = progress
-        self._watch = watch
-        self._ledger = ledger
         self._registries = registries
         self._engine_factory = engine_factory or Engine.connect
         self._previous_image = previous_image
         self._push_credentials = push_credentials(settings)
+        self._watch: BuildWatch | None = None
+        self._ledger: ContainerLedger | None = None
         self._steps: dict[BuildStep, Callable[[Run], None]] = {
-            BuildStep.CHECKING: self._check, BuildStep.PULLING: self._pull, BuildStep.RENDERING: self._render,
-            BuildStep.BUILDING: self._build, BuildStep.PUSHING: self._push}
+            BuildStep.CHECKING: self._skip_if_there, BuildStep.PULLING: self._pull,
+            BuildStep.RENDERING: self._render, BuildStep.BUILDING: self._build, BuildStep.PUSHING: self._push}
 
-    def run(self, spec: ImageSpec, target: ImageReference, *, force: bool) -> BuildResult:
-        """The build, begun (Progress.begin) and run to its end."""
-        run = Run(spec, target, force)
+    def check(self, run: Run) -> bool:
+        """Before the lock: unless forced, HEAD the target; a queued build whose target is there ends here, skipped
+        (True). One that is not queued (its earlier delivery was lost) is skipped once begun, by the check step."""
+        if not run.force:
+            run.existing = self._registries.client(run.target.registry,
+                                                   self._push_credentials).manifest_digest(run.target)
+        if run.existing:
+            run.done = self._progress.skip(str(run.target), run.existing, self._skip_line(run))
+        return run.done is not None
+
+    def run(self, run: Run, watch: BuildWatch, ledger: ContainerLedger) -> BuildResult:
+        """The build, checked (check) and begun (Progress.begin), run to its end under `watch`, its containers
+        kept in `ledger`."""
+        self._watch, self._ledger = watch, ledger
         try:
             for step in BuildStep:
                 self._enter(step)
@@ -78,14 +93,13 @@ class Pipeline:
         if step.reported:
             self._progress.step(step)
 
-    def _check(self, run: Run) -> None:
-        """Unless forced, HEAD the target: if it is there, the build ends here, skipped."""
-        if run.force:
-            return
-        existing = self._registries.client(run.target.registry, self._push_credentials).manifest_digest(run.target)
-        if existing:
-            run.done = self._progress.succeed(f"{run.target} exists with digest {existing}: nothing to build",
-                                              digest=existing, skipped=True)
+    def _skip_if_there(self, run: Run) -> None:
+        if run.existing:
+            run.done = self._progress.succeed(self._skip_line(run), digest=run.existing, skipped=True)
+
+    @staticmethod
+    def _skip_line(run: Run) -> str:
+        return f"{run.target} exists with digest {run.existing}: nothing to build"
 
     def _pull(self, run: Run) -> None:
         run.engine = self._engine_factory(self._progress.line, timeout_s=self._settings.docker_timeout_s,

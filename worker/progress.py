@@ -32,6 +32,7 @@ class Progress:
         self._on_state = on_state
         self._metrics = metrics
         self._worker = worker
+        self._delivered_at = utcnow()
         self._step_started: tuple[BuildStep, float] | None = None
         self._result: BuildResult | None = None
         self.lock_token = ""  # the target's lock, held from the beginning until the end lets it go
@@ -77,6 +78,19 @@ class Progress:
     def succeed(self, last_line: str | None = None, **fields: Any) -> BuildResult:
         return self._finish(BuildPhase.SUCCEEDED, last_line, **fields)
 
+    def skip(self, image: str, digest: str, last_line: str) -> BuildResult | None:
+        """End a queued build whose target is there already, in one step and without the lock (nothing is built):
+        the final record; None, writing nothing, if the build is not queued (ended, or begun by a delivery that was
+        lost); BuildCancelled if a cancel came first."""
+        fields = {"phase": BuildPhase.SUCCEEDED, "skipped": True, "digest": digest, "started_at": self._delivered_at,
+                  "finished_at": utcnow(), "worker": self._worker, "step": None, "error": None}
+        stand_in = BuildResult(id=self._id, image=image, submitted_at=self._delivered_at, **fields)
+        final = self._lifecycle.end(stand_in, fields=stand_in.model_dump(mode="json", include=set(fields)),
+                                    expected=BuildPhase.PENDING, last_line=last_line, unless_cancelled=True)
+        if final is not None:
+            self._result, self.ended = final, True
+        return final
+
     def requeue(self, reason: str) -> None:
         """Back to Pending until the retry is delivered (a Running record would count as a lost worker)."""
         self.line(f"transient failure, will retry: {reason}")
@@ -91,9 +105,9 @@ class Progress:
     def _finish(self, phase: BuildPhase, last_line: str | None, **fields: Any) -> BuildResult:
         self._end_step()
         final = self.result.model_copy(update={"phase": phase, "finished_at": utcnow(), **fields})
-        self._lifecycle.end(final, last_line=last_line, lock_token=self.lock_token)
-        self._result, self.ended = final, True
-        return final
+        written = self._lifecycle.end(final, last_line=last_line, lock_token=self.lock_token)
+        self._result, self.ended = written or final, True
+        return self._result
 
     def _end_step(self) -> None:
         if self._step_started and self._metrics:

@@ -40,7 +40,7 @@ from core.spec import ImageSpec, parse_spec
 from core.stores.builds import LOCK_TTL_S, ContainerLedger
 from core.tagging import resolve_target
 from worker.basewatch import RECHECK_AFTER_S, BaseWatch, recheck_limit, validated_push
-from worker.pipeline import Pipeline
+from worker.pipeline import Pipeline, Run
 from worker.progress import Progress
 from worker.scheduling import SchedulingPass
 from worker.watch import BuildWatch, backoff_s
@@ -108,7 +108,7 @@ class Delivery:
     def run(self, spec: Any, force: Any) -> dict[str, Any]:
         try:
             image_spec, target, forced = self._validate(spec, force)
-            return self._build_locked(image_spec, target, forced)
+            return self._build(image_spec, target, forced)
         except Retry:
             raise
         except AlreadyFinished:
@@ -138,21 +138,27 @@ class Delivery:
             raise InvalidSpec(f"force: must be a JSON boolean, got {type(force).__name__}")
         return image_spec, resolve_target(image_spec, self._settings), force
 
-    def _build_locked(self, spec: ImageSpec, target: ImageReference, force: bool) -> dict[str, Any]:
-        if not self._progress.begin(str(target), {"spec": spec.to_wire(), "force": force}):
+    def _build(self, spec: ImageSpec, target: ImageReference, force: bool) -> dict[str, Any]:
+        pipeline = Pipeline(self._settings, self._builder, self._progress, self._registries,
+                            previous_image=self._previous_image)
+        run = Run(spec, target, force)
+        if not pipeline.check(run):
+            self._build_locked(pipeline, run)
+        return run.done.model_dump(mode="json")
+
+    def _build_locked(self, pipeline: Pipeline, run: Run) -> None:
+        target = str(run.target)
+        if not self._progress.begin(target, {"spec": run.spec.to_wire(), "force": run.force}):
             # another delivery builds this target now: come back when its lock may be free
             raise self._task.retry(countdown=LOCK_TTL_S, max_retries=None)
         token = self._progress.lock_token
         try:
             self._count_lost_deliveries()
-            with BuildWatch(self._state, self._id, str(target), token, self._settings.build_timeout_s) as watch:
-                ledger = ContainerLedger(self._state, self._id)
-                result = Pipeline(self._settings, self._builder, self._progress, watch, ledger, self._registries,
-                                  previous_image=self._previous_image).run(spec, target, force=force)
-            return result.model_dump(mode="json")
+            with BuildWatch(self._state, self._id, target, token, self._settings.build_timeout_s) as watch:
+                pipeline.run(run, watch, ContainerLedger(self._state, self._id))
         finally:
             if not self._progress.ended:  # the end let go of the lock already
-                self._state.let_go(str(target), token, self._id)
+                self._state.let_go(target, token, self._id)
 
     def _previous_image(self, spec: ImageSpec, target: ImageReference) -> str | None:
         """The spec's last successful image under another tag, to import layers from (read only when building)."""

@@ -1,17 +1,23 @@
 """A build's end, in one atomic step: the final record, the in-flight id and the heartbeat let go, the counters
-of ended builds, and the log's last line and end marker (which carries the final record), all in one Lua script,
-so no reader ever sees half an end. Decided once: only the caller whose script ended the build is told so."""
+of ended builds, a stored spec's history pruned and its schedule told, and the log's last line and end marker (which
+carries the final record), all in one Lua script, so no reader ever sees half an end. Decided once: only the caller
+whose script ended the build is told so."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
+from config.settings import Settings
+from core.errors import BuildCancelled
 from core.phases import BuildPhase
 from core.result import BuildResult, utcnow
-from core.stored import HistoryMark, Trigger
+from core.stored import LUA_IS_SCHEDULED, HistoryMark
 from core.stores.builds import (
+    CANCEL_KEY,
     HEARTBEATS_KEY,
     INFLIGHT_KEY,
     LOCK_KEY,
@@ -27,22 +33,34 @@ from core.stores.metrics import (
     HOURLY_KEY,
     HOURS_SHOWN,
 )
-from core.stores.specs import ENTRY_KEY
+from core.stores.schedules import LUA_SCHEDULED_BUILD_ENDED
+from core.stores.specs import ENTRY_KEY, LUA_PRUNE_HISTORY
 
 # KEYS: record, in-flight id, heartbeats, log, ended counts, this hour's counts, durations, history entry, the
-# target's lock.
+# target's lock, the cancel flag.
 # ARGV: final record, its expiry (for a record written without a submission), id, the phase the build must be in
 # ('' any that has not ended), final phase, the hour's expiry, a duration line ('' none), durations kept, the log's
 # last line and whether there is one, the log's length and expiry, the end marker's fields, the lock's token ('' when
-# the ender holds no lock: a queued build cancelled).
-# Returns 0 when the build had ended already (or was not in the expected phase); else its history entry ('' none).
-_END = LUA_PHASES + LUA_PUT_RECORD + """
+# the ender holds no lock: a queued build cancelled), fields to write on the stored record ('' to write the final
+# record whole; it stands in where none is stored), '1' to refuse a build whose cancel was asked for, and for a
+# scheduled build's schedule: the error to count ('' for a success), and the failures in a row that disable it; the
+# succeeded and the failed builds a stored spec's history keeps. A stored spec's history and schedule are named in
+# the script, from the build's history mark.
+# Returns 0 when the build had ended already (or was not in the expected phase), -1 when refused for a cancel; else
+# its history entry ('' none) and the final record as written.
+_END = LUA_PHASES + LUA_PUT_RECORD + LUA_IS_SCHEDULED + LUA_SCHEDULED_BUILD_ENDED + LUA_PRUNE_HISTORY + """
 local raw = redis.call('GET', KEYS[1])
+local record = ARGV[1]
 if raw then
-  local before = cjson.decode(raw)['phase']
-  if is_final(before) or (ARGV[4] ~= '' and before ~= ARGV[4]) then return 0 end
+  local stored = cjson.decode(raw)
+  if is_final(stored['phase']) or (ARGV[4] ~= '' and stored['phase'] ~= ARGV[4]) then return 0 end
+  if ARGV[16] ~= '' then
+    for field, value in pairs(cjson.decode(ARGV[16])) do stored[field] = value end
+    record = cjson.encode(stored)
+  end
 end
-put_record(KEYS[1], ARGV[1], raw, ARGV[2])
+if ARGV[17] == '1' and redis.call('EXISTS', KEYS[10]) == 1 then return -1 end
+put_record(KEYS[1], record, raw, ARGV[2])
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 redis.call('ZREM', KEYS[3], ARGV[3])
 if ARGV[15] ~= '' and redis.call('GET', KEYS[9]) == ARGV[15] then redis.call('DEL', KEYS[9]) end
@@ -54,50 +72,66 @@ if ARGV[7] ~= '' then
   redis.call('LTRIM', KEYS[7], 0, tonumber(ARGV[8]) - 1)
 end
 if ARGV[10] == '1' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', 'line', ARGV[9]) end
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', ARGV[13], ARGV[5], ARGV[14], ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', ARGV[13], ARGV[5], ARGV[14], record)
 redis.call('EXPIRE', KEYS[4], ARGV[12])
-return redis.call('GET', KEYS[8]) or ''
+local entry = redis.call('GET', KEYS[8])
+if entry then
+  local mark = cjson.decode(entry)
+  prune_history(mark['name'], ARGV[20], ARGV[21])
+  if is_scheduled(mark['trigger']) then
+    scheduled_build_ended(mark['name'], ARGV[18] == '', ARGV[18], ARGV[19])
+  end
+end
+return {entry or '', record}
 """
 
 
 @dataclass(frozen=True)
 class Ended:
-    """What the one caller that ended a build learns: the stored spec it was a build of, if any, and why it ran."""
+    """What the one caller that ended a build learns: the final record as written, and the stored spec it was a
+    build of, if any."""
 
+    record: BuildResult
     spec_name: str | None = None
-    trigger: Trigger | None = None
 
 
 class BuildEnds:
     """Ends builds, each once."""
 
-    def __init__(self, client: redis.Redis, *, expires_s: int, log_max_lines: int, log_retention_s: int):
+    def __init__(self, client: redis.Redis, settings: Settings):
         self._end = client.register_script(_END)
-        self._expires_s = expires_s
-        self._log_max_lines = log_max_lines
-        self._log_retention_s = log_retention_s
+        self._settings = settings
 
     def end(self, final: BuildResult, *, expected: BuildPhase | None = None, last_line: str | None = None,
-            lock_token: str = "") -> Ended | None:
+            lock_token: str = "", fields: dict[str, Any] | None = None, unless_cancelled: bool = False
+            ) -> Ended | None:
         """End the build with `final` unless it has ended already (or is not in the `expected` phase), letting go
-        of the target's lock if `lock_token` holds it: the history it belongs to for the one caller that ended it,
-        None for everyone else. Only that caller's `last_line` is written, so nothing follows the end marker."""
-        args = [*self._args(final, expected, last_line), lock_token]
+        of the target's lock if `lock_token` holds it: what the one caller that ended it learns, None for everyone
+        else. Only that caller's `last_line` is written, so nothing follows the end marker.
+
+        With `fields`, those are written on the stored record (which nobody else can change meanwhile), `final`
+        standing in only where none is stored. `unless_cancelled` refuses a build whose cancel was asked for
+        (BuildCancelled), for an ender that must not pass one by."""
+        args = [*self._args(final, expected, last_line), lock_token, json.dumps(fields) if fields else "",
+                "1" if unless_cancelled else "", _why_not_succeeded(final), self._settings.schedule_disable_after,
+                self._settings.history_keep_succeeded, self._settings.history_keep_failed]
         found = self._end(keys=self._keys(final), args=args)
-        if found == 0:
-            return None
-        return _ended(found)
+        if found == -1:
+            raise BuildCancelled("cancelled before it started")
+        return _ended(*found) if found else None
 
     def _keys(self, final: BuildResult) -> list[str]:
         ended_at = (final.finished_at or utcnow()).timestamp()
         return [RECORD_KEY.format(id=final.id), INFLIGHT_KEY.format(target=final.image), HEARTBEATS_KEY,
                 LOG_KEY.format(id=final.id), FINISHED_KEY, HOURLY_KEY.format(hour=int(ended_at // 3600)),
-                DURATIONS_KEY, ENTRY_KEY.format(id=final.id), LOCK_KEY.format(target=final.image)]
+                DURATIONS_KEY, ENTRY_KEY.format(id=final.id), LOCK_KEY.format(target=final.image),
+                CANCEL_KEY.format(id=final.id)]
 
     def _args(self, final: BuildResult, expected: BuildPhase | None, last_line: str | None) -> list:
-        return [final.to_json(), self._expires_s, final.id, expected.value if expected else "", final.phase.value,
-                (HOURS_SHOWN + 1) * 3600, _duration_line(final), DURATIONS_KEPT, last_line or "",
-                "1" if last_line is not None else "", self._log_max_lines, self._log_retention_s, LOG_END_FIELD,
+        settings = self._settings
+        return [final.to_json(), settings.result_expires_s, final.id, expected.value if expected else "",
+                final.phase.value, (HOURS_SHOWN + 1) * 3600, _duration_line(final), DURATIONS_KEPT, last_line or "",
+                "1" if last_line is not None else "", settings.log_max_lines, settings.log_retention_s, LOG_END_FIELD,
                 LOG_RESULT_FIELD]
 
 
@@ -108,8 +142,16 @@ def _duration_line(final: BuildResult) -> str:
     return f"{final.finished_at.timestamp()} {(final.finished_at - final.started_at).total_seconds()}"
 
 
-def _ended(entry: str) -> Ended:
+def _why_not_succeeded(final: BuildResult) -> str:
+    """What a schedule says of its build that did not succeed ("" for one that did)."""
+    if final.succeeded:
+        return ""
+    return f"build {final.id} ended {final.phase.value}" + (f": {final.error}" if final.error else "")
+
+
+def _ended(entry: str, record: str) -> Ended:
+    final = BuildResult.model_validate_json(record)
     if not entry:
-        return Ended()
+        return Ended(final)
     mark = HistoryMark.model_validate_json(entry)
-    return Ended(mark.name, mark.trigger)
+    return Ended(final, mark.name)

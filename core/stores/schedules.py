@@ -36,22 +36,36 @@ if ARGV[3] == 'drop' then redis.call('ZREM', KEYS[2], ARGV[1])
 elseif ARGV[3] ~= '' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
 return 1
 """
-# Count one more failure in a row (its error ARGV[2]); at ARGV[3] of them, disable the schedule, saying why
-# (ARGV[4] .. count .. ARGV[5]), and drop it from the due set. Returns the count (0 if the schedule is gone).
-_FAIL = """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local schedule = cjson.decode(raw)
-local failures = (tonumber(schedule['consecutive_failures']) or 0) + 1
-schedule['consecutive_failures'] = failures
-schedule['last_error'] = ARGV[2]
-if failures >= tonumber(ARGV[3]) and schedule['enabled'] == true then
-  schedule['enabled'] = false
-  schedule['disabled_reason'] = ARGV[4] .. failures .. ARGV[5]
-  redis.call('ZREM', KEYS[2], ARGV[1])
+# Count one more failure in a row of the schedule at `key` (its error given); at `disable_after` of them, disable
+# it, saying why, and drop it from the due set. Returns the count (0 if the schedule is gone).
+_LUA_FAILED = f"""
+local function failed(key, name, error, disable_after, what)
+  local raw = redis.call('GET', key)
+  if not raw then return 0 end
+  local schedule = cjson.decode(raw)
+  local failures = (tonumber(schedule['consecutive_failures']) or 0) + 1
+  schedule['consecutive_failures'] = failures
+  schedule['last_error'] = error
+  if failures >= tonumber(disable_after) and schedule['enabled'] == true then
+    schedule['enabled'] = false
+    schedule['disabled_reason'] = 'disabled after ' .. failures .. ' ' .. what .. ' in a row; ' ..
+      '`imagebuilder schedule enable ' .. name .. '` resumes it'
+    redis.call('ZREM', '{DUE_KEY}', name)
+  end
+  redis.call('SET', key, cjson.encode(schedule))
+  return failures
 end
-redis.call('SET', KEYS[1], cjson.encode(schedule))
-return failures
+"""
+_FAIL = _LUA_FAILED + "return failed(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
+# A scheduled build's end, for the script that ends builds (core.stores.ending), so that the schedule says how its
+# build ended as soon as anyone can see that it has: a success clears the failures in a row, anything else counts
+# one more.
+LUA_SCHEDULED_BUILD_ENDED = _LUA_PATCH + _LUA_FAILED + f"""
+local function scheduled_build_ended(name, succeeded, error, disable_after)
+  local key = '{SCHEDULE_KEY.format(name="")}' .. name
+  if succeeded then return patch(key, '{{"consecutive_failures": 0, "last_error": null}}') end
+  return failed(key, name, error, disable_after, 'failed builds')
+end
 """
 # Claim a due schedule: move it to its next due time unless another pass already did (compare-and-set), and
 # store that time in the schedule.
@@ -177,17 +191,9 @@ class ScheduleStore:
         """A tick could not check the base; it counts toward disabling the schedule like a failed build."""
         self._failed(name, f"checking the base failed: {error}", "failed checks")
 
-    def build_ended(self, name: str, *, succeeded: bool, error: str | None = None) -> None:
-        """Count failures in a row of scheduled builds; after `disable_after` of them, disable the schedule."""
-        if succeeded:
-            self._change(name, {"consecutive_failures": 0, "last_error": None})
-        else:
-            self._failed(name, error or "the build failed", "failed builds")
-
     def _failed(self, name: str, error: str, what: str) -> None:
-        self._scripts["fail"](keys=[SCHEDULE_KEY.format(name=name), DUE_KEY], args=[
-            name, error, self._disable_after, "disabled after ",
-            f" {what} in a row; `imagebuilder schedule enable {name}` resumes it"])
+        self._scripts["fail"](keys=[SCHEDULE_KEY.format(name=name), DUE_KEY],
+                              args=[name, error, self._disable_after, what])
 
     def _disable(self, name: str, reason: str) -> None:
         self._change(name, {"enabled": False, "disabled_reason": reason}, due="drop")

@@ -16,8 +16,8 @@ from core.reference import ImageReference, parse_reference
 from core.result import BuildResult, utcnow
 from core.spec import ImageSpec
 from core.stored import HistoryEntry, HistoryMark, StoredSpec, Trigger
-from core.stores.builds import BuildState
-from core.stores.logs import BuildLog
+from core.stores.builds import RECORD_KEY, BuildState
+from core.stores.logs import LOG_KEY, BuildLog
 from core.tagging import compute_tag
 
 SPEC_KEY = "imagebuilder:spec:{name}"  # JSON StoredSpec
@@ -26,6 +26,32 @@ HISTORY_KEY = "imagebuilder:history:{name}"  # sorted set: build id -> submitted
 # JSON HistoryMark (an older version kept a whole HistoryEntry here); no expiry, pruning removes it with the build's
 # record, which a stored spec's build keeps for as long as its history does
 ENTRY_KEY = "imagebuilder:history-entry:{id}"
+# When one of a stored spec's builds ends, its history keeps the newest N succeeded and M failed or cancelled builds
+# (their records say which) and drops the rest, with their marks, records and logs; a mark whose record is gone shows
+# nothing and goes too. For the script that ends builds (core.stores.ending), so that whoever sees an end sees the
+# history pruned. Needs LUA_PHASES.
+LUA_PRUNE_HISTORY = f"""
+local function prune_history(name, keep_succeeded, keep_failed)
+  local history = '{HISTORY_KEY.format(name="")}' .. name
+  local succeeded, failed = 0, 0
+  for _, id in ipairs(redis.call('ZREVRANGE', history, 0, -1)) do
+    local entry = '{ENTRY_KEY.format(id="")}' .. id
+    local phase = phase_of(id) or cjson.decode(redis.call('GET', entry) or '{{}}')['phase']
+    local over = not phase
+    if phase == '{BuildPhase.SUCCEEDED.value}' then
+      succeeded = succeeded + 1
+      over = succeeded > tonumber(keep_succeeded)
+    elseif phase and is_final(phase) then
+      failed = failed + 1
+      over = failed > tonumber(keep_failed)
+    end
+    if over then
+      redis.call('ZREM', history, id)
+      redis.call('DEL', entry, '{RECORD_KEY.format(id="")}' .. id, '{LOG_KEY.format(id="")}' .. id)
+    end
+  end
+end
+"""
 # The index of specs by base, written with each apply and delete: per normalised base repository, a hash of spec
 # name -> the base's tag (or "@digest" when pinned), for the specs built on any of its images; and per repository
 # and tag, the set of specs built on that very tag, so that a push reads only those. Made from the specs once, for
@@ -87,13 +113,10 @@ def _first_success(ids: list[str], entries: dict[str, HistoryEntry]) -> HistoryE
 class SpecStore:
     """Stored specs, their history, and its pruning to the last N succeeded and M failed or cancelled builds."""
 
-    def __init__(self, client: redis.Redis, builds: BuildState, log: BuildLog, *, keep_succeeded: int,
-                 keep_failed: int):
+    def __init__(self, client: redis.Redis, builds: BuildState, log: BuildLog):
         self._redis = client
         self._builds = builds
         self._log = log
-        self._keep_succeeded = keep_succeeded
-        self._keep_failed = keep_failed
         self._base_indexed = False
 
     # -- specs ---------------------------------------------------------------------------------------------
@@ -251,24 +274,6 @@ class SpecStore:
         answers = pipe.execute()
         return [(name, StoredSpec.model_validate_json(raw), ids)
                 for name, raw, ids in zip(names, answers[0::2], answers[1::2]) if raw]
-
-    def prune(self, name: str) -> list[str]:
-        """Keep the newest N succeeded and M failed or cancelled builds; drop the rest, with their logs."""
-        succeeded = failed = 0
-        dropped = []
-        for entry in self.history(name):
-            if entry.phase is BuildPhase.SUCCEEDED:
-                succeeded += 1
-                over = succeeded > self._keep_succeeded
-            elif entry.phase.is_final:
-                failed += 1
-                over = failed > self._keep_failed
-            else:
-                over = False
-            if over:
-                dropped.append(entry.id)
-        self._forget(name, dropped)
-        return dropped
 
     def _forget(self, name: str, ids: list[str]) -> None:
         if not ids:

@@ -44,10 +44,8 @@ def stores_on(client: redis.Redis, settings: Settings) -> Stores:
     """The stores over `client`."""
     builds = BuildState(client, expires_s=settings.result_expires_s)
     log = BuildLog(client, max_lines=settings.log_max_lines, retention_s=settings.log_retention_s)
-    specs = SpecStore(client, builds, log, keep_succeeded=settings.history_keep_succeeded,
-                      keep_failed=settings.history_keep_failed)
+    specs = SpecStore(client, builds, log)
     schedules = ScheduleStore(client, disable_after=settings.schedule_disable_after)
-    ends = BuildEnds(client, expires_s=settings.result_expires_s, log_max_lines=settings.log_max_lines,
-                     log_retention_s=settings.log_retention_s)
+    ends = BuildEnds(client, settings)
     return Stores(client, builds, log, specs, schedules, TriggerStore(client), Metrics(client),
-                  Lifecycle(builds, ends, specs, schedules))
+                  Lifecycle(builds, ends, specs))

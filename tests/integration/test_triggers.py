@@ -204,8 +204,7 @@ def test_the_lookup_for_a_pushed_tag_reads_only_the_specs_on_that_tag(stack, uni
         store.apply(parse_spec({"name": f"{unique}-o{i}", "baseImage": f"{unique}/base:other"}))
     for i in range(2):
         store.apply(parse_spec({"name": f"{unique}-p{i}", "baseImage": f"{unique}/base:pushed"}))
-    counted = SpecStore(RepliesCounted(port=stack.redis.port, db=QUEUES_DB, decode_responses=True), None, None,
-                        keep_succeeded=1, keep_failed=1)
+    counted = SpecStore(RepliesCounted(port=stack.redis.port, db=QUEUES_DB, decode_responses=True), None, None)
     counted.based_on([parse_reference(f"{unique}/base:1")])  # the index is in place: nothing more to make
     # When the pushed tag is looked up
     RepliesCounted.items = 0
