@@ -25,8 +25,8 @@ from devstack.services import Process, spawn, wait_until
 from devstack.stack import API_TOKEN, PUSH_PASSWORD, PUSH_USER, start_api, start_worker
 
 SPECS = int(os.environ.get("BENCH_SPECS", "60"))
-BUILDS = int(os.environ.get("BENCH_BUILDS", "300"))  # per measurement: long enough to span several seconds
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # the paths take turns this often; medians are printed
+BUILDS = int(os.environ.get("BENCH_BUILDS", "400"))  # per measurement: long enough to span several seconds
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))  # the paths take turns this often; medians are printed
 CLIENTS = 8  # submitting threads, like several systems submitting at once
 
 
@@ -88,10 +88,18 @@ def main() -> None:
         paths = {"raw Celery no-op": via_raw_celery, "raw Celery one HEAD": via_raw_celery_head,
                  "raw Celery one HEAD acked late": functools.partial(via_raw_celery_head, acks_late=True),
                  "client": via_client, "POST /builds": via_http}
-        rounds = [{name: throughput(path, BUILDS) for name, path in paths.items()} for _ in range(ROUNDS)]
+        rounds = [taking_turns(paths, turn) for turn in range(ROUNDS)]
         for process in (api, *noops):
             process.stop()
         report(raw_counts, client_counts, rounds, scaling(b, via_client, noop_app))
+
+
+def taking_turns(paths: dict, turn: int) -> dict[str, float]:
+    """Each path's throughput, the paths run in an order rotated by `turn`, so that none always runs first."""
+    names = list(paths)
+    order = names[turn % len(names):] + names[:turn % len(names)]
+    rates = {name: throughput(paths[name], BUILDS) for name in order}
+    return {name: rates[name] for name in names}
 
 
 def report(raw_counts: tuple, client_counts: tuple, rounds: list[dict[str, float]], scaled: str) -> None:
