@@ -15,6 +15,7 @@ COPY --from=docker-client /tmp/docker.io/usr/bin/docker /usr/bin/docker
 COPY docker/ /tmp/docker/
 COPY pyproject.toml README.md /src/
 COPY config /src/config
+COPY core /src/core
 COPY worker /src/worker
 COPY producer /src/producer
 RUN if [ -f /tmp/docker/ca-bundle.pem ]; then export PIP_CERT=/tmp/docker/ca-bundle.pem; fi \

@@ -3,6 +3,8 @@ core's stores speak to Redis; only the engine, registry and builder adapters spe
 CLI; and no module imports itself round a circle."""
 
 import ast
+import fnmatch
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,15 @@ def test_no_module_imports_itself_round_a_circle():
     for module in sorted(graph):
         visit(module, [])
     assert circles == []
+
+
+def test_the_project_image_installs_every_package_it_runs():
+    # Given the package patterns pyproject installs and the project's Dockerfile
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    # When every package directory of the tree and the Dockerfile's COPY lines are read
+    packages = {".".join(init.parent.relative_to(ROOT).parts) for name in PACKAGES
+                for init in (ROOT / name).rglob("__init__.py")}
+    copied = {line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")}
+    # Then each one is installed and copied into the image (a missing one installs fine and fails at start)
+    assert [p for p in sorted(packages) if not any(fnmatch.fnmatchcase(p, pattern) for pattern in include)] == []
+    assert set(PACKAGES) <= copied
