@@ -41,19 +41,20 @@ class RawDocker:
     def __init__(self, stack: Stack, config_dir: Path, *, cli: str = "docker", buildkit: bool = False):
         self._cli = cli
         self._env = {**os.environ, "DOCKER_CONFIG": str(config_dir), "DOCKER_BUILDKIT": "1" if buildkit else "0"}
-        self._run("login", "-u", PULL_USER, "--password-stdin", stack.private_registry.host, stdin=PULL_PASSWORD)
-        self._run("login", "-u", PUSH_USER, "--password-stdin", stack.push_registry.host, stdin=PUSH_PASSWORD)
+        self.run("login", "-u", PULL_USER, "--password-stdin", stack.private_registry.host, stdin=PULL_PASSWORD)
+        self.run("login", "-u", PUSH_USER, "--password-stdin", stack.push_registry.host, stdin=PUSH_PASSWORD)
 
-    def _run(self, *args: str, stdin: str | None = None) -> None:
+    def run(self, *args: str, stdin: str | None = None) -> None:
+        """`docker ARGS`, as this admin (quietly; raises if it fails)."""
         subprocess.run([self._cli, *args], input=stdin, text=True, env=self._env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def pull_build_push(self, base: str, context_dir: Path, target: str, *, nocache: bool,
                         build_args: dict[str, str] | None = None) -> None:
-        self._run("pull", base)
+        self.run("pull", base)
         arguments = [item for name, value in (build_args or {}).items() for item in ("--build-arg", f"{name}={value}")]
-        self._run("build", *(["--no-cache"] if nocache else []), *arguments, "-t", target, str(context_dir))
-        self._run("push", target)
+        self.run("build", *(["--no-cache"] if nocache else []), *arguments, "-t", target, str(context_dir))
+        self.run("push", target)
 
 
 @dataclass

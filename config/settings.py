@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import SettingsError
+from core.platforms import Platform
 
 DAY_S = 24 * 3600
 DEFAULT_BUILD_TIMEOUT_S = 3600
@@ -148,8 +149,11 @@ class Settings(BaseSettings):
     builder: Literal["", "buildkit", "classic"] = Field("", validation_alias="IMAGEBUILDER_BUILDER")
     # The Docker client BuildKit builds run; "" finds the first `docker` on PATH that can.
     docker_cli: str = Field("", validation_alias="IMAGEBUILDER_DOCKER_CLI")
+    # The platforms a worker takes builds for; empty: all its builder can (its engine's own, and those the host
+    # emulates). For a remote engine, whose host's emulators a worker cannot see, this names them.
+    platforms: Annotated[list[Platform], NoDecode] = Field([], validation_alias="IMAGEBUILDER_PLATFORMS")
 
-    @field_validator("insecure_registries", "api_tokens", "trusted_proxies", mode="before")
+    @field_validator("insecure_registries", "api_tokens", "trusted_proxies", "platforms", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -79,6 +79,14 @@ class BaseImageNotFound(FatalError):
     """The base image (repository or tag) does not exist in its registry."""
 
 
+class BaseLacksPlatform(BaseImageNotFound):
+    """The base image has no image for a platform the spec names."""
+
+
+class PlatformUnavailable(ConfigurationError):
+    """The spec names a platform that the worker which took its build cannot build."""
+
+
 class UnreadableImage(FatalError):
     """A registry's answer about an image (its manifest or config) could not be read: not a JSON object, no config,
     or a redirect to an address no request may go to."""

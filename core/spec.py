@@ -27,6 +27,7 @@ from core.packages import (
     check_pip,
     conda_install_args,
 )
+from core.platforms import Platform, canonical, parse_platform
 from core.reference import PATH_COMPONENT, parse_reference
 
 MAX_NAME_LEN = 128
@@ -37,6 +38,7 @@ _NAME_RE = re.compile(PATH_COMPONENT)
 # A Kubernetes secret name (DNS-1123 subdomain): safe as a file name, no '/' or '..'.
 _SECRET_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
 MAX_SECRET_NAME_LEN = 253
+MAX_PLATFORM_CHARS = 32
 _NAMES_ITS_FIELD = re.compile(r"[A-Za-z_][\w.\[\]]*: ")
 
 
@@ -69,6 +71,7 @@ SecretName = Annotated[str, AfterValidator(_check_secret_name)]
 AptPackage = Annotated[str, Field(max_length=MAX_ITEM_CHARS), AfterValidator(check_apt)]
 PipRequirement = Annotated[str, Field(max_length=MAX_ITEM_CHARS), AfterValidator(check_pip)]
 CondaSpec = Annotated[str, Field(max_length=MAX_ITEM_CHARS), AfterValidator(check_conda)]
+PlatformName = Annotated[str, Field(max_length=MAX_PLATFORM_CHARS), AfterValidator(parse_platform)]
 
 
 class Packages(BaseModel):
@@ -110,6 +113,22 @@ class ImageSpec(BaseModel):
     base_image: BaseImage
     pull_secret: SecretName | None = None
     packages: Packages = Field(default_factory=Packages)
+    # None: the engine's own platform, and PrimeHub's tag; else one image index covering these, in canonical order
+    platforms: tuple[PlatformName, ...] | None = None
+
+    @field_validator("platforms", mode="before")
+    @classmethod
+    def _short_list(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, list | tuple):
+            raise ValueError("must be a list of platforms, such as [linux/amd64, linux/arm64]")
+        if value is not None and not 1 <= len(value) <= len(Platform):
+            raise ValueError(f"names 1 to {len(Platform)} platforms, or is left out for the engine's own")
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _canonical_platforms(cls, platforms: tuple[Platform, ...] | None) -> tuple[Platform, ...] | None:
+        return None if platforms is None else canonical(platforms)
 
     @field_validator("packages", mode="before")
     @classmethod
@@ -127,8 +146,9 @@ class ImageSpec(BaseModel):
         return _crd_fields(data)
 
     def to_wire(self) -> dict[str, Any]:
-        """The JSON body of the `spec` kwarg that the `imagebuilder.build` task takes."""
-        return self.model_dump(mode="json", by_alias=True)
+        """The JSON body of the `spec` kwarg that the `imagebuilder.build` task takes (no `platforms` key unless it
+        names some: the same message as before platforms existed)."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"platforms"} if self.platforms is None else None)
 
 
 def _crd_fields(resource: dict[str, Any]) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 
 from config.settings import Settings
 from core.errors import ConfigurationError, FeatureDisabled, InvalidSpec
+from core.platforms import Platform
 from core.reference import (
     ImageReference,
     is_valid_tag,
@@ -20,12 +22,15 @@ _SINGLE_REPO_TAG = re.compile(rf"(?P<name>.+)-[0-9a-f]{{{TAG_LEN}}}")  # target_
 
 
 def compute_tag(spec: ImageSpec) -> str:
-    """First 8 hex chars of SHA-1 over base image and non-empty package lists, joined by ';' (PrimeHub)."""
+    """First 8 hex chars of SHA-1 over base image and non-empty package lists, joined by ';' (PrimeHub); the
+    platforms, where a spec names them, are one more part (so a spec without them keeps PrimeHub's tag)."""
     parts = [spec.base_image]
     for manager in ("apt", "pip", "conda"):
         items = getattr(spec.packages, manager)
         if items:
             parts.append(f"{manager}:[{','.join(items)}]")
+    if spec.platforms:
+        parts.append(f"platforms:[{','.join(p.value for p in spec.platforms)}]")
     return hashlib.sha1(";".join(parts).encode()).hexdigest()[:TAG_LEN]
 
 
@@ -39,6 +44,12 @@ def target_for(spec: ImageSpec, *, repo_prefix: str | None, push_repo: str | Non
             "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX is not set: set it to where images go, e.g. docker.io/<namespace>"
         )
     return _reference(f"{repo_prefix.rstrip('/')}/{spec.name}:{tag}", "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX", spec.name)
+
+
+def platform_target(target: ImageReference, platform: Platform) -> ImageReference:
+    """Where one platform's image of a multi-platform build is pushed before the index is tagged: the same
+    repository (an index may only name manifests in its own), the target's tag with the platform after it."""
+    return dataclasses.replace(target, tag=f"{target.tag}-{platform.slug}", digest=None)
 
 
 def target_repository(name: str, *, repo_prefix: str | None, push_repo: str | None = None) -> str | None:
@@ -107,4 +118,8 @@ def resolve_target(spec: ImageSpec, settings: Settings) -> ImageReference:
             f"images would go to registry {target.registry} but PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT is "
             f"{endpoint}: the push credentials are for the endpoint, so make the repo prefix start with it"
         )
+    for platform in spec.platforms or ():
+        if not is_valid_tag(platform_target(target, platform).tag):
+            raise InvalidSpec(f"name: {spec.name!r} is too long for the tag of its {platform.value} image in "
+                              "single-repository mode")
     return target

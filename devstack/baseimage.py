@@ -1,7 +1,9 @@
-"""Base images made on this machine (no Docker Hub here): Debian by debootstrap, BusyBox from busybox-static."""
+"""Base images made on this machine (no Docker Hub here): Debian by debootstrap, BusyBox from busybox-static, and a
+two-platform BusyBox (amd64 and Debian's arm64 busybox-static) pushed with an image index, as Docker Hub's are."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import docker
+import requests
 from docker.errors import ImageNotFound
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "imagebuilder-devstack"
@@ -20,6 +23,8 @@ DEBIAN_PACKAGES = "python3-pip,python3-venv,ca-certificates"
 DEBIAN_IMAGE = "imagebuilder-devstack/debian:bookworm-pip-venv"
 BUSYBOX_IMAGE = "imagebuilder-devstack/busybox:1"
 BUSYBOX = Path("/bin/busybox")
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 
 
 def ensure_image(client: docker.DockerClient, reference: str, make_rootfs_tar, changes: list[str]) -> None:
@@ -50,6 +55,24 @@ def debian_rootfs_tar() -> Path:
     return tarball
 
 
+def arm64_debian_rootfs_tar() -> Path:
+    """The same Debian minbase for arm64: debootstrap's first stage here, its second inside the rootfs under
+    qemu-user-static's arm64 handler (F flag); cached like the amd64 one."""
+    tarball = CACHE_DIR / f"debian-{DEBIAN_SUITE}-arm64-{DEBIAN_PACKAGES.replace(',', '-')}.tar"
+    if tarball.exists():
+        return tarball
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as work:
+        rootfs = Path(work) / "rootfs"
+        subprocess.run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase",
+                        f"--include={DEBIAN_PACKAGES}", DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR],
+                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"], check=True,
+                       stdout=subprocess.DEVNULL)
+        _tar(rootfs, tarball)
+    return tarball
+
+
 def busybox_rootfs_tar() -> Path:
     """A tiny image: static BusyBox and its applet links; enough for builds with no packages."""
     tarball = CACHE_DIR / "busybox.tar"
@@ -63,6 +86,30 @@ def busybox_rootfs_tar() -> Path:
         shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
         subprocess.run([str(rootfs / "bin" / "busybox"), "--install", "-s", str(rootfs / "bin")], check=True)
         _relink_applets(rootfs / "bin")
+        _tar(rootfs, tarball)
+    return tarball
+
+
+def arm64_busybox_rootfs_tar() -> Path:
+    """BusyBox for arm64, from Debian's arm64 busybox-static (the bootstrap adds the architecture); its applet links
+    are the host BusyBox's list (the same version), so nothing arm64 runs here."""
+    tarball = CACHE_DIR / "busybox-arm64.tar"
+    if tarball.exists():
+        return tarball
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as work:
+        subprocess.run(["apt-get", "download", "busybox-static:arm64"], cwd=work, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        package = next(Path(work).glob("busybox-static_*_arm64.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(package), str(Path(work) / "deb")], check=True)
+        rootfs = Path(work) / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        (rootfs / "tmp").mkdir()
+        shutil.copy2(Path(work) / "deb" / "bin" / "busybox", rootfs / "bin" / "busybox")
+        applets = subprocess.run([str(BUSYBOX), "--list"], check=True, capture_output=True, text=True).stdout.split()
+        for applet in applets:
+            if applet != "busybox":
+                (rootfs / "bin" / applet).symlink_to("busybox")
         _tar(rootfs, tarball)
     return tarball
 
@@ -97,3 +144,55 @@ def make_debian(client: docker.DockerClient, reference: str) -> None:
 
 def make_busybox(client: docker.DockerClient, reference: str) -> None:
     ensure_image(client, reference, busybox_rootfs_tar, ['CMD ["/bin/sh"]'])
+
+
+def push_two_platform_busybox(client: docker.DockerClient, reference: str, username: str, password: str) -> None:
+    """`reference` as an index of a linux/amd64 and a linux/arm64 BusyBox."""
+    push_two_platform_image(client, reference, {"amd64": busybox_rootfs_tar, "arm64": arm64_busybox_rootfs_tar},
+                            'CMD ["/bin/sh"]', username, password)
+
+
+def push_two_platform_debian(client: docker.DockerClient, reference: str, username: str, password: str,
+                             arm64_tar: Path) -> None:
+    """`reference` as an index of a linux/amd64 and a linux/arm64 Debian with python3-pip."""
+    push_two_platform_image(client, reference, {"amd64": debian_rootfs_tar, "arm64": lambda: arm64_tar},
+                            'CMD ["/bin/bash"]', username, password)
+
+
+def push_two_platform_image(client: docker.DockerClient, reference: str, rootfs_tars: dict, change: str,
+                            username: str, password: str) -> None:
+    """`reference` in its registry as an image index of one image per architecture (`rootfs_tars` makes each
+    one's root file system), each pushed under its own tag first (`<tag>-arm64`), as a multi-platform base on
+    Docker Hub is."""
+    images = {}
+    for architecture, make_tar in rootfs_tars.items():
+        tagged = f"{reference}-{architecture}"
+        subprocess.run(["docker", "import", "--platform", f"linux/{architecture}", "-c", change, str(make_tar()),
+                        tagged], check=True, stdout=subprocess.DEVNULL)
+        push(client, tagged, username, password)
+        client.images.remove(tagged)
+        images[architecture] = _descriptor(tagged, username, password)
+    _put_index(reference, images, username, password)
+
+
+def _manifest_url(reference: str) -> str:
+    repository, tag = reference.rsplit(":", 1)
+    host, path = repository.split("/", 1)
+    return f"http://{host}/v2/{path}/manifests/{tag}"
+
+
+def _descriptor(reference: str, username: str, password: str) -> dict:
+    answer = requests.head(_manifest_url(reference), auth=(username, password), timeout=30,
+                           headers={"Accept": DOCKER_MANIFEST})
+    answer.raise_for_status()
+    return {"mediaType": answer.headers["Content-Type"], "digest": answer.headers["Docker-Content-Digest"],
+            "size": int(answer.headers["Content-Length"])}
+
+
+def _put_index(reference: str, images: dict[str, dict], username: str, password: str) -> None:
+    index = {"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [
+        {**descriptor, "platform": {"architecture": architecture, "os": "linux"}}
+        for architecture, descriptor in images.items()]}
+    answer = requests.put(_manifest_url(reference), data=json.dumps(index), auth=(username, password), timeout=30,
+                          headers={"Content-Type": DOCKER_LIST})
+    answer.raise_for_status()

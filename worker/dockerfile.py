@@ -47,11 +47,13 @@ class BuildInputs:
     ca_bundle: bool = False
     pip_index_url: str = ""
     buildkit: bool = False  # download caches as cache mounts; a forced rebuild by REBUILD_ARG
+    base_image: str = ""  # what FROM names, where not the spec's base (one platform's image, pinned by digest)
 
 
 def render_dockerfile(spec: ImageSpec, inputs: BuildInputs) -> str:
     """FROM base; USER root; apt, conda, pip; the base's USER again; OCI labels."""
-    lines = [f"FROM {spec.base_image}"] + ([f"ARG {REBUILD_ARG}"] if inputs.buildkit else []) + ["USER root"]
+    lines = [f"FROM {inputs.base_image or spec.base_image}", *([f"ARG {REBUILD_ARG}"] if inputs.buildkit else []),
+             "USER root"]
     if inputs.ca_bundle:
         lines.append(f"COPY {CA_CONTEXT_NAME} {CA_IMAGE_PATH}")
     packages = spec.packages

@@ -99,13 +99,15 @@ class Engine:
     def close(self) -> None:
         self._api.close()
 
-    def pull(self, reference: ImageReference, credentials: RegistryCredentials | None) -> str | None:
-        """Pull `reference`; the digest the registry served it by (from the stream), if it said one."""
-        action = f"pull of {reference}"
+    def pull(self, reference: ImageReference, credentials: RegistryCredentials | None, *,
+             platform: str | None = None) -> str | None:
+        """Pull `reference` (its image for `platform`, if given); the digest the registry served it by (from the
+        stream), if it said one."""
+        action = f"pull of {reference}" + (f" for {platform}" if platform else "")
         digest = reference.digest
         with _registry_errors(reference.registry, action):
             stream = self._api.pull(
-                reference.name, tag=reference.manifest_reference, stream=True, decode=True,
+                reference.name, tag=reference.manifest_reference, stream=True, decode=True, platform=platform,
                 auth_config=credentials.auth_config() if credentials else None,
             )
             for chunk in self._checked(stream, lambda m: error_for_message(m, reference.registry, action)):
@@ -256,6 +258,11 @@ def describe_engine() -> str:
     if os.environ.get("DOCKER_TLS_VERIFY"):
         host += f" with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH={os.environ.get('DOCKER_CERT_PATH') or '~/.docker'}"
     return host
+
+
+def engine_on_this_host() -> bool:
+    """Whether the engine runs on this host (a Unix socket), so that this host's binfmt handlers are its own."""
+    return (os.environ.get("DOCKER_HOST") or "unix://").startswith("unix://")
 
 
 def _tls_reason(error: requests.exceptions.SSLError) -> str:

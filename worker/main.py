@@ -1,5 +1,5 @@
 """Worker entry points: the app with its tasks and reaper, and running a Celery worker on the builds and checks
-queues."""
+queues and a queue per platform it builds."""
 
 from __future__ import annotations
 
@@ -42,4 +42,10 @@ def run_worker(settings: Settings, extra_args: Sequence[str] = ()) -> None:
     # Several workers on one host (compose --scale, host networking) need distinct node names.
     naming = [] if any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in extra_args) else [
         "--hostname", f"builder-{uuid.uuid4().hex[:8]}@%h"]
-    app.worker_main(["worker", "--queues", ",".join(WORKER_QUEUES), "--loglevel", "INFO", *naming, *extra_args])
+    queues = [*WORKER_QUEUES, *platform_queues(app.wiring.builder)]
+    app.worker_main(["worker", "--queues", ",".join(queues), "--loglevel", "INFO", *naming, *extra_args])
+
+
+def platform_queues(builder: Builder) -> list[str]:
+    """A queue per platform the builder takes builds for, so that each platform's builds go where they can run."""
+    return [platform.queue for platform in sorted(builder.platforms(), key=lambda p: p.value)]

@@ -1,11 +1,13 @@
-"""Registry adapter: manifest HEADs (and, where a HEAD cannot tell, an image's labels) over the distribution HTTP
-API, and the one map from registry failures (HTTP statuses, or messages the engine relays) to domain errors."""
+"""Registry adapter: manifest HEADs (and, where a HEAD cannot tell, an image's labels), the platforms an image has,
+and pushing an image index, over the distribution HTTP API; and the one map from registry failures (HTTP statuses,
+or messages the engine relays) to domain errors."""
 
 from __future__ import annotations
 
 import base64
 import collections
 import dataclasses
+import hashlib
 import ipaddress
 import json
 import math
@@ -28,8 +30,19 @@ from core.errors import (
     UnreadableImage,
     UnsafeTokenRealm,
 )
+from core.platforms import Platform
 from core.reference import ImageReference, is_digest, plain_http_allowed
 from worker.credentials import RegistryCredentials
+from worker.imageindex import (
+    IMAGE_TYPES,
+    Descriptor,
+    PlatformImages,
+    descriptor,
+    index_for,
+    is_index,
+    listed_platforms,
+    platform_name,
+)
 
 MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -150,12 +163,45 @@ class RegistryClient:
         if isinstance(manifest.get("manifests"), list):
             child = dataclasses.replace(reference, digest=_first_image_of(manifest["manifests"], reference))
             manifest = self._document("manifest", self._manifest_url(child), reference)
+        labels = _path(self._config(manifest, reference), "config", "Labels")
+        return {k: v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, dict) else {}
+
+    def platform_images(self, reference: ImageReference) -> PlatformImages:
+        """The tag's digest and its image for each platform: one manifest GET for an index; a single image's
+        platform is in its config, one GET more. BaseImageNotFound if it is not there."""
+        body = self._body("manifest", self._manifest_url(reference), reference)
+        manifest = self._json_object(body, f"read of the manifest of {reference}")
+        digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        if is_index(manifest):
+            return PlatformImages(digest, listed_platforms(manifest))
+        return PlatformImages(digest, {platform_name(self._config(manifest, reference)): digest})
+
+    def image_descriptor(self, reference: ImageReference) -> Descriptor:
+        """The media type, digest and size of the image manifest at `reference` (a HEAD), as an index names it."""
+        action = f"manifest check of {reference}"
+        response = self._request("HEAD", self._manifest_url(reference), reference, action, accept=IMAGE_TYPES)
+        self._require_ok(response, action)
+        headers = response.headers
+        return descriptor(headers.get("Content-Type"), headers.get(DIGEST_HEADER), headers.get("Content-Length"),
+                          f"the image {reference}")
+
+    def put_index(self, reference: ImageReference, images: dict[Platform, Descriptor]) -> str:
+        """Tag `reference` with an index of `images` (already in its repository): the index's digest."""
+        media_type, body = index_for(images)
+        action = f"push of the image index {reference}"
+        response = self._request("PUT", self._manifest_url(reference), reference, action, access="pull,push",
+                                 data=body, content_type=media_type)
+        if response.status_code != 201:
+            self._require_ok(response, action)
+            raise PushFailed(f"registry {self._registry} answered the {action} with HTTP {response.status_code}")
+        return response.headers.get(DIGEST_HEADER) or f"sha256:{hashlib.sha256(body).hexdigest()}"
+
+    def _config(self, manifest: dict, reference: ImageReference) -> dict:
+        """The image config an image manifest names."""
         config_digest = _path(manifest, "config", "digest")
         if not isinstance(config_digest, str) or not is_digest(config_digest):
             raise UnreadableImage(f"registry {self._registry} answered the manifest of {reference} without a config")
-        config = self._document("config", self._blob_url(reference, config_digest), reference)
-        labels = _path(config, "config", "Labels")
-        return {k: v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, dict) else {}
+        return self._document("config", self._blob_url(reference, config_digest), reference)
 
     def _manifest_url(self, reference: ImageReference) -> str:
         return f"{self._base_url(reference)}/manifests/{reference.manifest_reference}"
@@ -167,8 +213,12 @@ class RegistryClient:
         return f"{'http' if self._insecure else 'https'}://{reference.api_host}/v2/{reference.repository}"
 
     def _document(self, what: str, url: str, reference: ImageReference) -> dict:
-        """A JSON object the registry serves (a manifest or an image config), read within MAX_DOCUMENT_BYTES and
-        DOCUMENT_TIMEOUTS request timeouts; a blob's redirect to storage is followed, to a safe address only."""
+        """A JSON object the registry serves (a manifest or an image config)."""
+        return self._json_object(self._body(what, url, reference), f"read of the {what} of {reference}")
+
+    def _body(self, what: str, url: str, reference: ImageReference) -> bytes:
+        """A document the registry serves, read within MAX_DOCUMENT_BYTES and DOCUMENT_TIMEOUTS request timeouts;
+        a blob's redirect to storage is followed, to a safe address only."""
         action = f"read of the {what} of {reference}"
         deadline = time.monotonic() + DOCUMENT_TIMEOUTS * self._timeout_s
         response = self._request("GET", url, reference, action, stream=True)
@@ -180,8 +230,7 @@ class RegistryClient:
             if response.status_code == 404:
                 raise BaseImageNotFound(f"{action}: not found in registry {self._registry} (HTTP 404)")
             self._require_ok(response, action)
-            body = self._bounded_body(response, f"its answer to the {action}", MAX_DOCUMENT_BYTES, deadline)
-        return self._json_object(body, action)
+            return self._bounded_body(response, f"its answer to the {action}", MAX_DOCUMENT_BYTES, deadline)
 
     def _redirected(self, response: requests.Response, url: str, action: str) -> requests.Response:
         """Where a redirect leads, asked without credentials, once that address is known to be safe."""
@@ -218,11 +267,12 @@ class RegistryClient:
         return AuthFailed(f"registry {self._registry} rejected {whose} for {action} (HTTP {response.status_code}"
                           f"{why})")
 
-    def _request(self, method: str, url: str, reference: ImageReference, action: str,
+    def _request(self, method: str, url: str, reference: ImageReference, action: str, *, access: str = "pull",
+                 accept: tuple[str, ...] = MANIFEST_MEDIA_TYPES, content_type: str | None = None,
                  **kwargs) -> requests.Response:
         """The request, with the authorization the registry accepted before, or the one its challenge asks for."""
-        scope = f"repository:{reference.repository}:pull"
-        headers = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
+        scope = f"repository:{reference.repository}:{access}"
+        headers = {"Accept": ", ".join(accept)} | ({"Content-Type": content_type} if content_type else {})
         if grant := self._grant_for(scope):
             headers["Authorization"] = grant.header
         response = self._send(method, url, headers, action, **kwargs)

@@ -4,11 +4,12 @@ packages one per line): what was typed, the spec it makes, and each problem plac
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from core.errors import InvalidSpec
+from core.platforms import Platform
 from core.schedule import Policy, Schedule
 from core.spec import CRD_KIND, ImageSpec, validation_problems
 from producer.boundedyaml import load_one
@@ -16,10 +17,11 @@ from producer.boundedyaml import load_one
 PACKAGE_MANAGERS = ("apt", "conda", "pip")
 # pydantic's location of a problem (its first part, or for packages its second) -> the form field that shows it
 _FIELD_OF = {"name": "name", "baseImage": "base_image", "base_image": "base_image", "pullSecret": "pull_secret",
-             "pull_secret": "pull_secret", "apt": "apt", "conda": "conda", "pip": "pip"}
+             "pull_secret": "pull_secret", "apt": "apt", "conda": "conda", "pip": "pip", "platforms": "platforms"}
 GENERAL = "spec"
 MAX_FIELD_CHARS = 4096
 MAX_TEXT_CHARS = 512 * 1024
+PLATFORM_CHOICES = tuple(p.value for p in Platform)  # the form's checkboxes
 
 
 @dataclass
@@ -32,19 +34,23 @@ class SpecForm:
     apt: str = ""
     conda: str = ""
     pip: str = ""
+    platforms: list[str] = field(default_factory=list)  # none ticked: the engine's own
     problems: dict[str, list[str]] = field(default_factory=dict)
+    platform_choices = PLATFORM_CHOICES
 
     @classmethod
     def of(cls, spec: ImageSpec) -> SpecForm:
         packages = spec.packages
         return cls(name=spec.name, base_image=spec.base_image, pull_secret=spec.pull_secret or "",
-                   apt="\n".join(packages.apt), conda="\n".join(packages.conda), pip="\n".join(packages.pip))
+                   apt="\n".join(packages.apt), conda="\n".join(packages.conda), pip="\n".join(packages.pip),
+                   platforms=[p.value for p in spec.platforms or ()])
 
     def document(self) -> dict[str, Any]:
         """The spec these fields describe, in the plain shape; blank lines and `#` comments are not items."""
         return {"name": self.name.strip(), "baseImage": self.base_image.strip(),
                 "pullSecret": self.pull_secret.strip() or None,
-                "packages": {manager: _items(getattr(self, manager)) for manager in PACKAGE_MANAGERS}}
+                "packages": {manager: _items(getattr(self, manager)) for manager in PACKAGE_MANAGERS},
+                **({"platforms": self.platforms} if self.platforms else {})}
 
     def parsed(self) -> ImageSpec | None:
         """The spec, or None with every problem placed beside its field."""
@@ -89,6 +95,7 @@ def _form_from(document: dict[str, Any]) -> SpecForm:
     return SpecForm(name=_text(document.get("name")),
                     base_image=_text(document.get("baseImage", document.get("base_image"))),
                     pull_secret=_text(document.get("pullSecret", document.get("pull_secret"))),
+                    platforms=[_text(item) for item in _list(document.get("platforms"))][:len(PLATFORM_CHOICES) + 1],
                     **{manager: "\n".join(_text(item) for item in _list(packages.get(manager)))
                        for manager in PACKAGE_MANAGERS})
 
@@ -111,6 +118,8 @@ class SpecFields(BaseModel):
     apt: str = Field("", max_length=MAX_TEXT_CHARS)
     conda: str = Field("", max_length=MAX_TEXT_CHARS)
     pip: str = Field("", max_length=MAX_TEXT_CHARS)
+    platforms: list[Annotated[str, Field(max_length=MAX_FIELD_CHARS)]] = Field(
+        default_factory=list, max_length=len(PLATFORM_CHOICES) + 1)
     paste: str = Field("", max_length=MAX_TEXT_CHARS)
     action: Literal["save", "preview", "import"] = "save"
 

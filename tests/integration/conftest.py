@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,6 +28,34 @@ from devstack.stack import (  # noqa: F401 (re-exported for the tests)
 )
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+RUNS_LAST = "runs_last"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked runs_last go after all others: they wait for what the session makes in the background."""
+    items.sort(key=lambda item: item.get_closest_marker(RUNS_LAST) is not None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def arm64_debian_rootfs(request: pytest.FixtureRequest) -> Future[Path] | None:
+    """An arm64 Debian takes minutes to make under emulation: begun with the session, in the background, when it
+    holds multi-platform tests (which run last); None where this host does not run arm64 or no test needs it."""
+    from devstack.baseimage import arm64_debian_rootfs_tar
+    from worker.platforms import emulated_platforms
+
+    wanted = any(item.get_closest_marker(RUNS_LAST) for item in request.session.items)
+    if not wanted or not any(p.value == "linux/arm64" for p in emulated_platforms()):
+        return None
+    made: Future[Path] = Future()
+
+    def make() -> None:
+        try:
+            made.set_result(arm64_debian_rootfs_tar())
+        except BaseException as e:  # the tests that wait for it say what went wrong
+            made.set_exception(e)
+
+    threading.Thread(target=make, name="arm64-debian", daemon=True).start()  # never holds up the session's end
+    return made
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ import pytest
 from playwright.sync_api import Dialog, Page, expect
 
 from core.phases import BuildPhase
+from core.spec import parse_spec
+from core.tagging import compute_tag
 from devstack.baseimage import BUSYBOX_IMAGE, push
 from tests.integration.conftest import API_TOKEN, AUTH, PULL_PASSWORD, PULL_USER
 from tests.integration.test_delivery import slow_spec
@@ -141,6 +143,21 @@ def test_a_bad_package_shows_its_error_beside_its_field_and_keeps_what_was_typed
     # And no spec was stored
     page.goto(f"/ui/specs?name={unique}")
     expect(page.get_by_text("No specs match")).to_be_visible()
+
+
+def test_ticked_platforms_stay_ticked_and_make_the_target_cover_them(page, stack, unique):
+    # Given a signed-in person filling the form and ticking arm64, then amd64
+    fill_spec_form(page, unique, stack.debian_base)
+    page.get_by_label("linux/arm64", exact=True).check()
+    page.get_by_label("linux/amd64", exact=True).check()
+    # When they ask for the target
+    page.get_by_role("button", name="Check and show the target").click()
+    # Then both stay ticked, no other is, and the target's tag is the one that covers both platforms
+    expect(page.get_by_label("linux/arm64", exact=True)).to_be_checked()
+    expect(page.get_by_label("linux/amd64", exact=True)).to_be_checked()
+    expect(page.get_by_label("linux/arm/v7", exact=True)).not_to_be_checked()
+    spec = parse_spec({"name": unique, "baseImage": stack.debian_base, "platforms": ["linux/amd64", "linux/arm64"]})
+    expect(page.locator("#target")).to_have_text(re.compile(f"/{unique}:{compute_tag(spec)}$"))
 
 
 def test_a_running_build_is_cancelled_from_its_page(page, stack, client, unique):

@@ -34,7 +34,8 @@ def test_the_form_makes_a_spec_of_its_lines_and_places_each_problem_beside_its_f
 
 @pytest.mark.parametrize("location, field", [(("name",), "name"), (("baseImage",), "base_image"),
                                              (("packages", "conda", 3), "conda"), ((), GENERAL),
-                                             (("packages",), GENERAL), (("pullSecret",), "pull_secret")])
+                                             (("packages",), GENERAL), (("pullSecret",), "pull_secret"),
+                                             (("platforms", 1), "platforms")])
 def test_a_problem_location_maps_to_its_form_field(location, field):
     assert field_of(location) == field
 
@@ -52,6 +53,19 @@ spec:
 """)
     assert (form.name, form.base_image, form.pull_secret) == ("ml-tools", "jupyter/base-notebook", "hub-secret")
     assert (form.apt, form.pip, form.conda, form.problems) == ("vim", "numpy==1.26.4\npandas", "scipy", {})
+
+
+def test_ticked_platforms_make_the_specs_platforms_and_a_bad_one_shows_beside_them():
+    # Given a form with two platforms ticked, one form with none, and a pasted resource naming a made-up one
+    ticked = SpecForm(name="tools", base_image="debian:bookworm", platforms=["linux/arm64", "linux/amd64"])
+    plain = SpecForm(name="tools", base_image="debian:bookworm")
+    pasted = imported("kind: ImageSpec\napiVersion: primehub.io/v1alpha1\nmetadata: {name: x}\n"
+                      "spec: {baseImage: debian, platforms: [linux/mips]}")
+    # Then the ticked ones are the spec's (in canonical order), none ticked names none, and the bad one is placed
+    assert [p.value for p in ticked.parsed().platforms] == ["linux/amd64", "linux/arm64"]
+    assert plain.parsed().platforms is None and "platforms" not in plain.document()
+    assert pasted.parsed() is None and list(pasted.problems) == ["platforms"]
+    assert SpecForm.of(ticked.parsed()).platforms == ["linux/amd64", "linux/arm64"]
 
 
 @pytest.mark.parametrize("text", ["a: [", "- just\n- a list", "x: &a [*a]", "packages: {apt: [{nested: 1}]}"])

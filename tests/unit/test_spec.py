@@ -60,6 +60,12 @@ def test_packages_and_pull_secret_are_optional():
         ({"baseImage": "a" * 1025}, "baseImage", "at most 1024 characters"),
         ({"packages": {"yum": ["x"]}}, "packages.yum", "Extra inputs"),
         ({"extra": 1}, "extra", "Extra inputs"),
+        ({"platforms": ["linux/mips64"]}, "platforms[0]", "a platform is one of linux/386, linux/amd64"),
+        ({"platforms": ["linux/arm64/v8"]}, "platforms[0]", "a platform is one of"),
+        ({"platforms": []}, "platforms", "names 1 to 7 platforms"),
+        ({"platforms": "linux/amd64"}, "platforms", "must be a list of platforms"),
+        ({"platforms": ["linux/arm64", "linux/amd64", "linux/arm64"]}, "platforms", "linux/arm64 more than once"),
+        ({"platforms": ["linux/" + "a" * 40]}, "platforms[0]", "at most 32 characters"),
     ],
 )
 def test_bad_input_names_the_field_and_the_rule(change, field, words):
@@ -152,3 +158,20 @@ def test_a_spec_file_nested_too_deeply_is_refused_not_a_crash(tmp_path):
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(InvalidSpec, match="nested too deeply"):
         load_spec_file(str(deep))
+
+
+def test_platforms_are_kept_in_canonical_order_and_only_on_the_wire_when_named():
+    # Given the same platforms in two orders, and a spec naming none
+    one = parse_spec({**PLAIN, "platforms": ["linux/arm64", "linux/amd64"]})
+    other = parse_spec({**PLAIN, "platforms": ["linux/amd64", "linux/arm64"]})
+    plain = parse_spec(PLAIN)
+    # Then both name them in one order, and the wire form of a spec without them has no platforms key
+    assert one == other and [p.value for p in one.platforms] == ["linux/amd64", "linux/arm64"]
+    assert one.to_wire()["platforms"] == ["linux/amd64", "linux/arm64"] and parse_spec(one.to_wire()) == one
+    assert plain.platforms is None and "platforms" not in plain.to_wire()
+
+
+def test_a_primehub_resource_may_name_platforms():
+    resource = {"apiVersion": "primehub.io/v1alpha1", "kind": "ImageSpec", "metadata": {"name": "x"},
+                "spec": {"baseImage": "ubuntu:22.04", "platforms": ["linux/arm/v7"]}}
+    assert [p.value for p in parse_spec(resource).platforms] == ["linux/arm/v7"]

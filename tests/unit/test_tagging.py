@@ -1,14 +1,18 @@
 """PrimeHub's tag formula and the push target in both modes."""
 
+import hashlib
+
 import pytest
 
 from config.settings import Settings
 from core.errors import ConfigurationError, InvalidSpec
+from core.platforms import Platform
 from core.reference import parse_reference
 from core.spec import parse_spec
 from core.tagging import (
     builder_of,
     compute_tag,
+    platform_target,
     resolve_target,
     target_for,
     target_repository,
@@ -37,6 +41,28 @@ def test_order_matters_and_the_pull_secret_does_not():
     assert compute_tag(spec(apt=["jq", "curl"])) != compute_tag(spec(apt=["curl", "jq"]))
     with_secret = parse_spec({"name": "test-build", "baseImage": BASE, "pullSecret": "s", "packages": {"apt": ["jq"]}})
     assert compute_tag(with_secret) == compute_tag(spec(apt=["jq"]))
+
+
+def test_platforms_are_one_more_part_of_the_tag_in_canonical_order():
+    # Given a spec without platforms, and the same spec naming two in either order
+    plain = spec(apt=["jq"])
+    both = [parse_spec({"name": "test-build", "baseImage": BASE, "packages": {"apt": ["jq"]}, "platforms": order})
+            for order in (["linux/arm64", "linux/amd64"], ["linux/amd64", "linux/arm64"])]
+    # Then the plain tag is PrimeHub's, and the platforms give one other tag whatever their order
+    assert compute_tag(plain) == hashlib.sha1(f"{BASE};apt:[jq]".encode()).hexdigest()[:8]
+    assert compute_tag(both[0]) == compute_tag(both[1]) == hashlib.sha1(
+        f"{BASE};apt:[jq];platforms:[linux/amd64,linux/arm64]".encode()).hexdigest()[:8]
+
+
+def test_each_platforms_image_goes_to_the_targets_repository_under_the_tag_and_platform():
+    target = parse_reference("registry.example/ns/x:ab12cd34")
+    assert str(platform_target(target, Platform.LINUX_ARM_V7)) == "registry.example/ns/x:ab12cd34-linux-arm-v7"
+
+
+def test_single_repository_mode_refuses_a_name_too_long_for_a_platforms_tag():
+    named = parse_spec({"name": "n" * 110, "baseImage": BASE, "platforms": ["linux/arm/v7"]})
+    with pytest.raises(InvalidSpec, match="too long for the tag of its linux/arm/v7 image"):
+        resolve_target(named, settings(IMAGEBUILDER_PUSH_REPO="docker.io/acme/all"))
 
 
 def test_target_under_prefix_and_in_single_repository_mode():

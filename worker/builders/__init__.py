@@ -8,10 +8,17 @@ import logging
 
 from config.settings import Settings
 from core.errors import BuilderUnavailable, ConfigurationError
+from core.platforms import Platform
 from worker.builders.base import Builder, BuildJob
 from worker.builders.buildkit import BuildKitBuilder, find_buildkit_cli
 from worker.builders.classic import ClassicBuilder
-from worker.engine import engine_platform
+from worker.engine import engine_on_this_host, engine_platform
+from worker.platforms import (
+    describe,
+    emulated_platforms,
+    native_platform,
+    served_platforms,
+)
 
 __all__ = ["Builder", "BuildJob", "choose_builder"]
 
@@ -20,19 +27,27 @@ logger = logging.getLogger(__name__)
 
 def choose_builder(settings: Settings) -> Builder:
     """The builder IMAGEBUILDER_BUILDER asks for: by default BuildKit wherever a Docker client here runs it, else
-    classic; `buildkit` refuses to start without one. Logged, with the reason."""
-    platforms = frozenset({engine_platform()})
+    classic; `buildkit` refuses to start without one. Logged, with the reason and the platforms it builds: the
+    classic builder its engine's own, BuildKit also those the engine's host emulates."""
+    native = native_platform(engine_platform())
     if settings.builder == "classic":
-        return _chosen(ClassicBuilder(platforms), "as IMAGEBUILDER_BUILDER says")
+        return _chosen(ClassicBuilder(_classic_platforms(settings, native)), native, "as IMAGEBUILDER_BUILDER says")
     try:
         cli = find_buildkit_cli(settings.docker_cli)
     except BuilderUnavailable as e:
         if settings.builder == "buildkit":
             raise ConfigurationError(f"IMAGEBUILDER_BUILDER=buildkit, but {e}") from None
-        return _chosen(ClassicBuilder(platforms), f"because {e}", warn=True)
-    return _chosen(BuildKitBuilder(cli, platforms), "")
+        return _chosen(ClassicBuilder(_classic_platforms(settings, native)), native, f"because {e}", warn=True)
+    platforms = served_platforms(settings.platforms, native, emulated_platforms(),
+                                 sees_engine_host=engine_on_this_host())
+    return _chosen(BuildKitBuilder(cli, platforms), native, "")
 
 
-def _chosen(builder: Builder, why: str, *, warn: bool = False) -> Builder:
-    (logger.warning if warn else logger.info)("builder: %s%s", builder, f", {why}" if why else "")
+def _classic_platforms(settings: Settings, native: Platform | None) -> frozenset[Platform]:
+    return served_platforms(settings.platforms, native, frozenset(), sees_engine_host=True)
+
+
+def _chosen(builder: Builder, native: Platform | None, why: str, *, warn: bool = False) -> Builder:
+    (logger.warning if warn else logger.info)("builder: %s%s; platforms: %s", builder, f", {why}" if why else "",
+                                              describe(builder.platforms(), native))
     return builder

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from core.platforms import Platform
 from worker.credentials import RegistryCredentials
 from worker.engine import Engine
 
@@ -23,7 +24,9 @@ class BuildJob:
     on_line: Callable[[str], None]
     check: Callable[[], None]  # raises to stop (cancel, timeout)
     cache_from: list[str] = field(default_factory=list)  # images whose layers it may reuse, where it can
-    credentials: list[RegistryCredentials] = field(default_factory=list)  # to read those with
+    # to read those, and a base BuildKit resolves in its registry (another platform's), with; a later one wins
+    credentials: list[RegistryCredentials] = field(default_factory=list)
+    platform: Platform | None = None  # None: the engine's own
 
 
 class Builder(Protocol):
@@ -32,8 +35,8 @@ class Builder(Protocol):
     cache_mounts: bool  # whether the Dockerfile is rendered with BuildKit's cache mounts for downloads
     imports_cache: bool  # whether it reuses layers of images in the registry (BuildJob.cache_from)
 
-    def platforms(self) -> frozenset[str]:
-        """The platforms (`os/arch[/variant]`) it builds for."""
+    def platforms(self) -> frozenset[Platform]:
+        """The platforms it takes builds for (a queue each)."""
 
     def build(self, engine: Engine, job: BuildJob) -> str:
         """The new image's id."""

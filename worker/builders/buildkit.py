@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import BuilderUnavailable, ConfigurationError
+from core.platforms import Platform
 from worker.builders.base import BuildJob
 from worker.credentials import RegistryCredentials
 from worker.dockerfile import REBUILD_ARG, build_context
@@ -53,14 +54,14 @@ class BuildKitBuilder:
     cache_mounts = True
     imports_cache = True
 
-    def __init__(self, cli: DockerCli, platforms: frozenset[str]):
+    def __init__(self, cli: DockerCli, platforms: frozenset[Platform]):
         self._cli = cli
         self._platforms = platforms
 
     def __str__(self) -> str:
         return f"BuildKit through {self._cli}"
 
-    def platforms(self) -> frozenset[str]:
+    def platforms(self) -> frozenset[Platform]:
         return self._platforms
 
     def build(self, engine: Engine, job: BuildJob) -> str:
@@ -68,7 +69,8 @@ class BuildKitBuilder:
         retryable; a cancel or timeout raises what the watch decided."""
         job.on_line(f"BuildKit through {self._cli}; importing cache from {', '.join(job.cache_from)}")
         build_args = {"BUILDKIT_INLINE_CACHE": "1"} | ({REBUILD_ARG: uuid.uuid4().hex} if job.force else {})
-        run = BuildKitRun(self._cli, job.target, cache_from=job.cache_from, build_args=build_args)
+        run = BuildKitRun(self._cli, job.target, cache_from=job.cache_from, build_args=build_args,
+                          platform=job.platform.value if job.platform else None)
         process = BuildKitProcess(job.on_line, job.check)
         engine.tracking(process)
         image_id = self._run(process, run, job)
@@ -184,11 +186,14 @@ class BuildKitRun:
     tag: str
     cache_from: list[str]
     build_args: dict[str, str]
+    platform: str | None = None
     returncode: int | None = None
     tail: collections.deque[str] | None = None
 
     def arguments(self, iidfile: str) -> list[str]:
         args = [self.cli.path, "build", "--progress=plain", "--iidfile", iidfile, "-t", self.tag]
+        if self.platform:
+            args += ["--platform", self.platform]
         for name, value in self.build_args.items():
             args += ["--build-arg", f"{name}={value}"]
         for reference in self.cache_from:

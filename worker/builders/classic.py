@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.platforms import Platform
 from worker.builders.base import BuildJob
 from worker.engine import Engine
 
@@ -12,13 +13,13 @@ class ClassicBuilder:
     cache_mounts = False
     imports_cache = False
 
-    def __init__(self, platforms: frozenset[str]):
+    def __init__(self, platforms: frozenset[Platform]):
         self._platforms = platforms
 
     def __str__(self) -> str:
         return "classic (the engine API through docker-py)"
 
-    def platforms(self) -> frozenset[str]:
+    def platforms(self) -> frozenset[Platform]:
         return self._platforms
 
     def build(self, engine: Engine, job: BuildJob) -> str:
