@@ -15,6 +15,9 @@ WORKER_QUEUES = (BUILD_QUEUE, CHECK_QUEUE)
 BUILD_TASK_NAME = "imagebuilder.build"  # one delivery of a build (worker/tasks.py)
 BASES_PUSHED_TASK = "imagebuilder.bases_pushed"  # check the stored specs built on pushed tags (worker/basewatch.py)
 SCHEDULE_PASS_TASK = "imagebuilder.schedule_pass"  # decide the due schedules (worker/scheduling.py)
+# one platform's part of a multi-platform build (worker/parts.py), sent to that platform's queue
+# (core.platforms.Platform.queue: `builds.linux-arm64`) by the one sender, worker/platformbuild.py
+PART_TASK_NAME = "imagebuilder.build_part"
 TASK_QUEUES = {BUILD_TASK_NAME: BUILD_QUEUE, BASES_PUSHED_TASK: CHECK_QUEUE, SCHEDULE_PASS_TASK: CHECK_QUEUE}
 SCHEDULE_PASS_ENTRY = "imagebuilder-schedule-pass"  # the one entry of celery-redbeat's schedule
 

@@ -152,6 +152,8 @@ class Settings(BaseSettings):
     # The platforms a worker takes builds for; empty: all its builder can (its engine's own, and those the host
     # emulates). For a remote engine, whose host's emulators a worker cannot see, this names them.
     platforms: Annotated[list[Platform], NoDecode] = Field([], validation_alias="IMAGEBUILDER_PLATFORMS")
+    # How long a platform's part of a build may wait for a worker that builds that platform to take it.
+    part_claim_timeout_s: int = Field(600, ge=1, validation_alias="IMAGEBUILDER_PART_CLAIM_TIMEOUT_S")
 
     @field_validator("insecure_registries", "api_tokens", "trusted_proxies", "platforms", mode="before")
     @classmethod

@@ -96,6 +96,10 @@ class BuildStepFailed(FatalError):
     """A Dockerfile step failed (for a RUN step, the command and the last log lines are in the message)."""
 
 
+class PartFailed(FatalError):
+    """One platform's part of a multi-platform build failed (the message names the platform, its step and why)."""
+
+
 class PushFailed(FatalError):
     """The registry rejected the pushed image for a reason other than auth or availability."""
 

@@ -13,6 +13,19 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class PlatformPart(BaseModel):
+    """One platform's image of a multi-platform build, as the worker building it reports it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: BuildPhase = BuildPhase.PENDING
+    step: BuildStep | None = None
+    digest: str | None = None  # of its image, pushed under the target's tag with the platform after it
+    worker: str | None = None
+    error: str | None = None
+    attempts: int = 0  # claims so far (a worker lost, or a transient failure, gives the part back)
+
+
 class BuildResult(BaseModel):
     """What is known about one build, from submission to its final phase."""
 
@@ -30,6 +43,7 @@ class BuildResult(BaseModel):
     submitted_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    platforms: dict[str, PlatformPart] | None = None  # a multi-platform build's parts, by platform (`linux/arm64`)
 
     @property
     def succeeded(self) -> bool:

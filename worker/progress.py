@@ -11,7 +11,7 @@ from typing import Any
 from core.errors import AlreadyFinished, BuildCancelled
 from core.lifecycle import Lifecycle
 from core.phases import BuildPhase, BuildStep
-from core.result import BuildResult, utcnow
+from core.result import BuildResult, PlatformPart, utcnow
 from core.stores.builds import BuildState
 from core.stores.logs import BuildLog
 from core.stores.metrics import Metrics
@@ -71,6 +71,14 @@ class Progress:
         self._advance(step=step)
         self.line(f"==> {step.value}")
         self._on_state(step.celery_state, self._meta())
+
+    def show_parts(self, parts: dict[str, PlatformPart]) -> None:
+        """A multi-platform build's parts as they are now, on its record."""
+        self._advance(platforms=parts)
+
+    def at_step(self, step: BuildStep | None) -> None:
+        """The step the build's end names (a failed part's), written with the end."""
+        self._result = self.result.model_copy(update={"step": step})
 
     def line(self, text: str) -> None:
         self._log.append(self._id, text)

@@ -17,6 +17,7 @@ from config.celery_config import (
     BUILD_QUEUE,
     BUILD_TASK_NAME,
     CHECK_QUEUE,
+    PART_TASK_NAME,
     SCHEDULE_PASS_TASK,
 )
 from config.settings import Settings
@@ -40,7 +41,9 @@ from core.spec import ImageSpec, parse_spec
 from core.stores.builds import LOCK_TTL_S, ContainerLedger
 from core.tagging import resolve_target
 from worker.basewatch import RECHECK_AFTER_S, BaseWatch, recheck_limit, validated_push
+from worker.parts import PartOrder, PartRunner
 from worker.pipeline import Pipeline, Run
+from worker.platformbuild import PlatformBuild
 from worker.progress import Progress
 from worker.scheduling import SchedulingPass
 from worker.watch import BuildWatch, backoff_s
@@ -61,6 +64,10 @@ def register_tasks(app: ImageBuilderCelery, wiring: ProcessWiring) -> Task:
     @app.task(name=SCHEDULE_PASS_TASK, bind=True, queue=CHECK_QUEUE)
     def schedule_pass(self: Task) -> dict[str, int]:
         return SchedulingPass(self.app, self.app.settings, wiring.stores(), wiring.registries()).run()
+
+    @app.task(name=PART_TASK_NAME, bind=True)
+    def build_part(self: Task, **message: Any) -> dict[str, Any]:
+        return {"claimed": run_part(wiring.platform_wiring(self.app, self.request.hostname).runner, message)}
 
     rechecks = recheck_limit(app.settings)
 
@@ -86,12 +93,24 @@ def register_tasks(app: ImageBuilderCelery, wiring: ProcessWiring) -> Task:
     return build
 
 
+def run_part(runner: PartRunner, message: dict[str, Any]) -> bool:
+    """One delivery of a part's order: built here if no one else has claimed it (a duplicate is a no-op); an order
+    that is not one this service sends is logged and dropped, never a crash."""
+    try:
+        order = PartOrder.from_message(message)
+    except InvalidSpec as e:
+        logger.warning("%s: %s", PART_TASK_NAME, e.message)
+        return False
+    return runner.claim_and_run(order)
+
+
 class Delivery:
     """One delivery of one build message."""
 
     def __init__(self, task: Task, wiring: ProcessWiring):
         stores = wiring.stores()
         self._task = task
+        self._wiring = wiring
         self._builder = wiring.builder
         self._registries = wiring.registries()
         self._settings: Settings = task.app.settings
@@ -140,7 +159,7 @@ class Delivery:
 
     def _build(self, spec: ImageSpec, target: ImageReference, force: bool) -> dict[str, Any]:
         pipeline = Pipeline(self._settings, self._builder, self._progress, self._registries,
-                            previous_image=self._previous_image)
+                            previous_image=self._previous_image, platform_build=self._platform_build)
         run = Run(spec, target, force)
         if not pipeline.check(run):
             self._build_locked(pipeline, run)
@@ -159,6 +178,10 @@ class Delivery:
         finally:
             if not self._progress.ended:  # the end let go of the lock already
                 self._state.let_go(target, token, self._id)
+
+    def _platform_build(self, run: Run) -> PlatformBuild:
+        wiring = self._wiring.platform_wiring(self._task.app, self._task.request.hostname)
+        return PlatformBuild(wiring, self._progress, self._id, run.spec, run.target, run.force)
 
     def _previous_image(self, spec: ImageSpec, target: ImageReference) -> str | None:
         """The spec's last successful image under another tag, to import layers from (read only when building)."""

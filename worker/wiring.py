@@ -7,9 +7,13 @@ from __future__ import annotations
 import os
 import threading
 
+from celery import Celery
+
 from config.settings import Settings
 from core.stores.wiring import Stores, open_stores
 from worker.builders import Builder
+from worker.parts import PartRunner
+from worker.platformbuild import PlatformWiring
 from worker.registry import RegistrySessions, registry_sessions
 
 
@@ -33,6 +37,12 @@ class ProcessWiring:
             if patient not in self._stores:
                 self._stores[patient] = open_stores(self._settings, patient=patient)
             return self._stores[patient]
+
+    def platform_wiring(self, app: Celery, worker: str | None) -> PlatformWiring:
+        """What this process's multi-platform builds share (made on each call: cheap, and only such builds ask)."""
+        stores = self.stores()
+        runner = PartRunner(self._settings, self.builder, stores.parts, stores.builds, stores.log, worker)
+        return PlatformWiring(self._settings, self.registries(), stores.parts, runner, self.builder.platforms(), app)
 
     def registries(self) -> RegistrySessions:
         sessions = getattr(self._local, "sessions", None)

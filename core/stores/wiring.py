@@ -13,6 +13,7 @@ from core.stores.connection import redis_client
 from core.stores.ending import BuildEnds
 from core.stores.logs import BuildLog
 from core.stores.metrics import Metrics
+from core.stores.parts import PlatformParts
 from core.stores.schedules import ScheduleStore
 from core.stores.specs import SpecStore
 from core.stores.triggers import TriggerStore
@@ -20,7 +21,8 @@ from core.stores.triggers import TriggerStore
 
 @dataclass(frozen=True)
 class Stores:
-    """Builds, their logs, stored specs, schedules, trigger claims and metrics, over one Redis client."""
+    """Builds, their logs and platform parts, stored specs, schedules, trigger claims and metrics, over one Redis
+    client."""
 
     redis: redis.Redis
     builds: BuildState
@@ -30,6 +32,7 @@ class Stores:
     triggers: TriggerStore
     metrics: Metrics
     lifecycle: Lifecycle
+    parts: PlatformParts
 
     def close(self) -> None:
         self.redis.close()
@@ -48,4 +51,4 @@ def stores_on(client: redis.Redis, settings: Settings) -> Stores:
     schedules = ScheduleStore(client, disable_after=settings.schedule_disable_after)
     ends = BuildEnds(client, settings)
     return Stores(client, builds, log, specs, schedules, TriggerStore(client), Metrics(client),
-                  Lifecycle(builds, ends, specs))
+                  Lifecycle(builds, ends, specs), PlatformParts(client, expires_s=settings.result_expires_s))

@@ -4,6 +4,11 @@ failure on one platform, with nothing tagged."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 import docker
 import pytest
 import requests
@@ -14,7 +19,8 @@ from devstack.baseimage import push_two_platform_busybox, push_two_platform_debi
 from devstack.stack import PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
-from tests.integration.helpers import tags_in_push_registry
+from tests.integration.helpers import tags_in_push_registry, wait_for
+from tests.integration.test_buildkit import cli_processes
 from tests.integration.test_builds import WAIT_S
 from worker.platforms import emulated_platforms
 
@@ -23,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     reason="no qemu-user-static arm64 handler with the F flag here (scripts/bootstrap.sh registers one where the "
            "kernel lets it)")]
 PLATFORMS_DB = 19
+CLAIM_TIMEOUT_S = 5
 ARM64_DEBIAN_WAIT_S = 1200  # made under emulation, in the background, from the session's start
 INDEX_TYPES = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json"
 
@@ -46,7 +53,8 @@ def two_platform_debian(stack, arm64_debian_rootfs) -> str:
 
 @pytest.fixture(scope="module")
 def platforms_client(stack):
-    worker = start_worker(stack, "platforms", PLATFORMS_DB, IMAGEBUILDER_BUILDER="buildkit")
+    worker = start_worker(stack, "platforms", PLATFORMS_DB, IMAGEBUILDER_BUILDER="buildkit",
+                          IMAGEBUILDER_PART_CLAIM_TIMEOUT_S=str(CLAIM_TIMEOUT_S))
     try:
         with BuildClient(stack.settings(PLATFORMS_DB)) as client:
             yield client
@@ -60,6 +68,24 @@ def index_in_registry(stack, image: str) -> dict | None:
     answer = requests.get(f"http://{stack.push_registry.host}/v2/{repository}/manifests/{tag}",
                           auth=(PUSH_USER, PUSH_PASSWORD), headers={"Accept": INDEX_TYPES}, timeout=10)
     return answer.json() if answer.status_code == 200 else None
+
+
+def watch_for_both_running(client: BuildClient, build_id: str) -> threading.Event:
+    """An event set once the build's record shows every platform's part Running at once."""
+    seen = threading.Event()
+
+    def watch() -> None:
+        while not seen.is_set():
+            record = client.status(build_id)
+            parts = record.platforms or {}
+            if len(parts) > 1 and all(part.phase is BuildPhase.RUNNING for part in parts.values()):
+                seen.set()
+            if record.phase.is_final:
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return seen
 
 
 def run_on(stack, image: str, platform: str, command: str) -> str:
@@ -108,15 +134,30 @@ def test_a_base_without_a_named_platform_fails_naming_it_and_tags_nothing(stack,
     assert index_in_registry(stack, result.image) is None
 
 
-def test_a_platform_this_worker_does_not_build_fails_the_build_before_it_begins(stack, platforms_client,
+def test_a_platform_no_worker_builds_fails_the_build_when_no_one_takes_its_part(stack, platforms_client,
                                                                                two_platform_base, unique):
-    # Given a spec naming linux/ppc64le, which no handler here runs
-    spec = parse_spec({"name": unique, "baseImage": two_platform_base, "platforms": ["linux/ppc64le"]})
+    # Given a base whose index also names linux/ppc64le, which no worker here builds (no handler runs it)
+    base = with_ppc64le_entry(stack, two_platform_base)
+    spec = parse_spec({"name": unique, "baseImage": base, "pullSecret": "private", "platforms": ["linux/ppc64le"]})
     # When it is built
     result = platforms_client.wait(platforms_client.submit(spec).id, timeout_s=WAIT_S)
-    # Then it failed naming the platform and what the worker builds
-    assert result.phase is BuildPhase.FAILED and "does not build linux/ppc64le" in result.error
-    assert "linux/arm64" in result.error
+    # Then it failed once no worker took the part, naming the platform and the queue it waited in
+    assert result.phase is BuildPhase.FAILED, result
+    assert f"linux/ppc64le: no worker took this part within {CLAIM_TIMEOUT_S} s" in result.error
+    assert "builds.linux-ppc64le" in result.error and result.platforms["linux/ppc64le"].phase is BuildPhase.CANCELLED
+
+
+def with_ppc64le_entry(stack, base: str) -> str:
+    """The base's index again, under another tag, with one more entry saying linux/ppc64le (its amd64 image)."""
+    repository, tag = base.split("/", 1)[1].rsplit(":", 1)
+    url = f"http://{stack.private_registry.host}/v2/{repository}/manifests"
+    auth = (PULL_USER, PULL_PASSWORD)
+    index = requests.get(f"{url}/{tag}", auth=auth, headers={"Accept": INDEX_TYPES}, timeout=10).json()
+    index["manifests"].append({**index["manifests"][0], "platform": {"architecture": "ppc64le", "os": "linux"}})
+    answer = requests.put(f"{url}/{tag}-ppc64le", json=index, auth=auth, timeout=10,
+                          headers={"Content-Type": index["mediaType"]})
+    answer.raise_for_status()
+    return f"{base}-ppc64le"
 
 
 @pytest.mark.runs_last
@@ -125,10 +166,16 @@ def test_apt_and_pip_packages_are_in_each_platforms_image(stack, platforms_clien
     spec = parse_spec({"name": unique, "baseImage": two_platform_debian, "pullSecret": "private",
                        "platforms": ["linux/amd64", "linux/arm64"],
                        "packages": {"apt": ["jq"], "pip": ["six==1.17.0"]}})
-    # When it is built
-    result = platforms_client.wait(platforms_client.submit(spec).id, timeout_s=WAIT_S)
-    # Then each platform's image has both packages, built for that platform
+    # When it is built, its record watched meanwhile
+    build = platforms_client.submit(spec)
+    both_running = watch_for_both_running(platforms_client, build.id)
+    result = platforms_client.wait(build.id, timeout_s=WAIT_S)
+    # Then each platform's part ran at the same time as the other, and the record shows each one's image
     assert result.phase is BuildPhase.SUCCEEDED, result.error
+    assert both_running.wait(0), "the two platforms' parts never ran at the same time"
+    assert {p: (part.phase, part.digest is not None) for p, part in result.platforms.items()} == {
+        "linux/amd64": (BuildPhase.SUCCEEDED, True), "linux/arm64": (BuildPhase.SUCCEEDED, True)}
+    # And each platform's image has both packages, built for that platform
     check = "uname -m; jq --version; python3 -c 'import six; print(six.__version__)'"
     assert run_on(stack, result.image, "linux/amd64", check).split() == ["x86_64", "jq-1.6", "1.17.0"]
     assert run_on(stack, result.image, "linux/arm64", check).split() == ["aarch64", "jq-1.6", "1.17.0"]
@@ -142,8 +189,53 @@ def test_a_step_failing_on_one_platform_fails_the_build_naming_it_and_tags_nothi
                        "platforms": ["linux/amd64", "linux/arm64"], "packages": {"apt": ["libc6-i386"]}})
     # When it is built
     result = platforms_client.wait(platforms_client.submit(spec).id, timeout_s=WAIT_S)
-    # Then it failed building, naming arm64, and neither the tag nor any platform's image was pushed
+    # Then it failed building, naming arm64, its part says so, and no index was pushed (amd64's own image may be)
     assert result.phase is BuildPhase.FAILED and result.step is BuildStep.BUILDING, result
     assert result.error.startswith("linux/arm64: ") and "libc6-i386" in result.error
+    arm64 = result.platforms["linux/arm64"]
+    assert (arm64.phase, arm64.step) == (BuildPhase.FAILED, BuildStep.BUILDING)
     assert index_in_registry(stack, result.image) is None
-    assert tags_in_push_registry(stack, result.image.split("/", 1)[1].rsplit(":", 1)[0]) == []
+    tag = result.image.rsplit(":", 1)[1]
+    assert tag not in tags_in_push_registry(stack, result.image.split("/", 1)[1].rsplit(":", 1)[0])
+
+
+def slow_two_platform_spec(base: str, name: str) -> dict:
+    """Long enough to be caught with both parts under way: apt over the network, arm64 emulated."""
+    return {"name": name, "baseImage": base, "pullSecret": "private", "platforms": ["linux/amd64", "linux/arm64"],
+            "packages": {"apt": ["tree", "file"]}}
+
+
+def parts_of(client: BuildClient, build_id: str) -> dict:
+    return {platform: part.phase for platform, part in (client.status(build_id).platforms or {}).items()}
+
+
+@pytest.mark.runs_last
+def test_a_cancel_stops_every_platforms_part_and_tags_nothing(stack, platforms_client, two_platform_debian, unique):
+    # Given a two-platform build with both parts under way
+    build = platforms_client.submit(slow_two_platform_spec(two_platform_debian, unique), force=True)
+    wait_for(lambda: set(parts_of(platforms_client, build.id).values()) == {BuildPhase.RUNNING}, "both parts", 300)
+    # When it is cancelled
+    platforms_client.cancel(build.id)
+    result = platforms_client.wait(build.id, timeout_s=WAIT_S)
+    # Then it ended Cancelled with each part stopped, no index was pushed, and no part's client builds on
+    assert result.phase is BuildPhase.CANCELLED, result
+    assert {part.phase for part in result.platforms.values()} == {BuildPhase.CANCELLED}
+    assert index_in_registry(stack, result.image) is None
+    wait_for(lambda: not cli_processes(result.image), "every part's docker build to stop", 30)
+
+
+@pytest.mark.runs_last
+def test_a_worker_lost_on_one_platform_has_that_part_built_again_and_the_build_succeeds(
+        stack, platforms_client, two_platform_debian, unique):
+    # Given a two-platform build whose arm64 part is being built
+    build = platforms_client.submit(slow_two_platform_spec(two_platform_debian, unique), force=True)
+    arm64_target = f"{platforms_client.status(build.id).image}-linux-arm64"
+    wait_for(lambda: cli_processes(arm64_target), "the arm64 part's docker build", 300)
+    # When the process building it is killed (SIGKILL: no chance to say so)
+    for client_process in cli_processes(arm64_target):
+        os.kill(int((client_process / "stat").read_text().split()[3]), signal.SIGKILL)
+    # Then that part is taken back and built again, and the build succeeds with an index of both
+    result = platforms_client.wait(build.id, timeout_s=WAIT_S)
+    assert result.phase is BuildPhase.SUCCEEDED, result.error
+    assert result.platforms["linux/arm64"].attempts >= 2 and result.platforms["linux/amd64"].attempts == 1
+    assert len(index_in_registry(stack, result.image)["manifests"]) == 2
