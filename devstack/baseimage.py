@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -40,78 +41,72 @@ def ensure_image(client: docker.DockerClient, reference: str, make_rootfs_tar, c
 
 def debian_rootfs_tar() -> Path:
     """A Debian minbase with python3-pip, cached as a tarball between runs."""
-    tarball = CACHE_DIR / f"debian-{DEBIAN_SUITE}-{DEBIAN_PACKAGES.replace(',', '-')}.tar"
-    if tarball.exists():
-        return tarball
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as work:
-        rootfs = Path(work) / "rootfs"
-        subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={DEBIAN_PACKAGES}", DEBIAN_SUITE, str(rootfs),
-             DEBIAN_MIRROR],
-            check=True, stdout=subprocess.DEVNULL,
-        )
-        _tar(rootfs, tarball)
-    return tarball
+    def fill(rootfs: Path) -> None:
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={DEBIAN_PACKAGES}", DEBIAN_SUITE,
+                        str(rootfs), DEBIAN_MIRROR], check=True, stdout=subprocess.DEVNULL)
+
+    return _cached_rootfs_tar(f"debian-{DEBIAN_SUITE}-{DEBIAN_PACKAGES.replace(',', '-')}.tar", fill)
 
 
 def arm64_debian_rootfs_tar() -> Path:
     """The same Debian minbase for arm64: debootstrap's first stage here, its second inside the rootfs under
     qemu-user-static's arm64 handler (F flag); cached like the amd64 one."""
-    tarball = CACHE_DIR / f"debian-{DEBIAN_SUITE}-arm64-{DEBIAN_PACKAGES.replace(',', '-')}.tar"
-    if tarball.exists():
-        return tarball
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as work:
-        rootfs = Path(work) / "rootfs"
+    def fill(rootfs: Path) -> None:
         subprocess.run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase",
                         f"--include={DEBIAN_PACKAGES}", DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR],
                        check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"], check=True,
                        stdout=subprocess.DEVNULL)
-        _tar(rootfs, tarball)
-    return tarball
+
+    return _cached_rootfs_tar(f"debian-{DEBIAN_SUITE}-arm64-{DEBIAN_PACKAGES.replace(',', '-')}.tar", fill)
 
 
 def busybox_rootfs_tar() -> Path:
     """A tiny image: static BusyBox and its applet links; enough for builds with no packages."""
-    tarball = CACHE_DIR / "busybox.tar"
-    if tarball.exists():
-        return tarball
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as work:
-        rootfs = Path(work) / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        (rootfs / "tmp").mkdir()
-        shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
+    def fill(rootfs: Path) -> None:
+        _busybox_rootfs(rootfs, BUSYBOX)
         subprocess.run([str(rootfs / "bin" / "busybox"), "--install", "-s", str(rootfs / "bin")], check=True)
         _relink_applets(rootfs / "bin")
-        _tar(rootfs, tarball)
-    return tarball
+
+    return _cached_rootfs_tar("busybox.tar", fill)
 
 
 def arm64_busybox_rootfs_tar() -> Path:
     """BusyBox for arm64, from Debian's arm64 busybox-static (the bootstrap adds the architecture); its applet links
     are the host BusyBox's list (the same version), so nothing arm64 runs here."""
-    tarball = CACHE_DIR / "busybox-arm64.tar"
-    if tarball.exists():
-        return tarball
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as work:
-        subprocess.run(["apt-get", "download", "busybox-static:arm64"], cwd=work, check=True,
+    def fill(rootfs: Path) -> None:
+        download = rootfs.parent / "download"
+        download.mkdir()
+        subprocess.run(["apt-get", "download", "busybox-static:arm64"], cwd=download, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        package = next(Path(work).glob("busybox-static_*_arm64.deb"))
-        subprocess.run(["dpkg-deb", "-x", str(package), str(Path(work) / "deb")], check=True)
-        rootfs = Path(work) / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        (rootfs / "tmp").mkdir()
-        shutil.copy2(Path(work) / "deb" / "bin" / "busybox", rootfs / "bin" / "busybox")
+        package = next(download.glob("busybox-static_*_arm64.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(package), str(download / "deb")], check=True)
+        _busybox_rootfs(rootfs, download / "deb" / "bin" / "busybox")
         applets = subprocess.run([str(BUSYBOX), "--list"], check=True, capture_output=True, text=True).stdout.split()
         for applet in applets:
             if applet != "busybox":
                 (rootfs / "bin" / applet).symlink_to("busybox")
+
+    return _cached_rootfs_tar("busybox-arm64.tar", fill)
+
+
+def _cached_rootfs_tar(name: str, fill: Callable[[Path], None]) -> Path:
+    """The tarball `name` in the cache, made once from a root file system that `fill` writes."""
+    tarball = CACHE_DIR / name
+    if tarball.exists():
+        return tarball
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as work:
+        rootfs = Path(work) / "rootfs"
+        fill(rootfs)
         _tar(rootfs, tarball)
     return tarball
+
+
+def _busybox_rootfs(rootfs: Path, busybox: Path) -> None:
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "tmp").mkdir()
+    shutil.copy2(busybox, rootfs / "bin" / "busybox")
 
 
 def _relink_applets(bin_dir: Path) -> None:

@@ -19,6 +19,7 @@ import yaml
 
 from config.celery_config import WORKER_QUEUES
 from config.settings import Settings
+from core.platforms import Platform
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -28,6 +29,7 @@ KEDA_API = "keda.sh/v1alpha1"
 SERVICE_IMAGE = "registry.example.com/platform/imagebuilder:0.1.0"  # the example overlay's
 # Read by docker-py's from_env (worker/engine.py) and by the docker CLI the BuildKit builder runs
 DOCKER_CLIENT_VARIABLES = frozenset({"DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"})
+ARCHITECTURES = {"amd64": Platform.LINUX_AMD64, "arm64": Platform.LINUX_ARM64}  # a worker Deployment each
 
 
 def kustomize(folder: Path) -> list[dict]:
@@ -71,19 +73,19 @@ def test_every_object_is_valid_kubernetes_with_no_unknown_field(folder):
 
 
 def test_the_schema_check_would_catch_a_misspelt_field_or_a_wrong_type(example):
-    worker = copy.deepcopy(named(example, "Deployment", "imagebuilder-worker"))
+    worker = copy.deepcopy(named(example, "Deployment", "imagebuilder-worker-amd64"))
     worker["spec"]["template"]["spec"]["terminationGracePeriodSecond"] = 660
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(worker, KUBERNETES_VERSION, strict=True)
-    scaled = copy.deepcopy(named(example, "ScaledObject", "imagebuilder-worker"))
+    scaled = copy.deepcopy(named(example, "ScaledObject", "imagebuilder-worker-amd64"))
     scaled["spec"]["minReplicaCount"] = "zero"
     assert keda_errors([scaled]) == ["data/spec/minReplicaCount must be integer"]
 
 
 def test_the_keda_objects_are_valid_against_kedas_crd_schemas(example):
     keda = [o for o in example if o["apiVersion"] == KEDA_API]
-    assert sorted(o["kind"] for o in keda) == ["ScaledObject", "TriggerAuthentication"]
-    assert keda_errors(keda) == [None, None]
+    assert sorted(o["kind"] for o in keda) == ["ScaledObject", "ScaledObject", "TriggerAuthentication"]
+    assert keda_errors(keda) == [None, None, None]
 
 
 def test_every_variable_a_manifest_gives_the_service_is_a_setting_it_reads(example):
@@ -96,15 +98,22 @@ def test_every_variable_a_manifest_gives_the_service_is_a_setting_it_reads(examp
     assert {"IMAGEBUILDER_REDIS_URL", "IMAGEBUILDER_API_TOKENS", "DOCKER_HOST"} <= given
 
 
-def test_workers_scale_from_zero_on_the_queues_they_serve_by_their_concurrency(example):
-    scaled = named(example, "ScaledObject", "imagebuilder-worker")
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_workers_scale_from_zero_on_the_queues_they_serve_by_their_concurrency(example, arch):
+    # Given one architecture's worker Deployment and its ScaledObject
+    name = f"imagebuilder-worker-{arch}"
+    scaled = named(example, "ScaledObject", name)
     triggers = scaled["spec"]["triggers"]
-    worker = named(example, "Deployment", "imagebuilder-worker")["spec"]["template"]["spec"]
+    worker = named(example, "Deployment", name)["spec"]["template"]["spec"]
     args = worker["containers"][0]["args"]
     concurrency = args[args.index("--concurrency") + 1]
-    assert scaled["spec"]["scaleTargetRef"]["name"] == "imagebuilder-worker"
+    env = {e["name"]: e.get("value") for e in worker["containers"][0]["env"]}
+    # Then its pods run on that architecture's nodes, build its platform, and scale on every queue they serve
+    platform = ARCHITECTURES[arch]
+    assert worker["nodeSelector"] == {"kubernetes.io/arch": arch} and env["IMAGEBUILDER_PLATFORMS"] == platform.value
+    assert scaled["spec"]["scaleTargetRef"]["name"] == name
     assert scaled["spec"]["minReplicaCount"] == 0
-    assert [t["metadata"]["listName"] for t in triggers] == list(WORKER_QUEUES)  # every queue a worker serves
+    assert [t["metadata"]["listName"] for t in triggers] == [*WORKER_QUEUES, platform.queue]
     for trigger in triggers:
         assert trigger["type"] == "redis"
         assert trigger["metadata"]["activationListLength"] == "0"  # active at one queued message
@@ -114,9 +123,15 @@ def test_workers_scale_from_zero_on_the_queues_they_serve_by_their_concurrency(e
                                                     "key": "password"}]
 
 
+def test_each_architectures_workers_select_only_their_own_pods(example):
+    selectors = [named(example, kind, f"imagebuilder-worker-{arch}")["spec"]["selector"]["matchLabels"]
+                 for kind in ("Deployment", "PodDisruptionBudget") for arch in sorted(ARCHITECTURES)]
+    assert [selector["imagebuilder.io/arch"] for selector in selectors] == ["amd64", "arm64"] * 2
+
+
 def test_a_worker_pod_talks_tls_to_its_own_engine_and_outlasts_its_soft_shutdown(example):
     settings_map = named(example, "ConfigMap", "imagebuilder-settings")["data"]
-    pod = named(example, "Deployment", "imagebuilder-worker")["spec"]["template"]["spec"]
+    pod = named(example, "Deployment", "imagebuilder-worker-amd64")["spec"]["template"]["spec"]
     (engine,), (worker,) = pod["initContainers"], pod["containers"]
     env = {e["name"]: e.get("value") for e in worker["env"]}
     # A native sidecar engine with TLS certificates in a volume both mount; no host socket anywhere
@@ -127,14 +142,14 @@ def test_a_worker_pod_talks_tls_to_its_own_engine_and_outlasts_its_soft_shutdown
     assert not [v for v in pod["volumes"] if "hostPath" in v]
     # The grace period outlasts the soft shutdown, and a disruption budget covers the workers
     assert pod["terminationGracePeriodSeconds"] > float(settings_map["IMAGEBUILDER_SOFT_SHUTDOWN_S"])
-    budget = named(example, "PodDisruptionBudget", "imagebuilder-worker")
+    budget = named(example, "PodDisruptionBudget", "imagebuilder-worker-amd64")
     assert budget["spec"]["selector"]["matchLabels"].items() <= \
-        named(example, "Deployment", "imagebuilder-worker")["spec"]["template"]["metadata"]["labels"].items()
+        named(example, "Deployment", "imagebuilder-worker-amd64")["spec"]["template"]["metadata"]["labels"].items()
 
 
 def test_pull_secrets_are_dockerconfigjson_secrets_mounted_under_the_pull_secrets_dir(example):
     settings_map = named(example, "ConfigMap", "imagebuilder-settings")["data"]
-    pod = named(example, "Deployment", "imagebuilder-worker")["spec"]["template"]["spec"]
+    pod = named(example, "Deployment", "imagebuilder-worker-arm64")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = [m for m in pod["containers"][0]["volumeMounts"] if "secret" in volumes[m["name"]]]
     assert mounts

@@ -8,13 +8,17 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import docker
 import pytest
 import requests
 
+from core.app import create_app
 from core.phases import BuildPhase, BuildStep
 from core.spec import parse_spec
+from core.stores.connection import redis_client
+from core.stores.wiring import stores_on
 from devstack.baseimage import push_two_platform_busybox, push_two_platform_debian
 from devstack.stack import PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER
 from producer.client import BuildClient
@@ -23,6 +27,8 @@ from tests.integration.helpers import tags_in_push_registry, wait_for
 from tests.integration.test_buildkit import cli_processes
 from tests.integration.test_builds import WAIT_S
 from worker.platforms import emulated_platforms
+from worker.registry import registry_sessions
+from worker.scheduling import SchedulingPass
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     not any(p.value == "linux/arm64" for p in emulated_platforms()),
@@ -149,15 +155,9 @@ def test_a_platform_no_worker_builds_fails_the_build_when_no_one_takes_its_part(
 
 def with_ppc64le_entry(stack, base: str) -> str:
     """The base's index again, under another tag, with one more entry saying linux/ppc64le (its amd64 image)."""
-    repository, tag = base.split("/", 1)[1].rsplit(":", 1)
-    url = f"http://{stack.private_registry.host}/v2/{repository}/manifests"
-    auth = (PULL_USER, PULL_PASSWORD)
-    index = requests.get(f"{url}/{tag}", auth=auth, headers={"Accept": INDEX_TYPES}, timeout=10).json()
-    index["manifests"].append({**index["manifests"][0], "platform": {"architecture": "ppc64le", "os": "linux"}})
-    answer = requests.put(f"{url}/{tag}-ppc64le", json=index, auth=auth, timeout=10,
-                          headers={"Content-Type": index["mediaType"]})
-    answer.raise_for_status()
-    return f"{base}-ppc64le"
+    ppc64le = {"architecture": "ppc64le", "os": "linux"}
+    return index_variant(stack, base, f"{base.rsplit(':', 1)[1]}-ppc64le",
+                         lambda entries: [*entries, {**entries[0], "platform": ppc64le}])
 
 
 @pytest.mark.runs_last
@@ -239,3 +239,34 @@ def test_a_worker_lost_on_one_platform_has_that_part_built_again_and_the_build_s
     assert result.phase is BuildPhase.SUCCEEDED, result.error
     assert result.platforms["linux/arm64"].attempts >= 2 and result.platforms["linux/amd64"].attempts == 1
     assert len(index_in_registry(stack, result.image)["manifests"]) == 2
+
+
+def test_a_scheduling_pass_rebuilds_a_two_platform_spec_when_its_bases_index_changes(
+        stack, platforms_client, two_platform_base, unique):
+    # Given a stored two-platform spec, built once on its own copy of the two-platform base, checked every second
+    base = index_variant(stack, two_platform_base, f"{unique}-base", list)
+    _, first = platforms_client.specs.apply({"name": unique, "baseImage": base, "pullSecret": "private",
+                                             "platforms": ["linux/amd64", "linux/arm64"]})
+    assert platforms_client.wait(first.id, timeout_s=WAIT_S).succeeded
+    platforms_client.schedules.set(unique, every_s=1)
+    settings = stack.settings(PLATFORMS_DB)
+    scheduling_pass = SchedulingPass(create_app(settings), settings, stores_on(redis_client(settings), settings),
+                                     registry_sessions(settings))
+    # When a pass runs with the base's index unchanged, and again once the index is another (its entries reversed)
+    unchanged = scheduling_pass.run(now=time.time() + 5)
+    index_variant(stack, two_platform_base, f"{unique}-base", lambda entries: entries[::-1])
+    changed = scheduling_pass.run(now=time.time() + 10)
+    # Then the first pass built nothing, and the second rebuilt it: the index's digest is what it compares
+    assert unchanged == {"unchanged": 1} and changed == {"base-changed": 1}
+
+
+def index_variant(stack, base: str, tag: str, change: Callable[[list], list]) -> str:
+    """The base's index under another tag of its repository, its entries changed by `change`."""
+    repository, old_tag = base.split("/", 1)[1].rsplit(":", 1)
+    url = f"http://{stack.private_registry.host}/v2/{repository}/manifests"
+    auth = (PULL_USER, PULL_PASSWORD)
+    index = requests.get(f"{url}/{old_tag}", auth=auth, headers={"Accept": INDEX_TYPES}, timeout=10).json()
+    index["manifests"] = change(index["manifests"])
+    requests.put(f"{url}/{tag}", json=index, auth=auth, timeout=10,
+                 headers={"Content-Type": index["mediaType"]}).raise_for_status()
+    return f"{base.rsplit(':', 1)[0]}:{tag}"
