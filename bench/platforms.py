@@ -3,10 +3,13 @@
 1. a two-platform build through the system vs the raw CLI doing the same by hand: `DOCKER_BUILDKIT=1 docker build
    --platform` and a push for each platform, then `docker manifest create` and `push` for the index; both forced
    (every layer rebuilt, the download caches kept), taking turns;
-2. the same two-platform build's wall-clock vs its slowest platform (arm64, emulated) built alone.
+2. the same two-platform build's wall-clock vs its slowest platform (arm64, emulated) built alone; and, as the floor
+   of that ratio on this machine, the raw CLI building and pushing both platforms at the same time (two clients at
+   once, then the index) vs the raw CLI's arm64 alone: the two builds share the machine's cores.
 
-Prints one line per run, then the two median ratios, the first on the last line."""
+Prints one line per run, then the median ratios, the first figure on the last line."""
 
+import concurrent.futures
 import os
 import statistics
 import uuid
@@ -48,25 +51,37 @@ def measure(b, client: BuildClient, raw: RawDocker, base: str) -> tuple[list, li
     context = b.context_dir(parse_spec({**both.to_wire(), "platforms": None}), buildkit=True)
     raw_target = f"{b.stack.push_registry.host}/raw/bench-platforms"
 
-    def by_hand() -> None:
-        rebuild = uuid.uuid4().hex
-        for platform in PLATFORMS:
-            tag = f"{raw_target}:{platform.replace('/', '-')}"
-            raw.run("build", "--platform", platform, "--build-arg", f"{REBUILD_ARG}={rebuild}", "-t", tag,
-                    str(context))
-            raw.run("push", tag)
+    def one_by_hand(platform: str, rebuild: str) -> None:
+        tag = f"{raw_target}:{platform.replace('/', '-')}"
+        raw.run("build", "--platform", platform, "--build-arg", f"{REBUILD_ARG}={rebuild}", "-t", tag, str(context))
+        raw.run("push", tag)
+
+    def index_by_hand() -> None:
         tags = [f"{raw_target}:{platform.replace('/', '-')}" for platform in PLATFORMS]
         raw.run("manifest", "create", "--insecure", "--amend", f"{raw_target}:latest", *tags)
         raw.run("manifest", "push", "--insecure", "--purge", f"{raw_target}:latest")
 
+    def by_hand() -> None:
+        rebuild = uuid.uuid4().hex
+        for platform in PLATFORMS:
+            one_by_hand(platform, rebuild)
+        index_by_hand()
+
+    def at_once_by_hand() -> None:
+        rebuild = uuid.uuid4().hex
+        with concurrent.futures.ThreadPoolExecutor(len(PLATFORMS)) as pool:
+            list(pool.map(lambda platform: one_by_hand(platform, rebuild), PLATFORMS))
+        index_by_hand()
+
     build = lambda spec: timed_build(client, spec)  # noqa: E731
     build(both), by_hand(), build(alone)  # warm: base pulled, caches filled, images pushed once
-    versus_raw, versus_alone = [], []
+    versus_raw, versus_alone, floor = [], [], []
     for _ in range(RUNS):
         system = build(both)
         versus_raw.append((system, timed(by_hand)))
         versus_alone.append((build(both), build(alone)))
-    return versus_raw, versus_alone
+        floor.append((timed(at_once_by_hand), timed(lambda: one_by_hand(PLATFORMS[1], uuid.uuid4().hex))))
+    return versus_raw, versus_alone, floor
 
 
 def timed_build(client: BuildClient, spec) -> float:
@@ -79,10 +94,13 @@ def _succeeded(result) -> None:
         raise RuntimeError(f"benchmark build failed: {result.error}")
 
 
-def report(versus_raw: list, versus_alone: list) -> None:
-    for i, ((system, raw), (both, alone)) in enumerate(zip(versus_raw, versus_alone), 1):
+def report(versus_raw: list, versus_alone: list, floor: list) -> None:
+    for i, ((system, raw), (both, alone), (raw_both, raw_alone)) in enumerate(zip(versus_raw, versus_alone, floor), 1):
         print(f"run {i}: two platforms {system:.1f} s, raw CLI by hand {raw:.1f} s, ratio {system / raw:.2f}; "
-              f"two platforms {both:.1f} s, arm64 alone {alone:.1f} s, ratio {both / alone:.2f}")
+              f"two platforms {both:.1f} s, arm64 alone {alone:.1f} s, ratio {both / alone:.2f}; raw CLI both at "
+              f"once {raw_both:.1f} s, its arm64 alone {raw_alone:.1f} s, ratio {raw_both / raw_alone:.2f}")
+    print("raw CLI, both platforms at once / arm64 alone (the floor here): median ratio = "
+          f"{statistics.median(both / alone for both, alone in floor):.2f}")
     print("two platforms / slowest platform alone: median ratio = "
           f"{statistics.median(both / alone for both, alone in versus_alone):.2f}")
     print("two-platform build / raw CLI by hand: median ratio = "

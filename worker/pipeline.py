@@ -118,7 +118,7 @@ class Pipeline:
     def _pull(self, run: Run) -> None:
         if run.spec.platforms:
             run.platform_build = self._platform_build(run)
-            run.base_digest = run.platform_build.send(self._watch)
+            run.base_digest = run.platform_build.send()
             return
         run.engine = self._engine_factory(self._progress.line, timeout_s=self._settings.docker_timeout_s,
                                           check=self._watch.check, on_container=self._ledger.add)

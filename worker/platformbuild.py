@@ -14,7 +14,13 @@ from celery import Celery
 
 from config.celery_config import PART_TASK_NAME
 from config.settings import Settings
-from core.errors import BaseLacksPlatform, PartFailed, PlatformUnavailable, PushFailed
+from core.errors import (
+    BaseLacksPlatform,
+    BuildCancelled,
+    PartFailed,
+    PlatformUnavailable,
+    PushFailed,
+)
 from core.phases import BuildPhase
 from core.platforms import Platform
 from core.reference import ImageReference, parse_reference
@@ -58,7 +64,7 @@ class PlatformBuild:
         self._shown: dict[str, PlatformPart] | None = None
         self._here: threading.Thread | None = None  # the part this delivery builds itself, beside its waiting
 
-    def send(self, watch: Watch) -> str:
+    def send(self) -> str:
         """Read the base's index (BaseLacksPlatform for a platform it lacks), then send each part no earlier
         delivery finished or has under way; the base tag's digest."""
         base = parse_reference(self._spec.base_image)
@@ -125,9 +131,11 @@ class PlatformBuild:
     def _refuse_failed(self, parts: dict[str, PlatformPart]) -> None:
         attempts = self._wiring.settings.max_attempts
         for name, part in parts.items():
-            if part.phase in (BuildPhase.FAILED, BuildPhase.CANCELLED):
+            if part.phase is BuildPhase.CANCELLED:  # only a cancel of the build stops a part it has not stopped
+                raise BuildCancelled("cancelled on request")
+            if part.phase is BuildPhase.FAILED:
                 self._progress.at_step(part.step)
-                raise PartFailed(f"{name}: {part.error or 'stopped'}")
+                raise PartFailed(f"{name}: {part.error}")
             if part.attempts > attempts and part.phase is BuildPhase.PENDING:
                 raise PartFailed(f"{name}: gave up after {part.attempts} attempts (each worker was lost or failed "
                                  "for a reason that may pass)")
