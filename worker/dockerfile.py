@@ -11,9 +11,12 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from config.settings import Settings
 from core.errors import BuildStepFailed, ConfigurationError
 from core.packages import conda_install_args, quoted_args
+from core.result import utcnow
 from core.spec import ImageSpec
+from core.tagging import compute_tag
 
 CA_CONTEXT_NAME = "imagebuilder-ca.pem"
 CA_IMAGE_PATH = "/usr/local/share/imagebuilder/ca.pem"
@@ -48,6 +51,14 @@ class BuildInputs:
     pip_index_url: str = ""
     buildkit: bool = False  # download caches as cache mounts; a forced rebuild by REBUILD_ARG
     base_image: str = ""  # what FROM names, where not the spec's base (one platform's image, pinned by digest)
+
+    @classmethod
+    def of(cls, spec: ImageSpec, settings: Settings, *, buildkit: bool, base_user: str, base_digest: str,
+           base_image: str = "") -> BuildInputs:
+        """The inputs of a build of `spec` now, under the worker's settings."""
+        return cls(tag=compute_tag(spec), created=utcnow(), base_user=base_user, base_digest=base_digest,
+                   ca_bundle=settings.build_ca_bundle is not None, pip_index_url=settings.pip_index_url,
+                   buildkit=buildkit, base_image=base_image)
 
 
 def render_dockerfile(spec: ImageSpec, inputs: BuildInputs) -> str:

@@ -5,7 +5,6 @@ that took the order from its platform's queue, or the build's own delivery, whic
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,20 +15,16 @@ from core.errors import BuildCancelled, ImageBuilderError, InvalidSpec, Retryabl
 from core.phases import BuildPhase, BuildStep
 from core.platforms import Platform, parse_platform
 from core.reference import ImageReference, parse_reference
-from core.result import utcnow
 from core.spec import ImageSpec, parse_spec
 from core.stores.builds import BuildState, ContainerLedger
 from core.stores.logs import BuildLog
 from core.stores.parts import PlatformParts
-from core.tagging import compute_tag, platform_target
+from core.tagging import platform_target
 from worker.builders import Builder, BuildJob
 from worker.credentials import RegistryCredentials, pull_credentials, push_credentials
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile
 from worker.engine import Engine
 from worker.watch import Watch
-
-logger = logging.getLogger(__name__)
-PART_STEPS = (BuildStep.PULLING, BuildStep.RENDERING, BuildStep.BUILDING, BuildStep.PUSHING)
 
 
 @dataclass(frozen=True)
@@ -146,10 +141,9 @@ class PartRunner:
         return engine.push(order.part_target, self._push_credentials)
 
     def _inputs(self, order: PartOrder, engine: Engine) -> BuildInputs:
-        return BuildInputs(tag=compute_tag(order.spec), created=utcnow(), base_user=engine.image_user(order.base),
-                           base_digest=order.base_digest, ca_bundle=self._settings.build_ca_bundle is not None,
-                           pip_index_url=self._settings.pip_index_url, buildkit=self._builder.cache_mounts,
-                           base_image=order.base)
+        return BuildInputs.of(order.spec, self._settings, buildkit=self._builder.cache_mounts,
+                              base_user=engine.image_user(order.base), base_digest=order.base_digest,
+                              base_image=order.base)
 
     def _job(self, order: PartOrder, dockerfile: str, watch: PartWatch,
              credentials: RegistryCredentials | None) -> BuildJob:

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from config.settings import Settings
 from core.phases import BuildStep
 from core.reference import ImageReference, parse_reference
-from core.result import BuildResult, utcnow
+from core.result import BuildResult
 from core.spec import ImageSpec
 from core.stores.builds import ContainerLedger
-from core.tagging import compute_tag
 from worker.builders import Builder, BuildJob
 from worker.credentials import pull_credentials, push_credentials
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile
@@ -130,11 +129,9 @@ class Pipeline:
     def _render(self, run: Run) -> None:
         if run.platform_build:
             return  # each part renders its own
-        inputs = BuildInputs(
-            tag=compute_tag(run.spec), created=utcnow(), base_user=run.engine.image_user(run.spec.base_image),
-            base_digest=run.base_digest or "", ca_bundle=self._settings.build_ca_bundle is not None,
-            pip_index_url=self._settings.pip_index_url, buildkit=self._builder.cache_mounts,
-        )
+        inputs = BuildInputs.of(run.spec, self._settings, buildkit=self._builder.cache_mounts,
+                                base_user=run.engine.image_user(run.spec.base_image),
+                                base_digest=run.base_digest or "")
         run.dockerfile = render_dockerfile(run.spec, inputs)
 
     def _build(self, run: Run) -> None:
