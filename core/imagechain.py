@@ -1,15 +1,24 @@
 """Image chains: which stored spec builds a spec's base (its upstream), which specs build on its images
-(downstream), and the cycles `spec apply` refuses. A spec is upstream of another when the other's base is in the
-repository its images are pushed to (and, in single-repository mode, under its `<name>-<tag>` tags)."""
+(downstream), the cycles `spec apply` refuses, and the platforms a spec inherits. A spec is upstream of another when
+the other's base is in the repository its images are pushed to (and, in single-repository mode, under its
+`<name>-<tag>` tags); a spec naming no platforms whose base is its upstream's current image (that very tag) is built
+for the platforms that image has, which are its upstream's."""
 
 from __future__ import annotations
 
 from config.settings import Settings
-from core.errors import InvalidSpec
+from core.errors import ImageBuilderError, InvalidSpec
+from core.platforms import Platform
 from core.reference import ImageReference, parse_reference
 from core.spec import ImageSpec
-from core.stores.specs import SpecReader, SpecStore
-from core.tagging import builder_of, single_repository_name, target_repository
+from core.stored import StoredSpec
+from core.stores.specs import SpecReader, SpecStore, StoredForm, base_key
+from core.tagging import (
+    builder_of,
+    single_repository_name,
+    target_for,
+    target_repository,
+)
 
 
 class ImageChains:
@@ -36,6 +45,44 @@ class ImageChains:
         if self._targets["push_repo"]:  # one repository for every spec: theirs are the `<name>-<tag>` tags
             return sorted(child for child, tag in based.items() if single_repository_name(tag) == name)
         return sorted(based)
+
+    def stored_form(self, spec: ImageSpec, read: SpecReader) -> StoredForm:
+        """The spec as stored and built: with its upstream's platforms if it names none and is built on the
+        upstream's current image; and the upstream's name when it takes them. InvalidSpec if it closes a cycle."""
+        self.refuse_cycle(spec, read)
+        inherited = None if spec.platforms is not None else self._platforms_of_base(spec, read)
+        if inherited is None:
+            return spec, None
+        platforms, source = inherited
+        return spec.model_copy(update={"platforms": platforms}), source
+
+    def built_on_image_of(self, stored: StoredSpec) -> list[str]:
+        """The stored specs whose base is `stored`'s current image (its target, that very tag)."""
+        try:
+            return self._specs.based_on([target_for(stored.spec, **self._targets)])
+        except ImageBuilderError:  # settings that push nowhere: no spec is built on its images
+            return []
+
+    def _platforms_of_base(self, spec: ImageSpec, read: SpecReader) -> tuple[tuple[Platform, ...], str] | None:
+        """The platforms of `spec`'s base, and the stored spec that made it with them: the upstream's, where the base
+        is its current image; else those the spec took when it was applied on this same base (an older image of
+        its upstream keeps the platforms it was built for, and so does one whose spec was deleted)."""
+        upstream = self._upstream_image_of(spec, read)
+        if upstream is not None:
+            return (upstream.spec.platforms, upstream.spec.name) if upstream.spec.platforms else None
+        before = read(spec.name)
+        if before is not None and before.platforms_from and before.spec.base_image == spec.base_image:
+            return before.spec.platforms, before.platforms_from
+        return None
+
+    def _upstream_image_of(self, spec: ImageSpec, read: SpecReader) -> StoredSpec | None:
+        """The stored spec whose current image is `spec`'s base, if there is one."""
+        base = parse_reference(spec.base_image)
+        name = self.builder_of(base)
+        upstream = read(name) if name is not None else None
+        if upstream is None or base_key(base) != base_key(target_for(upstream.spec, **self._targets)):
+            return None
+        return upstream
 
     def refuse_cycle(self, spec: ImageSpec, read: SpecReader) -> None:
         """InvalidSpec naming the cycle if storing `spec` would make its chain come back to it. The stored specs

@@ -33,11 +33,19 @@ LUA_IS_SCHEDULED = (
 
 
 class StoredSpec(BaseModel):
-    """A spec as stored, with the tag it builds to and when it was last applied."""
+    """A spec as stored and built, with the tag it builds to and when it was last applied. A spec that names no
+    platforms but is built on the current image of a stored spec that does takes that spec's platforms: `spec`
+    holds them, and `platforms_from` names the spec they came from."""
 
     spec: ImageSpec
     tag: str
     updated_at: datetime
+    platforms_from: str | None = None
+
+    @property
+    def written(self) -> ImageSpec:
+        """The spec as it was applied (without the platforms it inherits)."""
+        return self.spec.model_copy(update={"platforms": None}) if self.platforms_from else self.spec
 
 
 class HistoryMark(BaseModel):

@@ -199,10 +199,14 @@ def spec_list(as_json: bool) -> None:
 @spec.command("show")
 @click.argument("name")
 def spec_show(name: str) -> None:
-    """A stored spec, as YAML; comments after it name the stored spec it is built on and those built on it."""
+    """A stored spec, as YAML; comments after it name the platforms it inherits, the stored spec it is built on
+    and those built on it."""
     with _client() as client:
         detail = client.specs.detail(name)
-        click.echo(yaml.safe_dump(detail.spec.to_wire(), sort_keys=False), nl=False)
+        click.echo(yaml.safe_dump(detail.written.to_wire(), sort_keys=False), nl=False)
+        if detail.platforms_from:
+            click.echo(f"# platforms: {', '.join(p.value for p in detail.spec.platforms)} "
+                       f"(those of {detail.platforms_from}, whose image it is built on)")
         click.echo(f"# upstream: {detail.upstream or '-'}")
         click.echo(f"# downstream: {', '.join(detail.downstream) or '-'}")
 

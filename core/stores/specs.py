@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from datetime import datetime
+from typing import Protocol, TypeVar
 
 import redis
 from pydantic import ValidationError
@@ -84,7 +85,36 @@ def _unindex_base(pipe: redis.client.Pipeline, spec: ImageSpec) -> None:
 
 
 SpecReader = Callable[[str], "StoredSpec | None"]
-ApplyCheck = Callable[[ImageSpec, SpecReader], None]  # raises to refuse; reads other specs through the reader
+StoredForm = tuple[ImageSpec, "str | None"]  # the spec as stored and built, and the spec it takes platforms from
+
+
+class ChainRules(Protocol):
+    """What SpecStore.apply asks of image chains (core/imagechain.py), reading other specs through `read`."""
+
+    def stored_form(self, spec: ImageSpec, read: SpecReader) -> StoredForm:
+        """The form `spec` is stored in; raises to refuse it."""
+
+    def built_on_image_of(self, stored: StoredSpec) -> list[str]:
+        """The stored specs whose base is `stored`'s current image."""
+
+
+class NoChains:
+    """Specs stored as applied, none following another (a store used without image chains)."""
+
+    def stored_form(self, spec: ImageSpec, read: SpecReader) -> StoredForm:
+        return spec, None
+
+    def built_on_image_of(self, stored: StoredSpec) -> list[str]:
+        return []
+
+
+def _stored_as(form: StoredForm, updated_at: datetime) -> StoredSpec:
+    spec, platforms_from = form
+    return StoredSpec(spec=spec, tag=compute_tag(spec), updated_at=updated_at, platforms_from=platforms_from)
+
+
+def _same(stored: StoredSpec, other: StoredSpec) -> bool:
+    return stored.spec == other.spec and stored.platforms_from == other.platforms_from
 
 
 def _watched(pipe: redis.client.Pipeline, name: str) -> StoredSpec | None:
@@ -93,6 +123,26 @@ def _watched(pipe: redis.client.Pipeline, name: str) -> StoredSpec | None:
     pipe.watch(key)
     raw = pipe.get(key)
     return StoredSpec.model_validate_json(raw) if raw else None
+
+
+def _followers(pipe: redis.client.Pipeline, changed: StoredSpec, chains: ChainRules) -> list[StoredSpec]:
+    """The specs whose inherited platforms change with `changed` (built on its current image, and on theirs in
+    turn), re-derived; read WATCHed, to be written with it. Their tags change: each is rebuilt once the spec
+    before it in the chain has pushed its image (trigger `base-rebuilt`)."""
+    fresh = {changed.spec.name: changed}
+    read: SpecReader = lambda name: fresh.get(name) or _watched(pipe, name)  # noqa: E731
+    parents, followers = [changed], []
+    while parents:
+        for name in chains.built_on_image_of(parents.pop()):
+            child = None if name in fresh else read(name)
+            if child is None:
+                continue
+            rederived = _stored_as(chains.stored_form(child.written, read), child.updated_at)
+            if not _same(child, rederived):
+                fresh[name] = rederived
+                followers.append(rederived)
+                parents.append(rederived)
+    return followers
 
 
 def _entry(raw: str, record: BuildResult | None) -> HistoryEntry | None:
@@ -120,23 +170,25 @@ class SpecStore:
         self._base_indexed = False
 
     # -- specs ---------------------------------------------------------------------------------------------
-    def apply(self, spec: ImageSpec, check: ApplyCheck = lambda spec, read: None) -> tuple[StoredSpec, bool]:
-        """Create or update; True when the spec is new or its tag changed (it should then be built). `check` may
-        refuse the spec by raising; the specs it reads and the write are one atomic step (Redis WATCH: if any of
-        them changes before the write, the check runs again on what is there then)."""
+    def apply(self, spec: ImageSpec, chains: ChainRules = NoChains()) -> tuple[StoredSpec, bool]:
+        """Create or update; True when the spec is new or its tag changed (it should then be built). `chains` gives
+        the form it is stored in (or refuses it), and the specs that inherit their platforms from it, which are
+        re-derived with it. The specs read and the writes are one atomic step (Redis WATCH: if any of them changes
+        before the write, it all runs again on what is there then)."""
         self._ensure_base_index()
-        return self._watched(lambda pipe: self._apply_watched(pipe, spec, check), f"spec {spec.name!r}")
+        return self._watched(lambda pipe: self._apply_watched(pipe, spec, chains), f"spec {spec.name!r}")
 
     def _apply_watched(self, pipe: redis.client.Pipeline, spec: ImageSpec,
-                       check: ApplyCheck) -> tuple[StoredSpec, bool]:
+                       chains: ChainRules) -> tuple[StoredSpec, bool]:
         previous = _watched(pipe, spec.name)
-        if previous is not None and previous.spec == spec:
+        stored = _stored_as(chains.stored_form(spec, lambda name: _watched(pipe, name)), utcnow())
+        if previous is not None and _same(previous, stored):
             pipe.unwatch()
             return previous, False
-        check(spec, lambda name: _watched(pipe, name))
-        stored = StoredSpec(spec=spec, tag=compute_tag(spec), updated_at=utcnow())
+        followers = _followers(pipe, stored, chains)
         pipe.multi()
-        pipe.set(SPEC_KEY.format(name=spec.name), stored.model_dump_json())
+        for each in (stored, *followers):
+            pipe.set(SPEC_KEY.format(name=each.spec.name), each.model_dump_json())
         pipe.zadd(SPECS_KEY, {spec.name: 0})
         if previous is not None:
             _unindex_base(pipe, previous.spec)

@@ -27,7 +27,7 @@ class Specs:
         """Create or update a stored spec; a new spec, or an edit that changes its tag, is built at once."""
         spec = spec if isinstance(spec, ImageSpec) else parse_spec(spec)
         resolve_target(spec, self._settings)  # refuse before storing what could never be built
-        stored, changed = self._stores.specs.apply(spec, check=self._chains.refuse_cycle)
+        stored, changed = self._stores.specs.apply(spec, self._chains)
         return stored, self._submitter.submit_stored(stored, Trigger.SPEC_CHANGED) if changed else None
 
     def build(self, name: str, *, force: bool = False, trigger: Trigger = Trigger.MANUAL) -> BuildResult:

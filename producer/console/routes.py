@@ -173,7 +173,8 @@ def _spec_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
 
     @router.get("/ui/specs/{name}/edit")
     def edit_spec(request: Request, name: str) -> HTMLResponse:
-        return pages.render(request, "spec_form.html", form=SpecForm.of(client.specs.get(name).spec), editing=True)
+        return pages.render(request, "spec_form.html", form=SpecForm.of(client.specs.get(name).written),
+                            editing=True)
 
     @router.post("/ui/specs/new")
     @router.post("/ui/specs/{spec_name}/edit")

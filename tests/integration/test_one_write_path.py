@@ -150,12 +150,17 @@ def test_two_applies_that_would_close_a_cycle_together_store_no_cycle(stack, con
     # Given two applies, A on B's image and B on A's, each past its cycle check before either writes
     both_checked = threading.Barrier(2, timeout=10)
 
-    def check_then_wait(spec, read) -> None:
-        chains.refuse_cycle(spec, read)
-        try:
-            both_checked.wait()
-        except threading.BrokenBarrierError:  # a retry after the other wrote: no one to wait for
-            pass
+    class CheckThenWait:
+        def stored_form(self, spec, read):
+            form = chains.stored_form(spec, read)
+            try:
+                both_checked.wait()
+            except threading.BrokenBarrierError:  # a retry after the other wrote: no one to wait for
+                pass
+            return form
+
+        def built_on_image_of(self, stored):
+            return chains.built_on_image_of(stored)
 
     outcomes: dict[str, str] = {}
 
@@ -163,7 +168,7 @@ def test_two_applies_that_would_close_a_cycle_together_store_no_cycle(stack, con
         spec = parse_spec({"name": name, "baseImage": f"registry.example/team/{other}:0123abcd"})
         try:
             SpecStore(redis.Redis(port=stack.redis.port, db=STORES_DB, decode_responses=True), None,
-                      None).apply(spec, check=check_then_wait)
+                      None).apply(spec, CheckThenWait())
             outcomes[name] = "stored"
         except InvalidSpec as e:
             outcomes[name] = str(e)

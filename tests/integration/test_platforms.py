@@ -241,6 +241,24 @@ def test_a_worker_lost_on_one_platform_has_that_part_built_again_and_the_build_s
     assert len(index_in_registry(stack, result.image)["manifests"]) == 2
 
 
+def test_a_chain_child_naming_no_platforms_is_built_for_its_upstreams(stack, platforms_client, two_platform_base,
+                                                                     unique):
+    # Given a stored two-platform spec, built
+    _, first = platforms_client.specs.apply({"name": f"{unique}-up", "baseImage": two_platform_base,
+                                             "pullSecret": "private", "platforms": ["linux/amd64", "linux/arm64"]})
+    upstream = platforms_client.wait(first.id, timeout_s=WAIT_S)
+    assert upstream.succeeded, upstream.error
+    # When a spec naming no platforms is applied on its image
+    stored, build = platforms_client.specs.apply({"name": f"{unique}-child", "baseImage": upstream.image})
+    child = platforms_client.wait(build.id, timeout_s=WAIT_S)
+    # Then it is built for both platforms, under a tag that covers them, and says where they came from
+    assert child.succeeded, child.error
+    assert stored.platforms_from == f"{unique}-up" and set(child.platforms) == {"linux/amd64", "linux/arm64"}
+    index = index_in_registry(stack, child.image)
+    assert sorted(m["platform"]["architecture"] for m in index["manifests"]) == ["amd64", "arm64"]
+    assert child.image.endswith(f":{stored.tag}")
+
+
 def test_a_scheduling_pass_rebuilds_a_two_platform_spec_when_its_bases_index_changes(
         stack, platforms_client, two_platform_base, unique):
     # Given a stored two-platform spec, built once on its own copy of the two-platform base, checked every second
