@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     # The platforms a worker takes builds for; empty: all its builder can (its engine's own, and those the host
     # emulates). For a remote engine, whose host's emulators a worker cannot see, this names them.
     platforms: Annotated[list[Platform], NoDecode] = Field([], validation_alias="IMAGEBUILDER_PLATFORMS")
+    # Each image's SBOM: `required` fails a build whose SBOM cannot be made or attached (and tags nothing),
+    # `best-effort` succeeds and says why it has none, `off` makes none.
+    sbom: Literal["required", "best-effort", "off"] = Field("best-effort", validation_alias="IMAGEBUILDER_SBOM")
     # How long a platform's part of a build may wait for a worker that builds that platform to take it.
     part_claim_timeout_s: int = Field(600, ge=1, validation_alias="IMAGEBUILDER_PART_CLAIM_TIMEOUT_S")
 

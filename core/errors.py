@@ -100,6 +100,10 @@ class PartFailed(FatalError):
     """One platform's part of a multi-platform build failed (the message names the platform, its step and why)."""
 
 
+class SbomFailed(FatalError):
+    """With IMAGEBUILDER_SBOM=required: the image's SBOM could not be made or attached, so nothing is tagged."""
+
+
 class PushFailed(FatalError):
     """The registry rejected the pushed image for a reason other than auth or availability."""
 

@@ -35,6 +35,7 @@ class BuildStep(str, Enum):
     RENDERING = "rendering"  # the Dockerfile, from the spec
     BUILDING = "building"  # running the rendered Dockerfile on the engine
     PUSHING = "pushing"  # pushing the image to the target registry
+    SBOM = "sbom"  # reading what the image holds, and attaching its SBOM to it in the registry
 
     @property
     def reported(self) -> bool:
@@ -45,4 +46,4 @@ class BuildStep(str, Enum):
         return self.value.upper()
 
 
-REPORTED_STEPS = (BuildStep.PULLING, BuildStep.BUILDING, BuildStep.PUSHING)
+REPORTED_STEPS = (BuildStep.PULLING, BuildStep.BUILDING, BuildStep.PUSHING, BuildStep.SBOM)

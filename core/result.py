@@ -13,6 +13,18 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class SbomReport(BaseModel):
+    """The SBOM attached to an image: its artifact manifest's digest (in the image's repository) and what it
+    counted; or, where there is none, why."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    digest: str | None = None
+    packages: int = 0
+    unreadable: int = 0  # package records that could not be read, left out (the SBOM's properties count them)
+    error: str | None = None
+
+
 class PlatformPart(BaseModel):
     """One platform's image of a multi-platform build, as the worker building it reports it."""
 
@@ -24,6 +36,7 @@ class PlatformPart(BaseModel):
     worker: str | None = None
     error: str | None = None
     attempts: int = 0  # claims so far (a worker lost, or a transient failure, gives the part back)
+    sbom: SbomReport | None = None  # this platform's image's
 
 
 class BuildResult(BaseModel):
@@ -44,6 +57,7 @@ class BuildResult(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     platforms: dict[str, PlatformPart] | None = None  # a multi-platform build's parts, by platform (`linux/arm64`)
+    sbom: SbomReport | None = None  # a single-platform image's (a multi-platform build's are its parts')
 
     @property
     def succeeded(self) -> bool:

@@ -18,6 +18,7 @@ from core.reference import (
 from core.spec import ImageSpec
 
 TAG_LEN = 8
+STAGED_SUFFIX = "-staged"  # an image's tag until its required SBOM is attached (staged_target)
 _SINGLE_REPO_TAG = re.compile(rf"(?P<name>.+)-[0-9a-f]{{{TAG_LEN}}}")  # target_for's `<name>-<tag>`
 
 
@@ -50,6 +51,11 @@ def platform_target(target: ImageReference, platform: Platform) -> ImageReferenc
     """Where one platform's image of a multi-platform build is pushed before the index is tagged: the same
     repository (an index may only name manifests in its own), the target's tag with the platform after it."""
     return dataclasses.replace(target, tag=f"{target.tag}-{platform.slug}", digest=None)
+
+
+def staged_target(target: ImageReference) -> ImageReference:
+    """Where an image is pushed first when its SBOM is required: the target is tagged only once it is attached."""
+    return dataclasses.replace(target, tag=f"{target.tag}{STAGED_SUFFIX}", digest=None)
 
 
 def target_repository(name: str, *, repo_prefix: str | None, push_repo: str | None = None) -> str | None:
@@ -118,6 +124,9 @@ def resolve_target(spec: ImageSpec, settings: Settings) -> ImageReference:
             f"images would go to registry {target.registry} but PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT is "
             f"{endpoint}: the push credentials are for the endpoint, so make the repo prefix start with it"
         )
+    if settings.sbom == "required" and not is_valid_tag(staged_target(target).tag):
+        raise InvalidSpec(f"name: {spec.name!r} is too long for the tag its image is staged under in "
+                          "single-repository mode")
     for platform in spec.platforms or ():
         if not is_valid_tag(platform_target(target, platform).tag):
             raise InvalidSpec(f"name: {spec.name!r} is too long for the tag of its {platform.value} image in "

@@ -62,7 +62,7 @@ class Engine:
     @classmethod
     def connect(cls, on_line: LogSink, *, timeout_s: int, **hooks) -> Engine:
         """Connect as the Docker CLI would (DOCKER_HOST, ...); DaemonUnavailable if it does not answer."""
-        with _daemon_errors("connect to the Docker engine"):
+        with daemon_errors("connect to the Docker engine"):
             api = engine_client(timeout_s)
             api.ping()
         return cls(api, on_line, **hooks)
@@ -118,14 +118,14 @@ class Engine:
 
     def image_user(self, image: str) -> str:
         """The USER the image's config sets ('' for root by default)."""
-        with _daemon_errors(f"inspect {image}"):
+        with daemon_errors(f"inspect {image}"):
             return (self._api.inspect_image(image).get("Config") or {}).get("User") or ""
 
     def build(self, context: io.BytesIO, tag: str, *, nocache: bool, timeout_s: int) -> str:
         """Build from a tar context with the base already pulled; the new image id."""
         tail: collections.deque[str] = collections.deque(maxlen=BUILD_TAIL_LINES)
         image_id = ""
-        with _daemon_errors(f"build {tag}"):
+        with daemon_errors(f"build {tag}"):
             stream = self._api.build(
                 fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True, pull=False,
                 nocache=nocache, decode=True, timeout=timeout_s,
@@ -144,6 +144,16 @@ class Engine:
     def failure(self, message: str, tail: collections.deque[str]) -> ImageBuilderError:
         """What a failed build step means: the step's own failure, unless the engine itself went away."""
         return self._build_error(message, tail)
+
+    @property
+    def api(self) -> docker.APIClient:
+        """The engine's API, for adapters of their own (the SBOM's image files)."""
+        return self._api
+
+    def tag(self, image: str, reference: ImageReference) -> None:
+        """Give the local `image` another name, to push it under."""
+        with daemon_errors(f"tag {image} as {reference}"):
+            self._api.tag(image, reference.name, tag=reference.tag)
 
     def push(self, reference: ImageReference, credentials: RegistryCredentials | None) -> str:
         """Push `reference`; the manifest digest the registry stored (required, or the push failed)."""
@@ -310,7 +320,8 @@ _CONNECTION_ERRORS = (
 
 
 @contextlib.contextmanager
-def _daemon_errors(action: str) -> Iterator[None]:
+def daemon_errors(action: str) -> Iterator[None]:
+    """The engine's errors, as the domain's: away or failing (retryable), or refusing (the step fails)."""
     try:
         yield
     except ImageBuilderError:
@@ -328,7 +339,7 @@ def _daemon_errors(action: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _registry_errors(registry: str, action: str) -> Iterator[None]:
     """The daemon's API errors for a pull or push carry the registry's own words: map those."""
-    with _daemon_errors(action):
+    with daemon_errors(action):
         try:
             yield
         except APIError as e:

@@ -73,6 +73,12 @@ def _platform_of(platform: Platform) -> dict[str, str]:
     return described | ({"variant": platform.variant} if platform.variant else {})
 
 
+def referrers_tag(digest: str) -> str:
+    """The OCI referrers tag schema's tag for the manifests referring to `digest`: `sha256-<hex>`."""
+    algorithm, _, hex_digest = digest.partition(":")
+    return f"{algorithm}-{hex_digest}"
+
+
 def descriptor(media_type: str | None, digest: str | None, size: str | None, what: str) -> Descriptor:
     """A descriptor from a HEAD's headers; UnreadableImage if the registry left one out."""
     if media_type not in IMAGE_TYPES or not digest or not is_digest(digest) or not (size or "").isdigit():

@@ -1,7 +1,8 @@
 """One platform's part of a multi-platform build: the order a build sends to that platform's queue, the watch that
 keeps its claim alive, and running it (pull that platform's base image by digest, render, build with `--platform`,
-push under the target's tag with the platform after it). A part is built by whichever worker claims it first: one
-that took the order from its platform's queue, or the build's own delivery, which takes parts no one has claimed."""
+push under the target's tag with the platform after it, attach that image's SBOM). A part is built by whichever
+worker claims it first: one that took the order from its platform's queue, or the build's own delivery, which takes
+parts no one has claimed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from core.errors import BuildCancelled, ImageBuilderError, InvalidSpec, Retryabl
 from core.phases import BuildPhase, BuildStep
 from core.platforms import Platform, parse_platform
 from core.reference import ImageReference, parse_reference
+from core.result import SbomReport
 from core.spec import ImageSpec, parse_spec
 from core.stores.builds import BuildState, ContainerLedger
 from core.stores.logs import BuildLog
@@ -24,6 +26,7 @@ from worker.builders import Builder, BuildJob
 from worker.credentials import RegistryCredentials, pull_credentials, push_credentials
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile
 from worker.engine import Engine
+from worker.sbom.step import SbomJob, SbomStep, describe
 from worker.watch import Watch
 
 
@@ -60,6 +63,14 @@ class PartOrder:
             raise InvalidSpec(f"a part's message is not one this service sends: {type(e).__name__}") from None
 
 
+@dataclass(frozen=True)
+class PartImage:
+    """What a part pushed: its image's digest, and that image's SBOM (None when SBOMs are off)."""
+
+    digest: str
+    sbom: SbomReport | None
+
+
 class PartWatch(Watch):
     """The watch of one claimed part: its heartbeat, which also says whether the claim still holds (a part is
     stopped when its build is cancelled, fails elsewhere, or was given up on), the cancel flag and the deadline."""
@@ -81,12 +92,13 @@ class PartRunner:
     build's log (after the platform's name)."""
 
     def __init__(self, settings: Settings, builder: Builder, parts: PlatformParts, state: BuildState, log: BuildLog,
-                 worker: str | None):
+                 worker: str | None, sbom: SbomStep):
         self._settings = settings
         self._builder = builder
         self._parts, self._state, self._log = parts, state, log
         self._worker = worker
         self._push_credentials = push_credentials(settings)
+        self._sbom = sbom
 
     def claim_and_run(self, order: PartOrder) -> bool:
         """Build the part if this worker can claim it (False if another has it, or it has ended or stopped)."""
@@ -105,14 +117,15 @@ class PartRunner:
         self._line(order, f"==> {order.platform.value} on {self._worker or 'this worker'}")
         try:
             with PartWatch(self._parts, self._state, order, token) as watch:
-                digest = self._run(order, token, watch)
-            self._end(order, token, {"phase": BuildPhase.SUCCEEDED.value, "digest": digest, "step": None})
+                image = self._run(order, token, watch)
+            self._end(order, token, {"phase": BuildPhase.SUCCEEDED.value, "digest": image.digest, "step": None,
+                                     "sbom": image.sbom.model_dump(mode="json") if image.sbom else None})
         except BuildCancelled:
             self._end(order, token, {"phase": BuildPhase.CANCELLED.value})
         except ImageBuilderError as e:
             self._end(order, token, {"phase": BuildPhase.FAILED.value, "error": e.message}, retryable=e)
 
-    def _run(self, order: PartOrder, token: str, watch: PartWatch) -> str:
+    def _run(self, order: PartOrder, token: str, watch: PartWatch) -> PartImage:
         ledger = ContainerLedger(self._state, f"{order.build_id}:{order.platform.slug}")
         engine = Engine.connect(lambda line: self._line(order, line), timeout_s=self._settings.docker_timeout_s,
                                 check=watch.check, on_container=ledger.add)
@@ -126,7 +139,7 @@ class PartRunner:
             ledger.forget(engine.remove_containers(ledger.all()))
             engine.close()
 
-    def _steps(self, order: PartOrder, token: str, engine: Engine, watch: PartWatch) -> str:
+    def _steps(self, order: PartOrder, token: str, engine: Engine, watch: PartWatch) -> PartImage:
         base = parse_reference(order.base)
         credentials = pull_credentials(self._settings, order.spec.pull_secret, base.registry)
         self._step(order, token, BuildStep.PULLING, watch)
@@ -138,7 +151,13 @@ class PartRunner:
             self._line(order, f"Dockerfile: {line}")
         self._builder.build(engine, self._job(order, dockerfile, watch, credentials))
         self._step(order, token, BuildStep.PUSHING, watch)
-        return engine.push(order.part_target, self._push_credentials)
+        digest = engine.push(order.part_target, self._push_credentials)
+        self._step(order, token, BuildStep.SBOM, watch)
+        report = self._sbom.run(engine, SbomJob(order.spec, str(order.part_target), order.part_target, digest,
+                                                order.base_digest))
+        if report is not None:
+            self._line(order, describe(report))
+        return PartImage(digest, report)
 
     def _inputs(self, order: PartOrder, engine: Engine) -> BuildInputs:
         return BuildInputs.of(order.spec, self._settings, buildkit=self._builder.cache_mounts,

@@ -1,5 +1,5 @@
 """One build, step by step, in the order of core.phases.BuildStep: check (skip if the target is there), pull,
-render, build, push; the build containers are removed whatever happens. A spec that names platforms is built in
+render, build, push, SBOM; the build containers are removed whatever happens. A spec that names platforms is built in
 parts, one per platform, by the workers that build each (worker/platformbuild.py): its pull sends them, its build
 waits for them, and its push tags the index.
 
@@ -17,6 +17,7 @@ from core.reference import ImageReference, parse_reference
 from core.result import BuildResult
 from core.spec import ImageSpec
 from core.stores.builds import ContainerLedger
+from core.tagging import staged_target
 from worker.builders import Builder, BuildJob
 from worker.credentials import pull_credentials, push_credentials
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile
@@ -24,6 +25,7 @@ from worker.engine import Engine
 from worker.platformbuild import PlatformBuild
 from worker.progress import Progress
 from worker.registry import RegistrySessions
+from worker.sbom.step import SbomJob, SbomStep, describe
 from worker.watch import BuildWatch
 
 EngineFactory = Callable[..., Engine]
@@ -42,6 +44,8 @@ class Run:
     base_digest: str | None = None
     dockerfile: str = ""
     platform_build: PlatformBuild | None = None  # a multi-platform build's parts, once sent
+    pushed: ImageReference | None = None  # where the image went: the target, or its staged tag (SBOM required)
+    digest: str | None = None  # of the pushed image (a multi-platform build's: its index's)
     done: BuildResult | None = None  # set by the step that ends the build: a skip, or the push
 
 
@@ -63,11 +67,13 @@ class Pipeline:
         self._previous_image = previous_image
         self._platform_build = platform_build
         self._push_credentials = push_credentials(settings)
+        self._sbom = SbomStep(settings, registries)
         self._watch: BuildWatch | None = None
         self._ledger: ContainerLedger | None = None
         self._steps: dict[BuildStep, Callable[[Run], None]] = {
             BuildStep.CHECKING: self._skip_if_there, BuildStep.PULLING: self._pull,
-            BuildStep.RENDERING: self._render, BuildStep.BUILDING: self._build, BuildStep.PUSHING: self._push}
+            BuildStep.RENDERING: self._render, BuildStep.BUILDING: self._build, BuildStep.PUSHING: self._push,
+            BuildStep.SBOM: self._attach_sbom}
 
     def check(self, run: Run) -> bool:
         """Before the lock: unless forced, HEAD the target; a queued build whose target is there ends here, skipped
@@ -153,11 +159,24 @@ class Pipeline:
 
     def _push(self, run: Run) -> None:
         if run.platform_build:
-            digest = run.platform_build.push_index(self._registries.client(run.target.registry,
-                                                                           self._push_credentials))
-        else:
-            digest = run.engine.push(run.target, self._push_credentials)
-        run.done = self._progress.succeed(digest=digest, base_digest=run.base_digest)
+            registry = self._registries.client(run.target.registry, self._push_credentials)
+            run.digest = run.platform_build.push_index(registry)
+            return
+        run.pushed = staged_target(run.target) if self._sbom.required else run.target
+        if run.pushed != run.target:
+            run.engine.tag(str(run.target), run.pushed)
+        run.digest = run.engine.push(run.pushed, self._push_credentials)
+
+    def _attach_sbom(self, run: Run) -> None:
+        """A single image's SBOM (a multi-platform build's parts attached each of theirs); with it required, the
+        target is tagged only now."""
+        report = None if run.platform_build else self._sbom.run(run.engine, SbomJob(
+            run.spec, str(run.target), run.pushed, run.digest, run.base_digest))
+        if report is not None:
+            self._progress.line(describe(report))
+        if run.pushed not in (None, run.target):
+            self._sbom.tag_target(run.pushed, run.digest, run.target)
+        run.done = self._progress.succeed(digest=run.digest, base_digest=run.base_digest, sbom=report)
 
     def _clean_up(self, run: Run) -> None:
         if run.platform_build and run.done is None:

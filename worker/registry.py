@@ -35,6 +35,7 @@ from core.reference import ImageReference, is_digest, plain_http_allowed
 from worker.credentials import RegistryCredentials
 from worker.imageindex import (
     IMAGE_TYPES,
+    OCI_INDEX,
     Descriptor,
     PlatformImages,
     descriptor,
@@ -42,6 +43,7 @@ from worker.imageindex import (
     is_index,
     listed_platforms,
     platform_name,
+    referrers_tag,
 )
 
 MANIFEST_MEDIA_TYPES = (
@@ -196,6 +198,81 @@ class RegistryClient:
             raise PushFailed(f"registry {self._registry} answered the {action} with HTTP {response.status_code}")
         return response.headers.get(DIGEST_HEADER) or f"sha256:{hashlib.sha256(body).hexdigest()}"
 
+    def put_blob(self, reference: ImageReference, body: bytes) -> str:
+        """Upload `body` to the reference's repository unless it is there already (a HEAD): its digest."""
+        digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        action = f"upload of blob {digest} to {reference.name}"
+        there = self._request("HEAD", self._blob_url(reference, digest), reference, action, access="pull,push")
+        if there.status_code == 200:
+            return digest
+        location = self._upload_location(reference, action)
+        joiner = "&" if urlsplit(location).query else "?"
+        response = self._request("PUT", f"{location}{joiner}digest={digest}", reference, action, access="pull,push",
+                                 data=body, content_type="application/octet-stream")
+        self._require_created(response, action)
+        return digest
+
+    def _upload_location(self, reference: ImageReference, action: str) -> str:
+        """Where the registry takes a new blob: its own host only (the upload carries the credentials)."""
+        url = f"{self._base_url(reference)}/blobs/uploads/"
+        response = self._request("POST", url, reference, action, access="pull,push")
+        if response.status_code != 202:
+            self._require_ok(response, action)
+            raise PushFailed(f"registry {self._registry} answered the {action} with HTTP {response.status_code}")
+        location = urljoin(url, response.headers.get("Location", ""))
+        if urlsplit(location).netloc != urlsplit(url).netloc:
+            raise PushFailed(f"registry {self._registry} sent the {action} to another host: refused")
+        return location
+
+    def put_manifest(self, reference: ImageReference, media_type: str, body: bytes) -> bool:
+        """PUT a manifest at `reference` (a tag, or its own digest); whether the registry says it indexed the
+        manifest's subject for the referrers API (OCI-Subject)."""
+        action = f"push of the manifest {reference}"
+        response = self._request("PUT", self._manifest_url(reference), reference, action, access="pull,push",
+                                 data=body, content_type=media_type)
+        self._require_created(response, action)
+        return bool(response.headers.get("OCI-Subject"))
+
+    def tag_manifest(self, source: ImageReference, target: ImageReference) -> str:
+        """Tag `target` with the manifest at `source` in the same repository, byte for byte: its digest."""
+        body = self._body("manifest", self._manifest_url(source), source)
+        media_type = self._json_object(body, f"read of the manifest of {source}").get("mediaType")
+        if media_type not in MANIFEST_MEDIA_TYPES:
+            raise UnreadableImage(f"registry {self._registry} answered the manifest of {source} without its type")
+        self.put_manifest(target, media_type, body)
+        return f"sha256:{hashlib.sha256(body).hexdigest()}"
+
+    def referrers(self, reference: ImageReference, subject_digest: str) -> dict | None:
+        """The index of the manifests referring to `subject_digest`: the referrers API's answer, else the
+        referrers tag schema's index (`sha256-<hex>` in the repository); None where neither has one."""
+        url = f"{self._base_url(reference)}/referrers/{subject_digest}"
+        action = f"read of the referrers of {reference.name}@{subject_digest}"
+        response = self._request("GET", url, reference, action, accept=(OCI_INDEX,))
+        with response:
+            if response.status_code == 200:
+                return self._json_object(self._bounded_body(response, action, MAX_DOCUMENT_BYTES,
+                                                            time.monotonic() + self._timeout_s), action)
+        return self.manifest_document(dataclasses.replace(reference, tag=referrers_tag(subject_digest), digest=None))
+
+    def manifest_document(self, reference: ImageReference) -> dict | None:
+        """The manifest or index at `reference`, as JSON; None if there is none."""
+        try:
+            return self._document("manifest", self._manifest_url(reference), reference)
+        except BaseImageNotFound:
+            return None
+
+    def blob(self, reference: ImageReference, digest: str, most_bytes: int) -> bytes:
+        """A blob of the reference's repository, at most `most_bytes`, checked against its digest."""
+        body = self._body("blob", self._blob_url(reference, digest), reference, most_bytes)
+        if f"sha256:{hashlib.sha256(body).hexdigest()}" != digest:
+            raise UnreadableImage(f"registry {self._registry} served blob {digest} with other content")
+        return body
+
+    def _require_created(self, response: requests.Response, action: str) -> None:
+        if response.status_code != 201:
+            self._require_ok(response, action)
+            raise PushFailed(f"registry {self._registry} answered the {action} with HTTP {response.status_code}")
+
     def _config(self, manifest: dict, reference: ImageReference) -> dict:
         """The image config an image manifest names."""
         config_digest = _path(manifest, "config", "digest")
@@ -216,13 +293,13 @@ class RegistryClient:
         """A JSON object the registry serves (a manifest or an image config)."""
         return self._json_object(self._body(what, url, reference), f"read of the {what} of {reference}")
 
-    def _body(self, what: str, url: str, reference: ImageReference) -> bytes:
-        """A document the registry serves, read within MAX_DOCUMENT_BYTES and DOCUMENT_TIMEOUTS request timeouts;
-        a blob's redirect to storage is followed, to a safe address only."""
+    def _body(self, what: str, url: str, reference: ImageReference, most_bytes: int = MAX_DOCUMENT_BYTES) -> bytes:
+        """A document the registry serves, read within `most_bytes` and DOCUMENT_TIMEOUTS request timeouts; a
+        blob's redirect to storage is followed, to a safe address only."""
         action = f"read of the {what} of {reference}"
         deadline = time.monotonic() + DOCUMENT_TIMEOUTS * self._timeout_s
         response = self._request("GET", url, reference, action, stream=True)
-        for _ in range(MAX_BLOB_REDIRECTS if what == "config" else 0):
+        for _ in range(MAX_BLOB_REDIRECTS if what != "manifest" else 0):
             if not response.is_redirect:
                 break
             response = self._redirected(response, url, action)
@@ -230,7 +307,7 @@ class RegistryClient:
             if response.status_code == 404:
                 raise BaseImageNotFound(f"{action}: not found in registry {self._registry} (HTTP 404)")
             self._require_ok(response, action)
-            return self._bounded_body(response, f"its answer to the {action}", MAX_DOCUMENT_BYTES, deadline)
+            return self._bounded_body(response, f"its answer to the {action}", most_bytes, deadline)
 
     def _redirected(self, response: requests.Response, url: str, action: str) -> requests.Response:
         """Where a redirect leads, asked without credentials, once that address is known to be safe."""

@@ -15,6 +15,7 @@ from worker.builders import Builder
 from worker.parts import PartRunner
 from worker.platformbuild import PlatformWiring
 from worker.registry import RegistrySessions, registry_sessions
+from worker.sbom.step import SbomStep
 
 
 class ProcessWiring:
@@ -41,7 +42,8 @@ class ProcessWiring:
     def platform_wiring(self, app: Celery, worker: str | None) -> PlatformWiring:
         """What this process's multi-platform builds share (made on each call: cheap, and only such builds ask)."""
         stores = self.stores()
-        runner = PartRunner(self._settings, self.builder, stores.parts, stores.builds, stores.log, worker)
+        runner = PartRunner(self._settings, self.builder, stores.parts, stores.builds, stores.log, worker,
+                            SbomStep(self._settings, self.registries()))
         return PlatformWiring(self._settings, self.registries(), stores.parts, runner, self.builder.platforms(), app)
 
     def registries(self) -> RegistrySessions:

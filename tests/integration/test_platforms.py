@@ -26,6 +26,7 @@ from tests.integration.conftest import start_worker
 from tests.integration.helpers import tags_in_push_registry, wait_for
 from tests.integration.test_buildkit import cli_processes
 from tests.integration.test_builds import WAIT_S
+from tests.integration.test_sbom import sbom_in_registry
 from worker.platforms import emulated_platforms
 from worker.registry import registry_sessions
 from worker.scheduling import SchedulingPass
@@ -120,6 +121,11 @@ def test_a_two_platform_spec_is_one_tag_whose_index_names_an_image_that_runs_on_
     index = index_in_registry(stack, result.image)
     assert [(m["platform"]["os"], m["platform"]["architecture"]) for m in index["manifests"]] == [
         ("linux", "amd64"), ("linux", "arm64")]
+    # And each platform's image has an SBOM of its own, attached to it
+    for platform, part in result.platforms.items():
+        manifest, bom = sbom_in_registry(stack, result.image, part.digest)
+        assert part.sbom.digest and manifest["subject"]["digest"] == part.digest, platform
+        assert bom["metadata"]["component"]["version"] == part.digest
     # And each platform's image runs as that platform
     assert run_on(stack, result.image, "linux/amd64", "uname -m").strip() == "x86_64"
     assert run_on(stack, result.image, "linux/arm64", "uname -m").strip() == "aarch64"

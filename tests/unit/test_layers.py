@@ -15,7 +15,8 @@ FORBIDDEN = {"producer": ("worker",), "core": ("producer", "worker"), "config": 
 # the one root of the error hierarchy, and the platform names, sit below settings too
 ALLOWED_DOWN = {"config": ("core.errors", "core.platforms")}
 ONLY_IN = {"redis": ("core/stores/",), "kombu": ("core/stores/",),
-           "docker": ("worker/engine.py", "worker/builders/"), "requests": ("worker/engine.py", "worker/registry.py"),
+           "docker": ("worker/engine.py", "worker/builders/", "worker/sbom/imagefiles.py"),
+           "requests": ("worker/engine.py", "worker/registry.py"),
            "subprocess": ("worker/builders/",)}
 
 
