@@ -9,6 +9,7 @@ import docker
 
 from bench.harness import bench, timed
 from core.app import create_app
+from core.registry.client import registry_sessions
 from core.schedule import parse_schedule
 from core.spec import parse_spec
 from core.stores.connection import redis_client
@@ -16,7 +17,6 @@ from core.stores.wiring import stores_on
 from devstack.baseimage import BUSYBOX_IMAGE, push
 from devstack.seeding import built_before
 from devstack.stack import PULL_PASSWORD, PULL_USER
-from worker.registry import registry_sessions
 from worker.scheduling import SchedulingPass
 
 SPECS = int(os.environ.get("BENCH_SPECS", "10000"))

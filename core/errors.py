@@ -104,6 +104,10 @@ class SbomFailed(FatalError):
     """With IMAGEBUILDER_SBOM=required: the image's SBOM could not be made or attached, so nothing is tagged."""
 
 
+class NoSbom(FatalError):
+    """A build has no image, or its image no SBOM attached in the registry."""
+
+
 class PushFailed(FatalError):
     """The registry rejected the pushed image for a reason other than auth or availability."""
 

@@ -9,16 +9,21 @@ from dataclasses import dataclass
 
 from core.errors import (
     AlreadyFinished,
+    AuthFailed,
+    BaseImageNotFound,
     ConcurrentChange,
     ConfigurationError,
     FeatureDisabled,
     ImageBuilderError,
     InvalidRequest,
     InvalidSpec,
+    NoSbom,
+    RegistryUnavailable,
     SettingsError,
     StoreUnavailable,
     UnknownBuild,
     UnknownSpec,
+    UnreadableImage,
 )
 
 EXIT_SUCCEEDED = 0
@@ -37,6 +42,7 @@ class Outcome:
 OUTCOMES: tuple[tuple[type[Exception], Outcome], ...] = (
     (UnknownBuild, Outcome(404, EXIT_INVALID, "no build with this id")),
     (UnknownSpec, Outcome(404, EXIT_INVALID, "no stored spec (or schedule) with this name")),
+    (NoSbom, Outcome(404, EXIT_NOT_SUCCEEDED, "the build has no image, or its image no SBOM")),
     (AlreadyFinished, Outcome(409, EXIT_NOT_SUCCEEDED, "the build already ended")),
     (ConcurrentChange, Outcome(409, EXIT_NOT_SUCCEEDED, "changed by others meanwhile; try again")),
     (FeatureDisabled, Outcome(403, EXIT_INVALID, "building is disabled")),
@@ -45,6 +51,10 @@ OUTCOMES: tuple[tuple[type[Exception], Outcome], ...] = (
     (SettingsError, Outcome(503, EXIT_INVALID, "the service's settings are invalid")),
     (ConfigurationError, Outcome(503, EXIT_INVALID, "the service is not configured to build")),
     (StoreUnavailable, Outcome(503, EXIT_NOT_SUCCEEDED, "Redis cannot be reached")),
+    (RegistryUnavailable, Outcome(502, EXIT_NOT_SUCCEEDED, "the image's registry cannot be reached")),
+    (AuthFailed, Outcome(502, EXIT_NOT_SUCCEEDED, "the image's registry refused the service's credentials")),
+    (UnreadableImage, Outcome(502, EXIT_NOT_SUCCEEDED, "the image's registry answered what is not an image")),
+    (BaseImageNotFound, Outcome(502, EXIT_NOT_SUCCEEDED, "the image is no longer in its registry")),
     (ImageBuilderError, Outcome(500, EXIT_NOT_SUCCEEDED, "the service failed")),
 )
 UNEXPECTED = Outcome(500, EXIT_NOT_SUCCEEDED, "internal error")

@@ -25,6 +25,39 @@ class SbomReport(BaseModel):
     error: str | None = None
 
 
+class PackageVersion(BaseModel):
+    """A package as an SBOM names it: its ecosystem (the package URL's type: deb, pypi, conda), name and version."""
+
+    ecosystem: str
+    name: str
+    version: str
+
+
+class PackageChange(BaseModel):
+    """A package whose version changed between two images."""
+
+    ecosystem: str
+    name: str
+    old: str
+    new: str
+
+
+class PackageChanges(BaseModel):
+    """What a stored spec's build changed, by the SBOMs of its image and of the spec's previous successful build's
+    (`since`, that build's id): the packages added, removed and changed."""
+
+    since: str
+    added: list[PackageVersion] = []
+    removed: list[PackageVersion] = []
+    changed: list[PackageChange] = []
+
+    def summary(self, most_named: int = 3) -> str:
+        """`openssl 3.0.11-1 → 3.0.13-1, +2, −0`: the first changes by name, then how many were added and removed."""
+        named = [f"{c.name} {c.old} → {c.new}" for c in self.changed[:most_named]]
+        more = [f"{len(self.changed) - most_named} more changed"] if len(self.changed) > most_named else []
+        return ", ".join([*named, *more, f"+{len(self.added)}", f"−{len(self.removed)}"])
+
+
 class PlatformPart(BaseModel):
     """One platform's image of a multi-platform build, as the worker building it reports it."""
 
@@ -58,6 +91,7 @@ class BuildResult(BaseModel):
     finished_at: datetime | None = None
     platforms: dict[str, PlatformPart] | None = None  # a multi-platform build's parts, by platform (`linux/arm64`)
     sbom: SbomReport | None = None  # a single-platform image's (a multi-platform build's are its parts')
+    changes: PackageChanges | None = None  # since the stored spec's previous successful build
 
     @property
     def succeeded(self) -> bool:

@@ -9,7 +9,7 @@ from enum import Enum
 from pydantic import BaseModel, ConfigDict
 
 from core.phases import BuildPhase
-from core.result import BuildResult
+from core.result import BuildResult, PackageChanges
 from core.spec import ImageSpec
 
 
@@ -74,6 +74,7 @@ class HistoryEntry(BaseModel):
     digest: str | None = None
     base_digest: str | None = None
     error: str | None = None
+    changes: PackageChanges | None = None  # what it changed since the spec's previous success, by their SBOMs
 
     @classmethod
     def of(cls, mark: HistoryMark, result: BuildResult) -> HistoryEntry:

@@ -18,9 +18,9 @@ import yaml
 
 from core.errors import ImageBuilderError
 from core.reference import parse_reference
+from core.registry.client import RegistryClient
 from devstack.baseimage import DEBIAN_IMAGE, make_debian, push
 from devstack.services import Dockerd, Process, RedisServer, Registry, spawn, wait_until
-from worker.registry import RegistryClient
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".devstack"

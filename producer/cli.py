@@ -16,7 +16,7 @@ import yaml
 from config.settings import Settings, load_settings
 from core.outcomes import EXIT_NOT_SUCCEEDED, EXIT_SUCCEEDED, exiting_on_errors
 from core.phases import BuildPhase
-from core.result import BuildResult
+from core.result import BuildResult, PackageChanges, SbomReport
 from core.schedule import Policy
 from core.tagging import ensure_enabled
 from producer.client import BuildClient
@@ -95,6 +95,15 @@ def status(build_id: str, as_json: bool) -> None:
         result = client.status(build_id)
         _print(result, as_json)
         sys.exit(EXIT_SUCCEEDED if result.succeeded else EXIT_NOT_SUCCEEDED)
+
+
+@main.command()
+@click.argument("build_id")
+@click.option("--platform", help="Of a multi-platform build, the image of this platform (default: the first).")
+def sbom(build_id: str, platform: str | None) -> None:
+    """Print the CycloneDX SBOM of a build's image, as attached in its registry."""
+    with _client() as client:
+        click.echo(client.sboms.of_build(build_id, platform).decode())
 
 
 @main.command()
@@ -243,7 +252,7 @@ def history(name: str, as_json: bool) -> None:
             return
         for e in entries:
             click.echo(f"{e.submitted_at:%Y-%m-%d %H:%M:%S}  {e.phase.value:<10} {e.trigger.value:<13} {e.tag}  "
-                       f"{e.id}  {e.error or ''}")
+                       f"{e.id}  {e.error or (e.changes.summary() if e.changes else '')}")
 
 
 @main.group()
@@ -307,6 +316,16 @@ def _show_progress(client: BuildClient, build_id: str) -> None:
         click.echo(line, err=True)
 
 
+def _sbom_line(sbom: SbomReport | None) -> str | None:
+    if sbom is None:
+        return None
+    return f"{sbom.packages} packages, attached as {sbom.digest}" if sbom.digest else sbom.error
+
+
+def _changes_line(changes: PackageChanges | None) -> str | None:
+    return f"{changes.summary()} (since build {changes.since})" if changes else None
+
+
 def _print(result: BuildResult, as_json: bool) -> None:
     if as_json:
         click.echo(result.to_json())
@@ -315,6 +334,7 @@ def _print(result: BuildResult, as_json: bool) -> None:
     rows = {
         "id": result.id, "phase": phase, "step": result.step.value if result.step else None,
         "image": result.image, "digest": result.digest, "base digest": result.base_digest, "error": result.error,
+        "sbom": _sbom_line(result.sbom), "changes": _changes_line(result.changes),
     }
     for key, value in rows.items():
         if value:

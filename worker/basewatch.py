@@ -16,15 +16,15 @@ from config.celery_config import BASES_PUSHED_TASK
 from config.settings import Settings
 from core.errors import FatalError, ImageBuilderError, RetryableError, StoreUnavailable
 from core.reference import ImageReference, is_digest, parse_reference
+from core.registry.client import RegistrySessions
+from core.registry.credentials import pull_credentials, push_credentials
 from core.stored import HistoryEntry, StoredSpec, Trigger
 from core.stores.builds import BuildState
 from core.stores.connection import store_errors
 from core.stores.wiring import Stores
 from core.submission import MAX_PUSHED_PER_TASK, Submitter, send_pushed
 from core.tagging import resolve_target
-from worker.credentials import pull_credentials, push_credentials
 from worker.dockerfile import BASE_DIGEST_LABEL
-from worker.registry import RegistrySessions
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from core.errors import (
     ImageBuilderError,
 )
 from core.reference import ImageReference
-from worker.credentials import RegistryCredentials
-from worker.registry import error_for_message
+from core.registry.client import error_for_message
+from core.registry.credentials import RegistryCredentials
 
 logger = logging.getLogger(__name__)
 LogSink = Callable[[str], None]

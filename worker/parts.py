@@ -16,6 +16,11 @@ from core.errors import BuildCancelled, ImageBuilderError, InvalidSpec, Retryabl
 from core.phases import BuildPhase, BuildStep
 from core.platforms import Platform, parse_platform
 from core.reference import ImageReference, parse_reference
+from core.registry.credentials import (
+    RegistryCredentials,
+    pull_credentials,
+    push_credentials,
+)
 from core.result import SbomReport
 from core.spec import ImageSpec, parse_spec
 from core.stores.builds import BuildState, ContainerLedger
@@ -23,7 +28,6 @@ from core.stores.logs import BuildLog
 from core.stores.parts import PlatformParts
 from core.tagging import platform_target
 from worker.builders import Builder, BuildJob
-from worker.credentials import RegistryCredentials, pull_credentials, push_credentials
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile
 from worker.engine import Engine
 from worker.sbom.step import SbomJob, SbomStep, describe
@@ -153,11 +157,11 @@ class PartRunner:
         self._step(order, token, BuildStep.PUSHING, watch)
         digest = engine.push(order.part_target, self._push_credentials)
         self._step(order, token, BuildStep.SBOM, watch)
-        report = self._sbom.run(engine, SbomJob(order.spec, str(order.part_target), order.part_target, digest,
-                                                order.base_digest))
-        if report is not None:
-            self._line(order, describe(report))
-        return PartImage(digest, report)
+        made = self._sbom.run(engine, SbomJob(order.spec, str(order.part_target), order.part_target, digest,
+                                              order.base_digest))
+        if made is not None:
+            self._line(order, describe(made.report))
+        return PartImage(digest, made.report if made else None)
 
     def _inputs(self, order: PartOrder, engine: Engine) -> BuildInputs:
         return BuildInputs.of(order.spec, self._settings, buildkit=self._builder.cache_mounts,

@@ -8,28 +8,30 @@ at once, in one step, and never holds a lock, a heartbeat or a watch (most sched
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from config.settings import Settings
 from core.phases import BuildStep
 from core.reference import ImageReference, parse_reference
+from core.registry.client import RegistrySessions
+from core.registry.credentials import pull_credentials, push_credentials
 from core.result import BuildResult
 from core.spec import ImageSpec
+from core.stored import HistoryEntry
 from core.stores.builds import ContainerLedger
 from core.tagging import staged_target
 from worker.builders import Builder, BuildJob
-from worker.credentials import pull_credentials, push_credentials
 from worker.dockerfile import BuildInputs, build_context, render_dockerfile
 from worker.engine import Engine
 from worker.platformbuild import PlatformBuild
 from worker.progress import Progress
-from worker.registry import RegistrySessions
 from worker.sbom.step import SbomJob, SbomStep, describe
 from worker.watch import BuildWatch
 
 EngineFactory = Callable[..., Engine]
-PreviousImage = Callable[[ImageSpec, ImageReference], "str | None"]  # the spec's last successful image, if any
+LastSuccess = Callable[[ImageSpec], "HistoryEntry | None"]  # the stored spec's last successful build, if any
 
 
 @dataclass
@@ -57,14 +59,14 @@ class Pipeline:
 
     def __init__(self, settings: Settings, builder: Builder, progress: Progress, registries: RegistrySessions,
                  engine_factory: EngineFactory | None = None, *,
-                 previous_image: PreviousImage = lambda spec, target: None,
+                 last_success: LastSuccess = lambda spec: None,
                  platform_build: Callable[[Run], PlatformBuild] | None = None):
         self._settings = settings
         self._builder = builder
         self._progress = progress
         self._registries = registries
         self._engine_factory = engine_factory or Engine.connect
-        self._previous_image = previous_image
+        self._last_success = last_success
         self._platform_build = platform_build
         self._push_credentials = push_credentials(settings)
         self._sbom = SbomStep(settings, registries)
@@ -154,8 +156,10 @@ class Pipeline:
 
     def _cache_sources(self, run: Run) -> list[str]:
         """The target, and the spec's last successful image under another tag (another host may have built it)."""
-        previous = self._previous_image(run.spec, run.target)
-        return [str(run.target), *([previous] if previous else [])]
+        last = self._last_success(run.spec)
+        if last is None or last.tag == run.target.tag:
+            return [str(run.target)]
+        return [str(run.target), str(dataclasses.replace(run.target, tag=last.tag, digest=None))]
 
     def _push(self, run: Run) -> None:
         if run.platform_build:
@@ -170,13 +174,17 @@ class Pipeline:
     def _attach_sbom(self, run: Run) -> None:
         """A single image's SBOM (a multi-platform build's parts attached each of theirs); with it required, the
         target is tagged only now."""
-        report = None if run.platform_build else self._sbom.run(run.engine, SbomJob(
+        made = None if run.platform_build else self._sbom.run(run.engine, SbomJob(
             run.spec, str(run.target), run.pushed, run.digest, run.base_digest))
-        if report is not None:
-            self._progress.line(describe(report))
+        if made is not None:
+            self._progress.line(describe(made.report))
         if run.pushed not in (None, run.target):
             self._sbom.tag_target(run.pushed, run.digest, run.target)
-        run.done = self._progress.succeed(digest=run.digest, base_digest=run.base_digest, sbom=report)
+        changes = self._sbom.changes(run.target, run.digest, made and made.document, self._last_success(run.spec))
+        if changes is not None:
+            self._progress.line(f"changed since build {changes.since}: {changes.summary()}")
+        run.done = self._progress.succeed(digest=run.digest, base_digest=run.base_digest,
+                                          sbom=made.report if made else None, changes=changes)
 
     def _clean_up(self, run: Run) -> None:
         if run.platform_build and run.done is None:

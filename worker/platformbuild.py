@@ -24,13 +24,13 @@ from core.errors import (
 from core.phases import BuildPhase
 from core.platforms import Platform
 from core.reference import ImageReference, parse_reference
+from core.registry.client import RegistryClient, RegistrySessions
+from core.registry.credentials import pull_credentials
 from core.result import PlatformPart
 from core.spec import ImageSpec
 from core.stores.parts import PlatformParts
-from worker.credentials import pull_credentials
 from worker.parts import PartOrder, PartRunner
 from worker.progress import Progress
-from worker.registry import RegistryClient, RegistrySessions
 from worker.watch import Watch, backoff_s
 
 WAIT_POLL_S = 0.5

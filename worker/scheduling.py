@@ -13,12 +13,12 @@ from celery import Celery
 
 from config.settings import Settings
 from core.errors import ImageBuilderError
+from core.registry.client import RegistrySessions
 from core.schedule import Policy, Schedule
 from core.stored import HistoryEntry, StoredSpec, Trigger
 from core.stores.wiring import Stores
 from core.submission import Submitter
 from worker.basewatch import CHECK_FAILED, UNCHANGED, BaseDigests
-from worker.registry import RegistrySessions
 
 logger = logging.getLogger(__name__)
 

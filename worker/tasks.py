@@ -5,7 +5,6 @@ already ended is left as it is, and one that is running elsewhere is retried lat
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -38,6 +37,7 @@ from core.errors import (
 from core.phases import BuildPhase
 from core.reference import ImageReference
 from core.spec import ImageSpec, parse_spec
+from core.stored import HistoryEntry
 from core.stores.builds import LOCK_TTL_S, ContainerLedger
 from core.tagging import resolve_target
 from worker.basewatch import RECHECK_AFTER_S, BaseWatch, recheck_limit, validated_push
@@ -159,7 +159,7 @@ class Delivery:
 
     def _build(self, spec: ImageSpec, target: ImageReference, force: bool) -> dict[str, Any]:
         pipeline = Pipeline(self._settings, self._builder, self._progress, self._registries,
-                            previous_image=self._previous_image, platform_build=self._platform_build)
+                            last_success=self._last_success, platform_build=self._platform_build)
         run = Run(spec, target, force)
         if not pipeline.check(run):
             self._build_locked(pipeline, run)
@@ -183,13 +183,10 @@ class Delivery:
         wiring = self._wiring.platform_wiring(self._task.app, self._task.request.hostname)
         return PlatformBuild(wiring, self._progress, self._id, run.spec, run.target, run.force)
 
-    def _previous_image(self, spec: ImageSpec, target: ImageReference) -> str | None:
-        """The spec's last successful image under another tag, to import layers from (read only when building)."""
+    def _last_success(self, spec: ImageSpec) -> HistoryEntry | None:
+        """The stored spec's last successful build (read only when building: for cache sources and what changed)."""
         found = self._specs.with_last_success([spec.name]).get(spec.name)
-        entry = found[1] if found else None
-        if entry is None or entry.tag == target.tag:
-            return None
-        return str(dataclasses.replace(target, tag=entry.tag, digest=None))
+        return found[1] if found else None
 
     def _count_lost_deliveries(self) -> None:
         """A record that was Running means an earlier delivery died with its worker; cap how often that may happen."""

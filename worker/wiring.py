@@ -10,11 +10,11 @@ import threading
 from celery import Celery
 
 from config.settings import Settings
+from core.registry.client import RegistrySessions, registry_sessions
 from core.stores.wiring import Stores, open_stores
 from worker.builders import Builder
 from worker.parts import PartRunner
 from worker.platformbuild import PlatformWiring
-from worker.registry import RegistrySessions, registry_sessions
 from worker.sbom.step import SbomStep
 
 

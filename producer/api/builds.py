@@ -1,4 +1,4 @@
-"""`/builds`: submit a spec, read a build and its log (live as server-sent events), cancel it."""
+"""`/builds`: submit a spec, read a build, its log (live as server-sent events) and its image's SBOM, cancel it."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from core.result import BuildResult
+from core.sbom import SBOM_MEDIA_TYPE
 from producer.api.deps import BEARER, SPEC_EXAMPLE, Client, Live
 from producer.api.errors import BODY_ERRORS, ERRORS, documented, documented_as_json
 from producer.client import BuildClient
 from producer.livelog import RETRY_AFTER_S, SSE
 
 router = APIRouter(prefix="/builds", tags=["builds"], dependencies=[BEARER])
+MAX_PLATFORM_CHARS = 32
+PLATFORM_PATTERN = r"^[a-z0-9]+/[a-z0-9]+(/[a-z0-9]+)?$"  # os/arch[/variant]
 
 
 def _log_responses() -> dict[int | str, dict[str, Any]]:
@@ -47,6 +50,16 @@ async def logs(client: Client, live: Live, build_id: str, follow: Annotated[bool
     if follow or SSE in (accept or ""):
         return await live.follow(build_id)
     return PlainTextResponse(await run_in_threadpool(_log_text, client, build_id))
+
+
+@router.get("/{build_id}/sbom", response_class=Response,
+            responses={200: {"content": {SBOM_MEDIA_TYPE: {}}}, **documented_as_json(401, 404, 422, 429, 502, 503)})
+def sbom(client: Client, build_id: str,
+         platform: Annotated[str | None, Query(max_length=MAX_PLATFORM_CHARS, pattern=PLATFORM_PATTERN)] = None,
+         ) -> Response:
+    """The CycloneDX SBOM attached to the build's image, read from its registry (a skipped build's is the existing
+    image's); `platform` picks the image of one platform of a multi-platform build (else the first by name)."""
+    return Response(client.sboms.of_build(build_id, platform), media_type=SBOM_MEDIA_TYPE)
 
 
 @router.delete("/{build_id}", status_code=202, response_model=BuildResult,

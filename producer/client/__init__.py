@@ -1,6 +1,6 @@
-"""The Python client: one part per resource (builds, specs, schedules, the service's state, webhook pushes) over
-one wiring, and the documented build calls (submit, status, wait, logs, cancel) on the client itself. It never
-imports docker, and nothing reaches through it to Redis."""
+"""The Python client: one part per resource (builds, specs, schedules, the service's state, webhook pushes,
+SBOMs) over one wiring, and the documented build calls (submit, status, wait, logs, cancel) on the client itself.
+It never imports docker, and nothing reaches through it to Redis."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from core.spec import ImageSpec
 from producer.client.builds import Builds
 from producer.client.hooks import Hooks
 from producer.client.operations import ServiceState
+from producer.client.sboms import Sboms
 from producer.client.schedules import Schedules
 from producer.client.specs import Specs
 from producer.client.wiring import ClientWiring
 
 
 class BuildClient:
-    """`builds`, `specs`, `schedules`, `service` and `hooks`, over one Celery app and one Redis pool."""
+    """`builds`, `specs`, `schedules`, `service`, `hooks` and `sboms`, over one Celery app and one Redis pool."""
 
     def __init__(self, settings: Settings):
         self._settings = settings
@@ -29,6 +30,7 @@ class BuildClient:
         self.schedules = Schedules(self._wiring)
         self.service = ServiceState(self._wiring)
         self.hooks = Hooks(self._wiring)
+        self.sboms = Sboms(self._wiring)
 
     def __repr__(self) -> str:
         return f"BuildClient(settings={self._settings!r})"

@@ -1,14 +1,17 @@
-"""How the console shows things: ages and durations, a schedule in words, log lines without ANSI codes, and the
-geometry of the builds-by-hour chart. Pure functions, registered as template filters."""
+"""How the console shows things: ages and durations, a schedule in words, log lines without ANSI codes, an SBOM's
+packages as table rows, and the geometry of the builds-by-hour chart. Pure functions, most registered as template
+filters."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from core.phases import REPORTED_STEPS, BuildPhase
+from core.sbom import REQUESTED_PROPERTY
 from core.schedule import Schedule
 from producer.overview import HourOfBuilds
 
@@ -96,3 +99,37 @@ def chart_bars(hours: list[HourOfBuilds], width: float, height: float) -> list[B
                 label = f"{hour.start:%H}:00 UTC: {count} {phase.lower()}"
                 bars.append(Bar(index * slot + 1, top, slot - 2, size, phase.lower(), label))
     return bars
+
+
+@dataclass(frozen=True)
+class PackageRow:
+    """One package of an SBOM, as its table shows it."""
+
+    name: str
+    ecosystem: str  # the package URL's type: deb, pypi, conda
+    version: str
+    requested: bool
+
+
+@dataclass(frozen=True)
+class PackageTable:
+    """An SBOM's packages whose names contain the filter, in name order, and how many it lists in all; or why it
+    could not be read."""
+
+    rows: list[PackageRow]
+    total: int
+    problem: str | None = None
+
+
+def package_table(document: bytes, contains: str) -> PackageTable:
+    components = [c for c in json.loads(document).get("components") or []
+                  if isinstance(c, dict) and c.get("type") == "library"]
+    rows = sorted((_row(c) for c in components), key=lambda row: (row.name, row.ecosystem))
+    return PackageTable([row for row in rows if contains.lower() in row.name.lower()], len(rows))
+
+
+def _row(component: dict) -> PackageRow:
+    purl = str(component.get("purl") or "")
+    ecosystem = purl.removeprefix("pkg:").split("/", 1)[0] if purl.startswith("pkg:") else "?"
+    requested = {"name": REQUESTED_PROPERTY, "value": "true"} in (component.get("properties") or [])
+    return PackageRow(str(component.get("name") or "?"), ecosystem, str(component.get("version") or ""), requested)

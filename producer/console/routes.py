@@ -22,6 +22,8 @@ from fastapi.templating import Jinja2Templates
 from config.settings import Settings
 from core.errors import ImageBuilderError, InvalidSpec, NeverMatches
 from core.phases import BuildPhase
+from core.result import BuildResult
+from core.sbom import SBOM_MEDIA_TYPE
 from core.schedule import Policy, Schedule
 from core.spec import ImageSpec
 from core.stores.throttle import Door, Throttle
@@ -265,8 +267,18 @@ def _build_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
         return see(f"/ui/builds/{result.id}")
 
     @router.get("/ui/builds/{build_id}")
-    def build(request: Request, build_id: str) -> HTMLResponse:
-        return pages.render(request, "build.html", build=client.builds.listing(build_id), lines=client.logs(build_id))
+    def build(request: Request, build_id: str, packages: Annotated[str, Query(max_length=100)] = "",
+              platform: Annotated[str | None, Query(max_length=32)] = None) -> HTMLResponse:
+        listing = client.builds.listing(build_id)
+        return pages.render(request, "build.html", build=listing, lines=client.logs(build_id), packages=packages,
+                            platform=platform, table=_package_table(client, listing.result, packages, platform))
+
+    @router.get("/ui/builds/{build_id}/sbom")
+    def download_sbom(build_id: str, platform: Annotated[str | None, Query(max_length=32)] = None) -> Response:
+        disposition = f'attachment; filename="build-{build_id}{"-" + platform.replace("/", "-") if platform else ""}' \
+                      '.cdx.json"'
+        return Response(client.sboms.of_build(build_id, platform), media_type=SBOM_MEDIA_TYPE,
+                        headers={"content-disposition": disposition, **SECURITY_HEADERS})
 
     @router.get("/ui/builds/{build_id}/progress")
     def progress(request: Request, build_id: str) -> HTMLResponse:
@@ -285,6 +297,17 @@ def _build_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
     @router.post("/ui/builds/{build_id}/rebuild")
     def rebuild(build_id: str) -> RedirectResponse:
         return see(f"/ui/builds/{client.builds.rebuild(build_id).id}")
+
+
+def _package_table(client: BuildClient, result: BuildResult, contains: str,
+                   platform: str | None) -> present.PackageTable | None:
+    """The packages of a succeeded build's SBOM (read from the registry), or why they cannot be shown."""
+    if not result.succeeded:
+        return None
+    try:
+        return present.package_table(client.sboms.of_build(result.id, platform), contains)
+    except ImageBuilderError as e:
+        return present.PackageTable([], 0, problem=e.message)
 
 
 def _operations_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -39,7 +40,12 @@ def all_containers() -> set[str]:
         engine.close()
 
 
+REFERRERS_TAG = re.compile(r"sha256-[0-9a-f]{64}")
+
+
 def tags_in_push_registry(stack: Stack, repository: str) -> list[str]:
+    """The repository's image tags (its referrers tags, `sha256-<hex>`, which list the SBOMs, aside)."""
     response = requests.get(f"http://{stack.push_registry.host}/v2/{repository}/tags/list",
                             auth=(PUSH_USER, PUSH_PASSWORD), timeout=10)
-    return response.json().get("tags") or [] if response.ok else []
+    tags = response.json().get("tags") or [] if response.ok else []
+    return [tag for tag in tags if not REFERRERS_TAG.fullmatch(tag)]

@@ -107,8 +107,8 @@ def test_bad_pull_secret_fails_clearly_and_pushes_nothing(stack, client, unique,
 
 def target_digest(stack: Stack, image: str) -> str | None:
     from core.reference import parse_reference
-    from worker.credentials import RegistryCredentials
-    from worker.registry import RegistryClient
+    from core.registry.client import RegistryClient
+    from core.registry.credentials import RegistryCredentials
 
     reference = parse_reference(image)
     credentials = RegistryCredentials(reference.registry, PUSH_USER, PUSH_PASSWORD)

@@ -4,6 +4,7 @@ Redis, worker, engine and registries. Screenshots of the main screens go to buil
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -119,6 +120,16 @@ def test_a_spec_created_through_the_form_builds_to_succeeded_with_its_log_arrivi
     follow_live_log_to_success(page)
     expect(page.locator(".stage.final")).to_have_text("Succeeded")
     shot(page, "build-succeeded")
+    # And, seen again, the page lists the image's packages from its SBOM, by name, with the SBOM to download
+    page.reload()
+    page.get_by_label("Name contains").fill("tree")
+    page.get_by_role("button", name="Filter").click()
+    tree = page.locator("table.packages tr", has=page.locator("th", has_text=re.compile(r"^tree$")))
+    expect(tree).to_contain_text("yes")
+    shot(page, "build-packages")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the SBOM (CycloneDX)").click()
+    assert json.loads(Path(download.value.path()).read_text())["bomFormat"] == "CycloneDX"
     # And the specs list shows it with its last build and a pull command by digest
     page.goto(f"/ui/specs?name={unique}")
     row = page.get_by_role("row").filter(has_text=unique)

@@ -16,6 +16,7 @@ import requests
 
 from core.app import create_app
 from core.phases import BuildPhase, BuildStep
+from core.registry.client import registry_sessions
 from core.spec import parse_spec
 from core.stores.connection import redis_client
 from core.stores.wiring import stores_on
@@ -28,7 +29,6 @@ from tests.integration.test_buildkit import cli_processes
 from tests.integration.test_builds import WAIT_S
 from tests.integration.test_sbom import sbom_in_registry
 from worker.platforms import emulated_platforms
-from worker.registry import registry_sessions
 from worker.scheduling import SchedulingPass
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(

@@ -8,6 +8,8 @@ import pytest
 
 from core.errors import AuthFailed, RegistryUnavailable, UnreadableImage
 from core.reference import parse_reference
+from core.registry.client import RegistryClient
+from core.registry.credentials import RegistryCredentials
 from devstack.services import free_port
 from tests.integration.conftest import PULL_PASSWORD, PULL_USER
 from tests.integration.hostile_registry import (
@@ -17,8 +19,6 @@ from tests.integration.hostile_registry import (
     TOKEN_DIGEST,
     TOKEN_LIFE_S,
 )
-from worker.credentials import RegistryCredentials
-from worker.registry import RegistryClient
 
 pytestmark = pytest.mark.integration
 

@@ -17,13 +17,14 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from core.phases import BuildPhase, BuildStep
+from core.sbom import REQUESTED_PROPERTY, SBOM_MEDIA_TYPE
 from core.spec import parse_spec
 from devstack.baseimage import push
 from devstack.stack import PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
 from tests.integration.test_builds import WAIT_S, pull_back, run_in
-from worker.sbom.cyclonedx import REQUESTED_PROPERTY, SBOM_MEDIA_TYPE
+from tests.integration.test_failures import cli
 
 pytestmark = pytest.mark.integration
 SBOM_DB = 25
@@ -80,7 +81,7 @@ def test_every_package_the_image_reports_is_in_its_sbom_attached_in_the_registry
     assert requested == {"jq", "six"}
 
 
-def base_with(stack, name: str, files: dict[str, bytes]) -> str:
+def base_with(stack, name: str, files: dict[str, bytes], tag: str = "1") -> str:
     """A BusyBox base with `files` added, pushed to the private registry."""
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
@@ -91,7 +92,7 @@ def base_with(stack, name: str, files: dict[str, bytes]) -> str:
             tar.addfile(info, io.BytesIO(content))
     engine = docker.from_env()
     engine.login(PULL_USER, PULL_PASSWORD, registry=stack.private_registry.host)
-    reference = f"{stack.private_registry.host}/base/{name}:1"
+    reference = f"{stack.private_registry.host}/base/{name}:{tag}"
     engine.images.build(fileobj=io.BytesIO(context.getvalue()), custom_context=True, tag=reference, rm=True)
     push(engine, reference, PULL_USER, PULL_PASSWORD)
     return reference
@@ -178,3 +179,55 @@ def test_corrupt_package_records_are_left_out_and_counted(stack, client, corrupt
     assert versions(bom, "deb") == {"good-deb": "1.0-1"} and versions(bom, "pypi") == {"good": "1.0"}
     properties = {p["name"]: p["value"] for p in bom["metadata"]["properties"]}
     assert properties["imagebuilder:skipped:deb"] == properties["imagebuilder:skipped:pypi"] == "1"
+
+
+def test_the_sbom_is_read_back_over_http_and_the_cli_and_a_skip_points_at_its_images(stack, client, api, unique):
+    # Given a built image
+    spec = parse_spec({"name": unique, "baseImage": stack.busybox_base, "pullSecret": "private"})
+    built = client.wait(client.submit(spec).id, timeout_s=WAIT_S)
+    assert built.succeeded, built.error
+    # When its SBOM is asked for over HTTP and with the CLI
+    answer = api.get(f"/builds/{built.id}/sbom")
+    printed = cli(stack, "sbom", built.id)
+    # Then both give the document attached in the registry, describing that image
+    _, attached = sbom_in_registry(stack, built.image, built.digest)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith(SBOM_MEDIA_TYPE)
+    assert answer.json() == attached == json.loads(printed.stdout)
+    # And an unchanged resubmission, skipped, points at the existing image's SBOM
+    skipped = client.wait(client.submit(spec).id, timeout_s=WAIT_S)
+    assert skipped.skipped and api.get(f"/builds/{skipped.id}/sbom").json() == attached
+    # And a platform the image lacks, or a build with no image, is a 404 that says why
+    wrong = api.get(f"/builds/{built.id}/sbom", params={"platform": "linux/s390x"})
+    assert wrong.status_code == 404 and "no linux/s390x image" in wrong.json()["detail"]
+    failed = client.wait(client.submit({"name": f"{unique}-x", "baseImage": f"{stack.busybox_base}-missing",
+                                        "pullSecret": "private"}).id, timeout_s=WAIT_S)
+    assert api.get(f"/builds/{failed.id}/sbom").status_code == 404
+
+
+def dpkg_status(packages: dict[str, str]) -> bytes:
+    return "".join(f"Package: {name}\nStatus: install ok installed\nArchitecture: amd64\nVersion: {version}\n\n"
+                   for name, version in packages.items()).encode()
+
+
+def test_a_rebuild_lists_exactly_the_packages_its_base_added_and_upgraded(stack, client, unique):
+    # Given a stored spec built on a base with two packages
+    base = base_with(stack, f"{unique}-base", {"var/lib/dpkg/status": dpkg_status({"alpha": "1.0-1",
+                                                                                     "beta": "1.0-1"})})
+    _, first = client.specs.apply({"name": unique, "baseImage": base, "pullSecret": "private"})
+    first = client.wait(first.id, timeout_s=WAIT_S)
+    assert first.succeeded and first.changes is None  # nothing before it to compare with
+    # When the base gains one package and upgrades another, and the spec is rebuilt
+    base_with(stack, f"{unique}-base", {"var/lib/dpkg/status": dpkg_status({"alpha": "1.0-1", "beta": "1.1-1",
+                                                                              "gamma": "2.0-1"})})
+    again = client.wait(client.specs.build(unique, force=True).id, timeout_s=WAIT_S)
+    # Then its record lists exactly those changes, since the first build
+    assert again.succeeded, again.error
+    changes = again.changes
+    assert changes.since == first.id
+    assert [(c.name, c.old, c.new) for c in changes.changed] == [("beta", "1.0-1", "1.1-1")]
+    assert [(a.name, a.version) for a in changes.added] == [("gamma", "2.0-1")] and changes.removed == []
+    # And the history, `status` and `history` say it as one line
+    assert client.specs.history(unique)[0].changes == changes
+    summary = "beta 1.0-1 → 1.1-1, +1, −0"
+    assert summary in cli(stack, "history", unique).stdout
+    assert f"changes:     {summary} (since build {first.id})" in cli(stack, "status", again.id).stdout

@@ -167,10 +167,10 @@ CHECK_ERRORS = {
 
 def test_one_specs_registry_cannot_stop_the_scheduling_pass(stack, hostile, unique):
     from core.app import create_app
+    from core.registry.client import registry_sessions
     from core.spec import parse_spec
     from devstack.stack import API_TOKEN, start_api
     from tests.integration.hostile_registry import BEHAVIOURS
-    from worker.registry import registry_sessions
     from worker.scheduling import SchedulingPass
 
     env = {"IMAGEBUILDER_REGISTRY_TIMEOUT_S": "2"}

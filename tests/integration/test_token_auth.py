@@ -15,6 +15,8 @@ import pytest
 from core.errors import AuthFailed
 from core.phases import BuildPhase
 from core.reference import parse_reference
+from core.registry.client import RegistryClient
+from core.registry.credentials import RegistryCredentials
 from core.stored import Trigger
 from core.stores.connection import redis_client
 from core.stores.wiring import stores_on
@@ -23,8 +25,6 @@ from devstack.services import Registry
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
 from tests.integration.token_issuer import ANONYMOUS, Rule, TokenIssuer
-from worker.credentials import RegistryCredentials
-from worker.registry import RegistryClient
 
 pytestmark = pytest.mark.integration
 TOKEN_DB = 16
@@ -200,7 +200,7 @@ def test_a_refused_scope_or_password_is_a_clear_auth_failure(hub, hub_client, un
 
 def test_the_scheduling_pass_checks_bases_with_heads_through_tokens(stack, hub, hub_client, unique):
     from core.app import create_app
-    from worker.registry import registry_sessions
+    from core.registry.client import registry_sessions
     from worker.scheduling import SchedulingPass
 
     # Given two stored specs built on the hub's base, both scheduled to rebuild when it changes

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from core.registry.credentials import RegistryCredentials
 from worker.builders.buildkit import (
     BuildKitProcess,
     BuildKitRun,
@@ -13,7 +14,6 @@ from worker.builders.buildkit import (
     cli_environment,
     client_config,
 )
-from worker.credentials import RegistryCredentials
 
 CLI = DockerCli("/usr/bin/docker", "20.10.24")
 

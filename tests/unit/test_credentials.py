@@ -7,7 +7,11 @@ import pytest
 
 from config.settings import Settings
 from core.errors import PullSecretError
-from worker.credentials import PullSecretStore, RegistryCredentials, push_credentials
+from core.registry.credentials import (
+    PullSecretStore,
+    RegistryCredentials,
+    push_credentials,
+)
 
 
 def b64(text):

@@ -7,9 +7,12 @@ import pytest
 from core.errors import (
     AlreadyFinished,
     AuthFailed,
+    BuildStepFailed,
     ConfigurationError,
     FeatureDisabled,
     InvalidSpec,
+    NoSbom,
+    RegistryUnavailable,
     SettingsError,
     StoreUnavailable,
     UnknownBuild,
@@ -41,7 +44,8 @@ def test_the_end_event_names_its_type_then_its_data():
 @pytest.mark.parametrize(("error", "status", "exit_code"), [
     (UnknownBuild("x"), 404, 2), (AlreadyFinished("x"), 409, 1), (FeatureDisabled("x"), 403, 2),
     (ConfigurationError("x"), 503, 2), (InvalidSpec("x"), 422, 2), (SettingsError("x"), 503, 2),
-    (StoreUnavailable("x"), 503, 1), (AuthFailed("x"), 500, 1), (KeyError("x"), 500, 1),
+    (StoreUnavailable("x"), 503, 1), (AuthFailed("x"), 502, 1), (RegistryUnavailable("x"), 502, 1),
+    (NoSbom("x"), 404, 1), (BuildStepFailed("x"), 500, 1), (KeyError("x"), 500, 1),
 ])
 def test_each_error_has_one_status_and_one_exit_code(error, status, exit_code):
     assert (outcome_of(error).status, outcome_of(error).exit_code) == (status, exit_code)

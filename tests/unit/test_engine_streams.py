@@ -8,8 +8,8 @@ import docker
 import pytest
 
 from core.errors import BuildCancelled, DaemonUnavailable, PushFailed, RetryableError
+from core.registry.client import error_for_message
 from worker.engine import Engine, _lines_of
-from worker.registry import error_for_message
 
 PUSH_STREAM = [
     {"status": "The push refers to repository [127.0.0.1:5001/team/x]"},

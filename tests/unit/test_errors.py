@@ -11,7 +11,7 @@ from core.errors import (
     RegistryUnavailable,
     RetryableError,
 )
-from worker.registry import error_for_message, error_for_status
+from core.registry.client import error_for_message, error_for_status
 
 
 @pytest.mark.parametrize(

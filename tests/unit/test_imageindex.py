@@ -6,7 +6,7 @@ import pytest
 
 from core.errors import UnreadableImage
 from core.platforms import Platform
-from worker.imageindex import (
+from core.registry.imageindex import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     OCI_INDEX,

@@ -16,7 +16,7 @@ FORBIDDEN = {"producer": ("worker",), "core": ("producer", "worker"), "config": 
 ALLOWED_DOWN = {"config": ("core.errors", "core.platforms")}
 ONLY_IN = {"redis": ("core/stores/",), "kombu": ("core/stores/",),
            "docker": ("worker/engine.py", "worker/builders/", "worker/sbom/imagefiles.py"),
-           "requests": ("worker/engine.py", "worker/registry.py"),
+           "requests": ("worker/engine.py", "core/registry/client.py"),
            "subprocess": ("worker/builders/",)}
 
 

@@ -4,8 +4,8 @@ use it, and never to a link-local or cloud metadata address (literal addresses h
 import pytest
 
 from core.errors import UnsafeTokenRealm
-from worker.credentials import RegistryCredentials
-from worker.registry import RegistryClient
+from core.registry.client import RegistryClient
+from core.registry.credentials import RegistryCredentials
 
 
 def client(registry="registry.example.com", insecure=frozenset()):

@@ -11,12 +11,9 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from core.reference import parse_reference
-from worker.sbom.cyclonedx import (
-    REQUESTED_PROPERTY,
-    SKIPPED_PROPERTY,
-    ImageSubject,
-    sbom_json,
-)
+from core.sbom import REQUESTED_PROPERTY, SKIPPED_PROPERTY
+from worker.sbom.changes import changes_between
+from worker.sbom.cyclonedx import ImageSubject, sbom_json
 from worker.sbom.packages import (
     Ecosystem,
     Inventory,
@@ -111,3 +108,36 @@ def test_the_cyclonedx_document_is_valid_1_6_and_says_what_the_image_is_and_hold
     properties = {p["name"]: p["value"] for p in bom["metadata"]["properties"]}
     assert properties[SKIPPED_PROPERTY.format(source="deb")] == "1"
     assert any(c["type"] == "operating-system" and c["version"] == "12" for c in bom["components"])
+
+
+def bom_of(*purls: str) -> bytes:
+    return json.dumps({"components": [{"type": "library", "name": purl.split("/")[-1].split("@")[0],
+                                       "version": purl.split("@")[1].split("?")[0], "purl": purl}
+                                      for purl in purls]}).encode()
+
+
+def test_what_changed_is_added_removed_and_changed_by_ecosystem_and_name():
+    # Given a rebuild whose base upgraded openssl, gained two packages and kept the rest
+    before = bom_of("pkg:deb/debian/openssl@3.0.11-1?arch=amd64", "pkg:deb/debian/jq@1.6-2.1?arch=amd64",
+                    "pkg:pypi/six@1.16.0")
+    after = bom_of("pkg:deb/debian/openssl@3.0.13-1?arch=amd64", "pkg:deb/debian/jq@1.6-2.1?arch=amd64",
+                   "pkg:pypi/six@1.16.0", "pkg:deb/debian/curl@7.88.1-10?arch=amd64", "pkg:pypi/requests@2.32.3")
+    # When they are compared
+    changes = changes_between(before, after, since="b1")
+    # Then exactly those changes are listed, and summed up as the history shows them
+    assert [(c.name, c.old, c.new) for c in changes.changed] == [("openssl", "3.0.11-1", "3.0.13-1")]
+    assert [(a.ecosystem, a.name, a.version) for a in changes.added] == [("deb", "curl", "7.88.1-10"),
+                                                                         ("pypi", "requests", "2.32.3")]
+    assert changes.removed == [] and changes.since == "b1"
+    assert changes.summary() == "openssl 3.0.11-1 → 3.0.13-1, +2, −0"
+
+
+def test_the_same_name_in_two_ecosystems_is_two_packages():
+    changes = changes_between(bom_of("pkg:pypi/six@1.16.0"), bom_of("pkg:deb/debian/six@1.16.0-4"), since="b")
+    assert [a.ecosystem for a in changes.added] == ["deb"] and [r.ecosystem for r in changes.removed] == ["pypi"]
+
+
+def test_a_long_list_of_changes_is_summed_up_after_the_first_three():
+    before = bom_of(*(f"pkg:pypi/p{i}@1" for i in range(5)))
+    after = bom_of(*(f"pkg:pypi/p{i}@2" for i in range(5)))
+    assert changes_between(before, after, "b").summary() == "p0 1 → 2, p1 1 → 2, p2 1 → 2, 2 more changed, +0, −0"

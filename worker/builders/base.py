@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.platforms import Platform
-from worker.credentials import RegistryCredentials
+from core.registry.credentials import RegistryCredentials
 from worker.engine import Engine
 
 

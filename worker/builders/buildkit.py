@@ -24,8 +24,8 @@ from pathlib import Path
 
 from core.errors import BuilderUnavailable, ConfigurationError
 from core.platforms import Platform
+from core.registry.credentials import RegistryCredentials
 from worker.builders.base import BuildJob
-from worker.credentials import RegistryCredentials
 from worker.dockerfile import REBUILD_ARG, build_context
 from worker.engine import Engine
 

@@ -12,12 +12,8 @@ from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
 from core.reference import ImageReference
+from core.sbom import BASE_IMAGE_PROPERTY, REQUESTED_PROPERTY, SKIPPED_PROPERTY
 from worker.sbom.packages import Ecosystem, Inventory, Package
-
-REQUESTED_PROPERTY = "imagebuilder:requested"  # "true" on the packages the spec asked for
-SKIPPED_PROPERTY = "imagebuilder:skipped:{source}"  # records of a database that could not be read
-BASE_IMAGE_PROPERTY = "imagebuilder:base-image"
-SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,15 @@ paths each ecosystem keeps them in."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 from core.errors import UnreadableImage
 from worker.sbom.imagefiles import MAX_DATABASE_BYTES, ImageFiles
 from worker.sbom.packages import (
     Distro,
     Inventory,
+    Package,
     conda_package,
     deb_package,
     dpkg_paragraphs,
@@ -18,7 +21,7 @@ from worker.sbom.packages import (
     python_distribution,
 )
 
-OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")  # the first is a link to the second on Debian
+OS_RELEASE_PATHS = ("/usr/lib/os-release", "/etc/os-release")  # the second is a link to the first on Debian
 DPKG_STATUS = "/var/lib/dpkg/status"
 DPKG_STATUS_DIR = "/var/lib/dpkg/status.d"  # one file per package, as distroless images keep them
 DEBIAN_PYTHON_DIR = "/usr/lib/python3/dist-packages"  # Debian's python3-* packages
@@ -27,17 +30,25 @@ PYTHON_VERSIONS = tuple(f"python3.{minor}" for minor in range(6, 15))
 PYTHON_PACKAGE_DIRS = ("site-packages", "dist-packages")
 CONDA_META_DIR = "/opt/conda/conda-meta"
 # Member names are relative to the directory asked for, its own name first: `dist-packages/pip-23.0.1.dist-info/…`
+READS_AT_ONCE = 4
 _PYTHON_RECORD = re.compile(r"[^/]+/[^/]+(?:\.dist-info/METADATA|\.egg-info/PKG-INFO|\.egg-info)")
 _CONDA_RECORD = re.compile(r"[^/]+/[^/]+\.json")
 
 
 def read_inventory(files: ImageFiles) -> Inventory:
-    """The image's distribution and packages; records that cannot be read are counted in `skipped`."""
-    inventory = Inventory(distro=_distro(files))
-    _read_debs(files, inventory)
-    for directory in python_package_dirs(files):
-        _read_python(files, directory, inventory)
-    _read_conda(files, inventory)
+    """The image's distribution and packages; records that cannot be read are counted in `skipped`. The reads
+    run at once, on as many of the ImageFiles' lanes (each costs the engine a fixed ~50 ms, then its size)."""
+    with ThreadPoolExecutor(READS_AT_ONCE) as pool:
+        distro = pool.submit(_distro, files)
+        status = pool.submit(files.file, DPKG_STATUS, MAX_DATABASE_BYTES)
+        status_d = pool.submit(files.files, DPKG_STATUS_DIR)
+        conda = pool.submit(files.files, CONDA_META_DIR, _is_conda_record)
+        python = [pool.submit(files.files, d, _is_python_record) for d in python_package_dirs(files, pool)]
+        inventory = Inventory(distro=distro.result())
+        _add_debs(inventory, files, status.result(), status_d.result())
+        for records in (future.result() for future in python):
+            _add(inventory, records, python_distribution, "pypi")
+        _add(inventory, conda.result(), conda_package, "conda")
     inventory.packages = list({package.purl: package for package in inventory.packages}.values())
     return inventory
 
@@ -50,8 +61,8 @@ def _distro(files: ImageFiles) -> Distro:
     return Distro()
 
 
-def _read_debs(files: ImageFiles, inventory: Inventory) -> None:
-    status = files.file(DPKG_STATUS, max_bytes=MAX_DATABASE_BYTES)
+def _add_debs(inventory: Inventory, files: ImageFiles, status: bytes | None,
+              status_d: list[tuple[str, bytes]]) -> None:
     if status is None and files.exists(DPKG_STATUS):
         raise UnreadableImage(f"{DPKG_STATUS} is in the image but is not a file of at most "
                               f"{MAX_DATABASE_BYTES >> 20} MiB: its Debian packages cannot be listed")
@@ -59,25 +70,32 @@ def _read_debs(files: ImageFiles, inventory: Inventory) -> None:
         found, unreadable = installed_debs(status.decode("utf-8", "replace"), inventory.distro)
         inventory.packages.extend(found)
         inventory.skipped["deb"] = unreadable
-    for _, content in files.files(DPKG_STATUS_DIR):
+    for _, content in status_d:
         for fields in dpkg_paragraphs(content.decode("utf-8", "replace")):
             inventory.add(deb_package(fields, inventory.distro), "deb")
 
 
-def python_package_dirs(files: ImageFiles) -> list[str]:
-    """The site- and dist-packages directories the image has, of every Python 3 under the usual prefixes."""
-    found = [DEBIAN_PYTHON_DIR] if files.exists(DEBIAN_PYTHON_DIR) else []
-    for root in (root for root in PYTHON_LIB_ROOTS if files.exists(root)):
-        for version in (v for v in PYTHON_VERSIONS if files.exists(f"{root}/{v}")):
-            found += [f"{root}/{version}/{d}" for d in PYTHON_PACKAGE_DIRS if files.exists(f"{root}/{version}/{d}")]
-    return found
+def _add(inventory: Inventory, records: list[tuple[str, bytes]], parse: Callable[[str], Package | None],
+         source: str) -> None:
+    for _, content in records:
+        inventory.add(parse(content.decode("utf-8", "replace")), source)
 
 
-def _read_python(files: ImageFiles, directory: str, inventory: Inventory) -> None:
-    for _, content in files.files(directory, lambda name: _PYTHON_RECORD.fullmatch(name) is not None):
-        inventory.add(python_distribution(content.decode("utf-8", "replace")), "pypi")
+def python_package_dirs(files: ImageFiles, pool: Executor) -> list[str]:
+    """The site- and dist-packages directories the image has, of every Python 3 under the usual prefixes (the
+    archive API's stat, a round of them at once for each level)."""
+    roots = _there(files, pool, PYTHON_LIB_ROOTS)
+    versions = _there(files, pool, [f"{root}/{version}" for root in roots for version in PYTHON_VERSIONS])
+    return _there(files, pool, [DEBIAN_PYTHON_DIR, *(f"{v}/{d}" for v in versions for d in PYTHON_PACKAGE_DIRS)])
 
 
-def _read_conda(files: ImageFiles, inventory: Inventory) -> None:
-    for _, content in files.files(CONDA_META_DIR, lambda name: _CONDA_RECORD.fullmatch(name) is not None):
-        inventory.add(conda_package(content.decode("utf-8", "replace")), "conda")
+def _there(files: ImageFiles, pool: Executor, paths: Sequence[str]) -> list[str]:
+    return [path for path, there in zip(paths, pool.map(files.exists, paths)) if there]
+
+
+def _is_python_record(name: str) -> bool:
+    return _PYTHON_RECORD.fullmatch(name) is not None
+
+
+def _is_conda_record(name: str) -> bool:
+    return _CONDA_RECORD.fullmatch(name) is not None

@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from worker.imageindex import OCI_INDEX, OCI_MANIFEST, Descriptor
-from worker.sbom.cyclonedx import SBOM_MEDIA_TYPE
+from core.registry.imageindex import OCI_INDEX, OCI_MANIFEST, Descriptor
+from core.sbom import SBOM_MEDIA_TYPE
 
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_BLOB = b"{}"  # the OCI empty descriptor's content: an artifact with no config of its own names it

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from core.errors import NoSbom
 from core.reference import ImageReference
-from worker.imageindex import OCI_INDEX, OCI_MANIFEST, Descriptor, referrers_tag
-from worker.registry import RegistryClient
-from worker.sbom.artifact import (
+from core.registry.artifacts import (
     EMPTY_BLOB,
     blob_digest,
     sbom_layer,
@@ -16,6 +15,8 @@ from worker.sbom.artifact import (
     sbom_referrers,
     with_referrer,
 )
+from core.registry.client import RegistryClient
+from core.registry.imageindex import OCI_INDEX, OCI_MANIFEST, Descriptor, referrers_tag
 
 MAX_SBOM_BYTES = 64 * 1024 * 1024  # tens of thousands of packages; a document larger than this is not an SBOM
 
@@ -44,3 +45,14 @@ def find_sbom(registry: RegistryClient, image: ImageReference, subject_digest: s
         if layer is not None:
             return registry.blob(image, layer, MAX_SBOM_BYTES)
     return None
+
+
+def platform_image(registry: RegistryClient, image: ImageReference, digest: str, platform: str | None) -> str:
+    """The digest of the image for `platform` among those `digest` names in `image`'s repository (an index, or one
+    image); without a platform, the only one, or the first by name. NoSbom for a platform it lacks."""
+    images = registry.platform_images(dataclasses.replace(image, tag=None, digest=digest)).images
+    if platform is None:
+        return images[min(images)] if images else digest
+    if platform not in images:
+        raise NoSbom(f"platform: the image has no {platform} image, only {', '.join(sorted(images))}")
+    return images[platform]

@@ -32,8 +32,8 @@ from core.errors import (
 )
 from core.platforms import Platform
 from core.reference import ImageReference, is_digest, plain_http_allowed
-from worker.credentials import RegistryCredentials
-from worker.imageindex import (
+from core.registry.credentials import RegistryCredentials
+from core.registry.imageindex import (
     IMAGE_TYPES,
     OCI_INDEX,
     Descriptor,
