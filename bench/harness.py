@@ -64,6 +64,7 @@ class Bench:
     raw: RawDocker
     workdir: Path
     worker: WorkerProcess
+    last_image: str = ""  # the image of the system's last build
 
     def stop_default_worker(self) -> None:
         self.worker.process.stop()
@@ -102,6 +103,7 @@ class Bench:
         elapsed = time.perf_counter() - start
         if not result.succeeded:
             raise RuntimeError(f"benchmark build failed: {result.error}")
+        self.last_image = result.image
         return elapsed
 
 

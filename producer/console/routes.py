@@ -100,6 +100,7 @@ def mount_console(api: FastAPI, client: BuildClient, settings: Settings, session
     _spec_routes(router, pages, client)
     _schedule_routes(router, pages, client)
     _build_routes(router, pages, client)
+    _sbom_routes(router, client)
     _operations_routes(router, pages, client)
     api.include_router(router)
     return pages
@@ -273,13 +274,6 @@ def _build_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
         return pages.render(request, "build.html", build=listing, lines=client.logs(build_id), packages=packages,
                             platform=platform, table=_package_table(client, listing.result, packages, platform))
 
-    @router.get("/ui/builds/{build_id}/sbom")
-    def download_sbom(build_id: str, platform: Annotated[str | None, Query(max_length=32)] = None) -> Response:
-        disposition = f'attachment; filename="build-{build_id}{"-" + platform.replace("/", "-") if platform else ""}' \
-                      '.cdx.json"'
-        return Response(client.sboms.of_build(build_id, platform), media_type=SBOM_MEDIA_TYPE,
-                        headers={"content-disposition": disposition, **SECURITY_HEADERS})
-
     @router.get("/ui/builds/{build_id}/progress")
     def progress(request: Request, build_id: str) -> HTMLResponse:
         return pages.render(request, "_progress.html", build=client.builds.listing(build_id))
@@ -297,6 +291,15 @@ def _build_routes(router: APIRouter, pages: Pages, client: BuildClient) -> None:
     @router.post("/ui/builds/{build_id}/rebuild")
     def rebuild(build_id: str) -> RedirectResponse:
         return see(f"/ui/builds/{client.builds.rebuild(build_id).id}")
+
+
+def _sbom_routes(router: APIRouter, client: BuildClient) -> None:
+    @router.get("/ui/builds/{build_id}/sbom")
+    def download_sbom(build_id: str, platform: Annotated[str | None, Query(max_length=32)] = None) -> Response:
+        disposition = f'attachment; filename="build-{build_id}{"-" + platform.replace("/", "-") if platform else ""}' \
+                      '.cdx.json"'
+        return Response(client.sboms.of_build(build_id, platform), media_type=SBOM_MEDIA_TYPE,
+                        headers={"content-disposition": disposition, **SECURITY_HEADERS})
 
 
 def _package_table(client: BuildClient, result: BuildResult, contains: str,

@@ -10,6 +10,7 @@ import queue
 import tarfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 from docker.errors import DockerException, NotFound
@@ -155,6 +156,11 @@ class ImageFiles:
         return container
 
     def _remove_all(self) -> None:
-        for container in filter(None, self._made):
-            with contextlib.suppress(DockerException):
-                self._api.remove_container(container, force=True)
+        made = [container for container in self._made if container]
+        if made:
+            with ThreadPoolExecutor(len(made)) as pool:
+                pool.map(self._remove, made)
+
+    def _remove(self, container: str) -> None:
+        with contextlib.suppress(DockerException):
+            self._api.remove_container(container, force=True)

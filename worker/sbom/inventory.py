@@ -30,7 +30,7 @@ PYTHON_VERSIONS = tuple(f"python3.{minor}" for minor in range(6, 15))
 PYTHON_PACKAGE_DIRS = ("site-packages", "dist-packages")
 CONDA_META_DIR = "/opt/conda/conda-meta"
 # Member names are relative to the directory asked for, its own name first: `dist-packages/pip-23.0.1.dist-info/…`
-READS_AT_ONCE = 4
+READS_AT_ONCE = 5
 _PYTHON_RECORD = re.compile(r"[^/]+/[^/]+(?:\.dist-info/METADATA|\.egg-info/PKG-INFO|\.egg-info)")
 _CONDA_RECORD = re.compile(r"[^/]+/[^/]+\.json")
 
@@ -43,7 +43,9 @@ def read_inventory(files: ImageFiles) -> Inventory:
         status = pool.submit(files.file, DPKG_STATUS, MAX_DATABASE_BYTES)
         status_d = pool.submit(files.files, DPKG_STATUS_DIR)
         conda = pool.submit(files.files, CONDA_META_DIR, _is_conda_record)
-        python = [pool.submit(files.files, d, _is_python_record) for d in python_package_dirs(files, pool)]
+        debian_python = pool.submit(files.files, DEBIAN_PYTHON_DIR, _is_python_record)  # the usual big one: now
+        python = [debian_python, *(pool.submit(files.files, d, _is_python_record)
+                                   for d in python_package_dirs(files, pool))]
         inventory = Inventory(distro=distro.result())
         _add_debs(inventory, files, status.result(), status_d.result())
         for records in (future.result() for future in python):
@@ -83,10 +85,10 @@ def _add(inventory: Inventory, records: list[tuple[str, bytes]], parse: Callable
 
 def python_package_dirs(files: ImageFiles, pool: Executor) -> list[str]:
     """The site- and dist-packages directories the image has, of every Python 3 under the usual prefixes (the
-    archive API's stat, a round of them at once for each level)."""
+    archive API's stat, a round of them at once for each level); Debian's own, DEBIAN_PYTHON_DIR, aside."""
     roots = _there(files, pool, PYTHON_LIB_ROOTS)
     versions = _there(files, pool, [f"{root}/{version}" for root in roots for version in PYTHON_VERSIONS])
-    return _there(files, pool, [DEBIAN_PYTHON_DIR, *(f"{v}/{d}" for v in versions for d in PYTHON_PACKAGE_DIRS)])
+    return _there(files, pool, [f"{v}/{d}" for v in versions for d in PYTHON_PACKAGE_DIRS])
 
 
 def _there(files: ImageFiles, pool: Executor, paths: Sequence[str]) -> list[str]:
