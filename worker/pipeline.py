@@ -8,7 +8,6 @@ at once, in one step, and never holds a lock, a heartbeat or a watch (most sched
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ from worker.watch import BuildWatch
 
 EngineFactory = Callable[..., Engine]
 LastSuccess = Callable[[ImageSpec], "HistoryEntry | None"]  # the stored spec's last successful build, if any
+LastImage = Callable[[ImageSpec], "str | None"]  # the image of the last successful build under the spec's name
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings, builder: Builder, progress: Progress, registries: RegistrySessions,
                  engine_factory: EngineFactory | None = None, *,
-                 last_success: LastSuccess = lambda spec: None,
+                 last_success: LastSuccess = lambda spec: None, last_image: LastImage = lambda spec: None,
                  platform_build: Callable[[Run], PlatformBuild] | None = None):
         self._settings = settings
         self._builder = builder
@@ -67,6 +67,7 @@ class Pipeline:
         self._registries = registries
         self._engine_factory = engine_factory or Engine.connect
         self._last_success = last_success
+        self._last_image = last_image
         self._platform_build = platform_build
         self._push_credentials = push_credentials(settings)
         self._sbom = SbomStep(settings, registries)
@@ -155,11 +156,10 @@ class Pipeline:
             credentials=[self._push_credentials] if self._push_credentials else []))
 
     def _cache_sources(self, run: Run) -> list[str]:
-        """The target, and the spec's last successful image under another tag (another host may have built it)."""
-        last = self._last_success(run.spec)
-        if last is None or last.tag == run.target.tag:
-            return [str(run.target)]
-        return [str(run.target), str(dataclasses.replace(run.target, tag=last.tag, digest=None))]
+        """The target, and the last successful image under the spec's name, stored spec or ad hoc, if another (it
+        may have been built on another host)."""
+        last = self._last_image(run.spec)
+        return [str(run.target), *([last] if last and last != str(run.target) else [])]
 
     def _push(self, run: Run) -> None:
         if run.platform_build:

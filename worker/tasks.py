@@ -159,7 +159,8 @@ class Delivery:
 
     def _build(self, spec: ImageSpec, target: ImageReference, force: bool) -> dict[str, Any]:
         pipeline = Pipeline(self._settings, self._builder, self._progress, self._registries,
-                            last_success=self._last_success, platform_build=self._platform_build)
+                            last_success=self._last_success, last_image=self._last_image,
+                            platform_build=self._platform_build)
         run = Run(spec, target, force)
         if not pipeline.check(run):
             self._build_locked(pipeline, run)
@@ -183,8 +184,12 @@ class Delivery:
         wiring = self._wiring.platform_wiring(self._task.app, self._task.request.hostname)
         return PlatformBuild(wiring, self._progress, self._id, run.spec, run.target, run.force)
 
+    def _last_image(self, spec: ImageSpec) -> str | None:
+        """The image of the last successful build under the spec's name, stored spec or ad hoc (for cache sources)."""
+        return self._state.last_image(spec.name)
+
     def _last_success(self, spec: ImageSpec) -> HistoryEntry | None:
-        """The stored spec's last successful build (read only when building: for cache sources and what changed)."""
+        """The stored spec's last successful build (read only when building: for what changed)."""
         found = self._specs.with_last_success([spec.name]).get(spec.name)
         return found[1] if found else None
 

@@ -24,9 +24,11 @@ CONTAINERS_KEY = "imagebuilder:containers:{id}"  # set: build containers the eng
 INFLIGHT_KEY = "imagebuilder:inflight:{target}"  # the id of the build now queued or running for a target
 LOCK_KEY = "imagebuilder:lock:{target}"  # held by the one delivery building a target; kept alive by its watch
 HEARTBEATS_KEY = "imagebuilder:heartbeats"  # sorted set: build id -> when its heartbeat expires (epoch s)
+LAST_IMAGE_KEY = "imagebuilder:last-image:{name}"  # the image the last successful build under a name is at
 RECENT_KEY = "imagebuilder:recent"  # sorted set: build id -> when it was submitted (epoch s), the newest kept
 RECENT_BUILDS_KEPT = 1000
 HEARTBEAT_TTL_S = 15
+LAST_IMAGE_TTL_S = 90 * 24 * 3600  # a name not built for this long has no layers worth importing left
 LOCK_TTL_S = HEARTBEAT_TTL_S
 
 LUA_PHASES = LUA_IS_FINAL + f"""
@@ -176,6 +178,10 @@ class BuildState:
     def find(self, build_id: str) -> BuildResult | None:
         raw = self._redis.get(RECORD_KEY.format(id=build_id))
         return BuildResult.model_validate_json(raw) if raw else None
+
+    def last_image(self, name: str) -> str | None:
+        """The image of the last successful build under `name`, stored spec or not (the END script writes it)."""
+        return self._redis.get(LAST_IMAGE_KEY.format(name=name))
 
     def get(self, build_id: str) -> BuildResult:
         result = self.find(build_id)

@@ -14,12 +14,15 @@ import redis
 from config.settings import Settings
 from core.errors import BuildCancelled
 from core.phases import BuildPhase
+from core.reference import parse_reference
 from core.result import BuildResult, utcnow
 from core.stored import LUA_IS_SCHEDULED, HistoryMark
 from core.stores.builds import (
     CANCEL_KEY,
     HEARTBEATS_KEY,
     INFLIGHT_KEY,
+    LAST_IMAGE_KEY,
+    LAST_IMAGE_TTL_S,
     LOCK_KEY,
     LUA_PHASES,
     LUA_PUT_RECORD,
@@ -35,16 +38,18 @@ from core.stores.metrics import (
 )
 from core.stores.schedules import LUA_SCHEDULED_BUILD_ENDED
 from core.stores.specs import ENTRY_KEY, LUA_PRUNE_HISTORY
+from core.tagging import builder_of
 
 # KEYS: record, in-flight id, heartbeats, log, ended counts, this hour's counts, durations, history entry, the
-# target's lock, the cancel flag.
+# target's lock, the cancel flag, the last image under the build's name.
 # ARGV: final record, its expiry (for a record written without a submission), id, the phase the build must be in
 # ('' any that has not ended), final phase, the hour's expiry, a duration line ('' none), durations kept, the log's
 # last line and whether there is one, the log's length and expiry, the end marker's fields, the lock's token ('' when
 # the ender holds no lock: a queued build cancelled), fields to write on the stored record ('' to write the final
 # record whole; it stands in where none is stored), '1' to refuse a build whose cancel was asked for, and for a
 # scheduled build's schedule: the error to count ('' for a success), and the failures in a row that disable it; the
-# succeeded and the failed builds a stored spec's history keeps. A stored spec's history and schedule are named in
+# succeeded and the failed builds a stored spec's history keeps; the image to keep as the name's last ('' none) and
+# for how long. A stored spec's history and schedule are named in
 # the script, from the build's history mark.
 # Returns 0 when the build had ended already (or was not in the expected phase), -1 when refused for a cancel; else
 # its history entry ('' none) and the final record as written.
@@ -71,6 +76,7 @@ if ARGV[7] ~= '' then
   redis.call('LPUSH', KEYS[7], ARGV[7])
   redis.call('LTRIM', KEYS[7], 0, tonumber(ARGV[8]) - 1)
 end
+if ARGV[5] == 'Succeeded' and ARGV[22] ~= '' then redis.call('SET', KEYS[11], ARGV[22], 'EX', ARGV[23]) end
 if ARGV[10] == '1' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', 'line', ARGV[9]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', ARGV[13], ARGV[5], ARGV[14], record)
 redis.call('EXPIRE', KEYS[4], ARGV[12])
@@ -114,7 +120,8 @@ class BuildEnds:
         (BuildCancelled), for an ender that must not pass one by."""
         args = [*self._args(final, expected, last_line), lock_token, json.dumps(fields) if fields else "",
                 "1" if unless_cancelled else "", _why_not_succeeded(final), self._settings.schedule_disable_after,
-                self._settings.history_keep_succeeded, self._settings.history_keep_failed]
+                self._settings.history_keep_succeeded, self._settings.history_keep_failed,
+                final.image if self._name_of(final) else "", LAST_IMAGE_TTL_S]
         found = self._end(keys=self._keys(final), args=args)
         if found == -1:
             raise BuildCancelled("cancelled before it started")
@@ -125,7 +132,16 @@ class BuildEnds:
         return [RECORD_KEY.format(id=final.id), INFLIGHT_KEY.format(target=final.image), HEARTBEATS_KEY,
                 LOG_KEY.format(id=final.id), FINISHED_KEY, HOURLY_KEY.format(hour=int(ended_at // 3600)),
                 DURATIONS_KEY, ENTRY_KEY.format(id=final.id), LOCK_KEY.format(target=final.image),
-                CANCEL_KEY.format(id=final.id)]
+                CANCEL_KEY.format(id=final.id), LAST_IMAGE_KEY.format(name=self._name_of(final) or "")]
+
+    def _name_of(self, final: BuildResult) -> str | None:
+        """The spec name the build's image is under (target_for turned round), for its layers to be imported by the
+        next build under that name on any host."""
+        try:
+            reference = parse_reference(final.image)
+        except ValueError:
+            return None
+        return builder_of(reference, repo_prefix=self._settings.repo_prefix, push_repo=self._settings.push_repo)
 
     def _args(self, final: BuildResult, expected: BuildPhase | None, last_line: str | None) -> list:
         settings = self._settings

@@ -179,6 +179,25 @@ def test_another_engine_reuses_the_apt_layer_when_one_pip_package_is_added(stack
     assert docker.DockerClient(base_url=second_engine.host).containers.list(all=True) == []
 
 
+def test_an_ad_hoc_build_on_another_engine_reuses_the_apt_layer_of_the_last_build_under_its_name(
+        stack, second_engine, unique):
+    # Given an ad-hoc build (no stored spec) with apt and pip packages, built and pushed on the first engine
+    spec = {"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",
+            "packages": {"apt": ["jq"], "pip": ["six==1.17.0"]}}
+    with worker_on(stack, "engine1", unique) as client:
+        assert client.wait(client.submit(spec).id, timeout_s=WAIT_S).phase is BuildPhase.SUCCEEDED
+    # When it is submitted again under the same name with one more pip package (another tag), on the second engine
+    with worker_on(stack, "engine2", unique, DOCKER_HOST=second_engine.host) as client:
+        again = client.submit({**spec, "packages": {"apt": ["jq"], "pip": ["six==1.17.0", "idna==3.10"]}})
+        result = client.wait(again.id, timeout_s=WAIT_S)
+        lines = build_lines(client, again.id)
+    # Then its apt step came from the first image in the registry, and it holds every package
+    assert result.phase is BuildPhase.SUCCEEDED and result.worker.startswith("engine2"), result
+    assert any(" CACHED " in f"{line} " and "apt-get" in line for line in lines), lines
+    pull_back(stack, result.image)
+    assert run_in(result.image, "python3 -c 'import six, idna; print(idna.__version__)'").strip() == "3.10"
+
+
 def test_a_failing_run_step_is_fatal_and_says_which_command_and_why(stack, bk_client, unique):
     # Given a spec whose apt package does not exist
     spec = {"name": unique, "baseImage": stack.debian_base, "pullSecret": "private",

@@ -150,11 +150,12 @@ def test_a_spec_that_would_close_a_cycle_is_refused_naming_it(hooks, hooks_clien
 
 def test_a_push_while_the_specs_build_runs_is_checked_again_after_it(stack, hooks, hooks_client, unique):
     worker, _, url, _ = hooks
-    # Given a spec whose build on base v1 is past its pull (a Debian base that apt takes a while on)
+    # Given a spec whose build on base v1 is past its pull (a Debian base and a compiler toolchain, which apt takes
+    # tens of seconds on: the push and its notification below must come while it runs, however loaded the host)
     repository = f"{stack.private_registry.host}/hooks-{unique}/debian"
     first = push_base(stack, repository, "1", DEBIAN_IMAGE)
     _, build = hooks_client.specs.apply({"name": unique, "baseImage": f"{repository}:1", "pullSecret": "private",
-                                   "packages": {"apt": ["tree", "file"]}})
+                                         "packages": {"apt": ["tree", "file", "python3-dev", "build-essential"]}})
     wait_for(lambda: hooks_client.status(build.id).step is BuildStep.BUILDING, "the build to be past its pull", 60)
     # When v2 is pushed and its registry's notification arrives while that build runs
     second = push_base(stack, repository, "2", DEBIAN_IMAGE)
