@@ -122,8 +122,13 @@ class PackageTable:
 
 
 def package_table(document: bytes, contains: str) -> PackageTable:
-    components = [c for c in json.loads(document).get("components") or []
-                  if isinstance(c, dict) and c.get("type") == "library"]
+    try:
+        parsed = json.loads(document)
+    except ValueError:
+        return PackageTable([], 0, problem="the SBOM in the registry is not JSON")
+    listed = parsed.get("components") if isinstance(parsed, dict) else None
+    components = [c for c in listed if isinstance(c, dict) and c.get("type") == "library"] \
+        if isinstance(listed, list) else []
     rows = sorted((_row(c) for c in components), key=lambda row: (row.name, row.ecosystem))
     return PackageTable([row for row in rows if contains.lower() in row.name.lower()], len(rows))
 

@@ -1,6 +1,7 @@
 """The console's pure parts: the spec form, and how things are shown (sessions, in Redis, are tested in
 tests/integration/test_sessions.py)."""
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,6 +12,7 @@ from producer.console.present import (
     age,
     chart_bars,
     in_zone,
+    package_table,
     reached,
     span,
     timing,
@@ -120,3 +122,15 @@ def test_percentiles_and_paging():
     page = SpecPage(items=[], total=120, offset=50, limit=50)
     assert (page.previous_offset, page.next_offset) == (0, 100)
     assert SpecPage(items=[], total=120, offset=100, limit=50).next_offset is None
+
+
+def test_the_package_table_lists_libraries_by_name_and_says_when_the_sbom_is_not_one():
+    document = json.dumps({"components": [
+        {"type": "library", "name": "zlib1g", "version": "1:1.2.13", "purl": "pkg:deb/debian/zlib1g@1:1.2.13"},
+        {"type": "library", "name": "jq", "version": "1.6", "purl": "pkg:deb/debian/jq@1.6",
+         "properties": [{"name": "imagebuilder:requested", "value": "true"}]},
+        {"type": "operating-system", "name": "debian", "version": "12"}]}).encode()
+    table = package_table(document, "")
+    assert [(r.name, r.ecosystem, r.requested) for r in table.rows] == [("jq", "deb", True), ("zlib1g", "deb", False)]
+    assert [r.name for r in package_table(document, "ZL").rows] == ["zlib1g"] and table.total == 2
+    assert package_table(b"not json", "").problem and package_table(b"[]", "").rows == []

@@ -12,7 +12,7 @@ from cyclonedx.validation.json import JsonStrictValidator
 
 from core.reference import parse_reference
 from core.sbom import REQUESTED_PROPERTY, SKIPPED_PROPERTY
-from worker.sbom.changes import changes_between
+from worker.sbom.changes import changes_between, package_versions
 from worker.sbom.cyclonedx import ImageSubject, sbom_json
 from worker.sbom.packages import (
     Ecosystem,
@@ -141,3 +141,8 @@ def test_a_long_list_of_changes_is_summed_up_after_the_first_three():
     before = bom_of(*(f"pkg:pypi/p{i}@1" for i in range(5)))
     after = bom_of(*(f"pkg:pypi/p{i}@2" for i in range(5)))
     assert changes_between(before, after, "b").summary() == "p0 1 → 2, p1 1 → 2, p2 1 → 2, 2 more changed, +0, −0"
+
+
+def test_an_sbom_that_is_not_one_has_no_packages_rather_than_failing_the_comparison():
+    assert package_versions(b"[1, 2]") == {} and package_versions(b'{"components": {"x": 1}}') == {}
+    assert package_versions(b'{"components": [7, {"purl": "not a purl", "version": "1"}]}') == {}

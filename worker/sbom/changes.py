@@ -15,7 +15,9 @@ PackageKey = tuple[str, str, str]  # ecosystem, name, architecture (Debian's; ""
 def package_versions(sbom: bytes) -> dict[PackageKey, str]:
     """Each library component's version, by its package URL's type, name and arch; those without one skipped."""
     found: dict[PackageKey, str] = {}
-    for component in json.loads(sbom).get("components") or []:
+    document = json.loads(sbom)
+    components = document.get("components") if isinstance(document, dict) else None
+    for component in components if isinstance(components, list) else []:
         key = _key(component.get("purl")) if isinstance(component, dict) else None
         if key is not None and isinstance(component.get("version"), str):
             found[key] = component["version"]
