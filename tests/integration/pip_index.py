@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import secrets
 import threading
 import zipfile
 from collections import Counter
@@ -39,23 +40,26 @@ def _digest(data: bytes) -> str:
 
 
 class PackageIndex:
-    """Serves /simple/imagebuilder-probe/ and the wheel on `address` (a port of its own); `requests` counts GETs
-    by path."""
+    """Serves /<prefix>/simple/imagebuilder-probe/ and the wheel on `address` (a port of its own); `requests` counts
+    GETs by path. The prefix is new for each index: pip's HTTP cache, in the engine's BuildKit cache mount, outlives
+    a test session, and an earlier session's index may have had this port (and another wheel, made at another
+    time) under the same URL."""
 
     def __init__(self, address: str):
         self.requests: Counter[str] = Counter()
+        self._prefix = f"/{secrets.token_hex(4)}"
         wheel = probe_wheel()
-        self._server = ThreadingHTTPServer((address, 0), _handler(self.requests, wheel))
+        self._server = ThreadingHTTPServer((address, 0), _handler(self.requests, wheel, self._prefix))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/simple"
+        return f"http://{host}:{port}{self._prefix}/simple"
 
     @property
     def wheel_path(self) -> str:
-        return f"/files/{WHEEL_NAME}"
+        return f"{self._prefix}/files/{WHEEL_NAME}"
 
     def __enter__(self) -> PackageIndex:
         self._thread.start()
@@ -66,11 +70,11 @@ class PackageIndex:
         self._server.server_close()
 
 
-def _handler(requests: Counter, wheel: bytes) -> type[BaseHTTPRequestHandler]:
-    page = (f'<!DOCTYPE html><html><body><a href="/files/{WHEEL_NAME}#sha256={hashlib.sha256(wheel).hexdigest()}">'
-            f"{WHEEL_NAME}</a></body></html>").encode()
-    routes = {f"/simple/{PROJECT}/": (page, "text/html", "max-age=600"),
-              f"/files/{WHEEL_NAME}": (wheel, "application/octet-stream", IMMUTABLE)}
+def _handler(requests: Counter, wheel: bytes, prefix: str) -> type[BaseHTTPRequestHandler]:
+    page = (f'<!DOCTYPE html><html><body><a href="{prefix}/files/{WHEEL_NAME}#sha256='
+            f'{hashlib.sha256(wheel).hexdigest()}">{WHEEL_NAME}</a></body></html>').encode()
+    routes = {f"{prefix}/simple/{PROJECT}/": (page, "text/html", "max-age=600"),
+              f"{prefix}/files/{WHEEL_NAME}": (wheel, "application/octet-stream", IMMUTABLE)}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
