@@ -4,10 +4,8 @@
 parsed), its share of those small cold builds, and (last line) its share of a typical cold build (a long apt list
 and a pip package), from the worker's step durations."""
 
-import io
 import os
 import statistics
-import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,6 +19,7 @@ from core.registry.client import registry_sessions
 from core.spec import parse_spec
 from devstack.baseimage import push
 from devstack.stack import PUSH_PASSWORD, PUSH_USER
+from worker.dockerfile import build_context
 from worker.engine import Engine
 from worker.sbom.imagefiles import ImageFiles
 from worker.sbom.inventory import (
@@ -89,14 +88,9 @@ def big_image(b: Bench) -> str:
     dockerfile = (f"FROM {b.stack.debian_base}\n"
                   "RUN d=/usr/local/lib/python3.11/dist-packages && mkdir -p $d/big $d/big-1.0.dist-info && "
                   "printf 'Metadata-Version: 2.1\\nName: big\\nVersion: 1.0\\n' > $d/big-1.0.dist-info/METADATA && "
-                  "head -c 250000000 /dev/urandom > $d/big/_native.so\n").encode()
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
+                  "head -c 250000000 /dev/urandom > $d/big/_native.so\n")
     engine = docker.from_env()
-    engine.images.build(fileobj=io.BytesIO(context.getvalue()), custom_context=True, tag=reference, rm=True)
+    engine.images.build(fileobj=build_context(dockerfile), custom_context=True, tag=reference, rm=True)
     push(engine, reference, PUSH_USER, PUSH_PASSWORD)
     return reference
 

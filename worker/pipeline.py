@@ -48,7 +48,7 @@ class Run:
     platform_build: PlatformBuild | None = None  # a multi-platform build's parts, once sent
     pushed: ImageReference | None = None  # where the image went: the target, or its staged tag (SBOM required)
     digest: str | None = None  # of the pushed image (a multi-platform build's: its index's)
-    done: BuildResult | None = None  # set by the step that ends the build: a skip, or the push
+    done: BuildResult | None = None  # set by the step that ends the build: a skip, or the SBOM step
 
 
 class Pipeline:

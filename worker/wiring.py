@@ -10,7 +10,7 @@ import threading
 from celery import Celery
 
 from config.settings import Settings
-from core.registry.client import RegistrySessions, registry_sessions
+from core.registry.client import RegistrySessions, ThreadRegistrySessions
 from core.stores.wiring import Stores, open_stores
 from worker.builders import Builder
 from worker.parts import PartRunner
@@ -27,7 +27,7 @@ class ProcessWiring:
         self._pid: int | None = None
         self._stores: dict[bool, Stores] = {}
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._registries = ThreadRegistrySessions(settings)
 
     def stores(self, *, patient: bool = True) -> Stores:
         """The process's stores: patient ones ride out a Redis restart of up to a minute (a build's), impatient
@@ -42,13 +42,10 @@ class ProcessWiring:
     def platform_wiring(self, app: Celery, worker: str | None) -> PlatformWiring:
         """What this process's multi-platform builds share (made on each call: cheap, and only such builds ask)."""
         stores = self.stores()
+        registries = self.registries()
         runner = PartRunner(self._settings, self.builder, stores.parts, stores.builds, stores.log, worker,
-                            SbomStep(self._settings, self.registries()))
-        return PlatformWiring(self._settings, self.registries(), stores.parts, runner, self.builder.platforms(), app)
+                            SbomStep(self._settings, registries))
+        return PlatformWiring(self._settings, registries, stores.parts, runner, self.builder.platforms(), app)
 
     def registries(self) -> RegistrySessions:
-        sessions = getattr(self._local, "sessions", None)
-        if sessions is None or self._local.pid != os.getpid():
-            sessions = registry_sessions(self._settings)
-            self._local.sessions, self._local.pid = sessions, os.getpid()
-        return sessions
+        return self._registries.get()

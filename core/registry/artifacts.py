@@ -4,18 +4,13 @@ every manifest that refers to the image (OCI distribution spec 1.1)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
-from core.registry.imageindex import OCI_INDEX, OCI_MANIFEST, Descriptor
+from core.registry.imageindex import OCI_INDEX, OCI_MANIFEST, Descriptor, content_digest
 from core.sbom import SBOM_MEDIA_TYPE
 
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_BLOB = b"{}"  # the OCI empty descriptor's content: an artifact with no config of its own names it
-
-
-def blob_digest(body: bytes) -> str:
-    return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
 
 def sbom_manifest(sbom: bytes, subject: Descriptor) -> bytes:
@@ -24,8 +19,8 @@ def sbom_manifest(sbom: bytes, subject: Descriptor) -> bytes:
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": SBOM_MEDIA_TYPE,
-        "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": blob_digest(EMPTY_BLOB), "size": len(EMPTY_BLOB)},
-        "layers": [{"mediaType": SBOM_MEDIA_TYPE, "digest": blob_digest(sbom), "size": len(sbom)}],
+        "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": content_digest(EMPTY_BLOB), "size": len(EMPTY_BLOB)},
+        "layers": [{"mediaType": SBOM_MEDIA_TYPE, "digest": content_digest(sbom), "size": len(sbom)}],
         "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
     })
 
@@ -33,7 +28,7 @@ def sbom_manifest(sbom: bytes, subject: Descriptor) -> bytes:
 def with_referrer(index: dict | None, manifest: bytes) -> bytes | None:
     """The referrers index with the artifact manifest added (a new index if there was none); None if it lists it
     already (a build delivered again attaches nothing twice)."""
-    entry = {"mediaType": OCI_MANIFEST, "digest": blob_digest(manifest), "size": len(manifest),
+    entry = {"mediaType": OCI_MANIFEST, "digest": content_digest(manifest), "size": len(manifest),
              "artifactType": SBOM_MEDIA_TYPE}
     entries = [e for e in (index or {}).get("manifests") or [] if isinstance(e, dict)]
     if any(e.get("digest") == entry["digest"] for e in entries):

@@ -7,13 +7,13 @@ from __future__ import annotations
 import base64
 import collections
 import dataclasses
-import hashlib
 import ipaddress
 import json
 import math
 import os
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
@@ -38,6 +38,7 @@ from core.registry.imageindex import (
     OCI_INDEX,
     Descriptor,
     PlatformImages,
+    content_digest,
     descriptor,
     index_for,
     is_index,
@@ -173,7 +174,7 @@ class RegistryClient:
         platform is in its config, one GET more. BaseImageNotFound if it is not there."""
         body = self._body("manifest", self._manifest_url(reference), reference)
         manifest = self._json_object(body, f"read of the manifest of {reference}")
-        digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        digest = content_digest(body)
         if is_index(manifest):
             return PlatformImages(digest, listed_platforms(manifest))
         return PlatformImages(digest, {platform_name(self._config(manifest, reference)): digest})
@@ -190,17 +191,12 @@ class RegistryClient:
     def put_index(self, reference: ImageReference, images: dict[Platform, Descriptor]) -> str:
         """Tag `reference` with an index of `images` (already in its repository): the index's digest."""
         media_type, body = index_for(images)
-        action = f"push of the image index {reference}"
-        response = self._request("PUT", self._manifest_url(reference), reference, action, access="pull,push",
-                                 data=body, content_type=media_type)
-        if response.status_code != 201:
-            self._require_ok(response, action)
-            raise PushFailed(f"registry {self._registry} answered the {action} with HTTP {response.status_code}")
-        return response.headers.get(DIGEST_HEADER) or f"sha256:{hashlib.sha256(body).hexdigest()}"
+        response = self._put_manifest(reference, media_type, body, f"push of the image index {reference}")
+        return response.headers.get(DIGEST_HEADER) or content_digest(body)
 
     def put_blob(self, reference: ImageReference, body: bytes) -> str:
         """Upload `body` to the reference's repository unless it is there already (a HEAD): its digest."""
-        digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        digest = content_digest(body)
         action = f"upload of blob {digest} to {reference.name}"
         there = self._request("HEAD", self._blob_url(reference, digest), reference, action, access="pull,push")
         if there.status_code == 200:
@@ -227,11 +223,15 @@ class RegistryClient:
     def put_manifest(self, reference: ImageReference, media_type: str, body: bytes) -> bool:
         """PUT a manifest at `reference` (a tag, or its own digest); whether the registry says it indexed the
         manifest's subject for the referrers API (OCI-Subject)."""
-        action = f"push of the manifest {reference}"
+        response = self._put_manifest(reference, media_type, body, f"push of the manifest {reference}")
+        return bool(response.headers.get("OCI-Subject"))
+
+    def _put_manifest(self, reference: ImageReference, media_type: str, body: bytes,
+                      action: str) -> requests.Response:
         response = self._request("PUT", self._manifest_url(reference), reference, action, access="pull,push",
                                  data=body, content_type=media_type)
         self._require_created(response, action)
-        return bool(response.headers.get("OCI-Subject"))
+        return response
 
     def tag_manifest(self, source: ImageReference, target: ImageReference) -> str:
         """Tag `target` with the manifest at `source` in the same repository, byte for byte: its digest."""
@@ -240,7 +240,7 @@ class RegistryClient:
         if media_type not in MANIFEST_MEDIA_TYPES:
             raise UnreadableImage(f"registry {self._registry} answered the manifest of {source} without its type")
         self.put_manifest(target, media_type, body)
-        return f"sha256:{hashlib.sha256(body).hexdigest()}"
+        return content_digest(body)
 
     def referrers(self, reference: ImageReference, subject_digest: str) -> dict | None:
         """The index of the manifests referring to `subject_digest`: the referrers API's answer, else the
@@ -264,7 +264,7 @@ class RegistryClient:
     def blob(self, reference: ImageReference, digest: str, most_bytes: int) -> bytes:
         """A blob of the reference's repository, at most `most_bytes`, checked against its digest."""
         body = self._body("blob", self._blob_url(reference, digest), reference, most_bytes)
-        if f"sha256:{hashlib.sha256(body).hexdigest()}" != digest:
+        if content_digest(body) != digest:
             raise UnreadableImage(f"registry {self._registry} served blob {digest} with other content")
         return body
 
@@ -543,3 +543,17 @@ def registry_sessions(settings: Settings) -> RegistrySessions:
     """A process's registry clients, as its settings say to speak to registries."""
     return RegistrySessions(insecure_registries=frozenset(settings.insecure_registries),
                             timeout_s=settings.registry_timeout_s)
+
+
+class ThreadRegistrySessions:
+    """The calling thread's registry sessions in this process, made on first use: a requests session is not shared
+    between threads (a thread pool's), and a prefork child never uses its parent's sockets."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._local = threading.local()
+
+    def get(self) -> RegistrySessions:
+        if getattr(self._local, "pid", None) != os.getpid():
+            self._local.sessions, self._local.pid = registry_sessions(self._settings), os.getpid()
+        return self._local.sessions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -71,6 +72,11 @@ def index_for(images: dict[Platform, Descriptor]) -> tuple[str, bytes]:
 def _platform_of(platform: Platform) -> dict[str, str]:
     described = {"architecture": platform.architecture, "os": platform.os}
     return described | ({"variant": platform.variant} if platform.variant else {})
+
+
+def content_digest(body: bytes) -> str:
+    """The digest a registry names a manifest or blob with: `sha256:<hex>` of its bytes."""
+    return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
 
 def referrers_tag(digest: str) -> str:

@@ -9,14 +9,19 @@ from core.errors import NoSbom
 from core.reference import ImageReference
 from core.registry.artifacts import (
     EMPTY_BLOB,
-    blob_digest,
     sbom_layer,
     sbom_manifest,
     sbom_referrers,
     with_referrer,
 )
 from core.registry.client import RegistryClient
-from core.registry.imageindex import OCI_INDEX, OCI_MANIFEST, Descriptor, referrers_tag
+from core.registry.imageindex import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    content_digest,
+    referrers_tag,
+)
 
 MAX_SBOM_BYTES = 64 * 1024 * 1024  # tens of thousands of packages; a document larger than this is not an SBOM
 
@@ -27,7 +32,7 @@ def attach_sbom(registry: RegistryClient, image: ImageReference, subject: Descri
     registry.put_blob(image, EMPTY_BLOB)
     registry.put_blob(image, sbom)
     manifest = sbom_manifest(sbom, subject)
-    digest = blob_digest(manifest)
+    digest = content_digest(manifest)
     if not registry.put_manifest(dataclasses.replace(image, tag=None, digest=digest), OCI_MANIFEST, manifest):
         tag = dataclasses.replace(image, tag=referrers_tag(subject.digest), digest=None)
         index = with_referrer(registry.manifest_document(tag), manifest)

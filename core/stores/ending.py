@@ -118,21 +118,22 @@ class BuildEnds:
         With `fields`, those are written on the stored record (which nobody else can change meanwhile), `final`
         standing in only where none is stored. `unless_cancelled` refuses a build whose cancel was asked for
         (BuildCancelled), for an ender that must not pass one by."""
+        name = self._name_of(final)
         args = [*self._args(final, expected, last_line), lock_token, json.dumps(fields) if fields else "",
                 "1" if unless_cancelled else "", _why_not_succeeded(final), self._settings.schedule_disable_after,
                 self._settings.history_keep_succeeded, self._settings.history_keep_failed,
-                final.image if self._name_of(final) else "", LAST_IMAGE_TTL_S]
-        found = self._end(keys=self._keys(final), args=args)
+                final.image if name else "", LAST_IMAGE_TTL_S]
+        found = self._end(keys=self._keys(final, name), args=args)
         if found == -1:
             raise BuildCancelled("cancelled before it started")
         return _ended(*found) if found else None
 
-    def _keys(self, final: BuildResult) -> list[str]:
+    def _keys(self, final: BuildResult, name: str | None) -> list[str]:
         ended_at = (final.finished_at or utcnow()).timestamp()
         return [RECORD_KEY.format(id=final.id), INFLIGHT_KEY.format(target=final.image), HEARTBEATS_KEY,
                 LOG_KEY.format(id=final.id), FINISHED_KEY, HOURLY_KEY.format(hour=int(ended_at // 3600)),
                 DURATIONS_KEY, ENTRY_KEY.format(id=final.id), LOCK_KEY.format(target=final.image),
-                CANCEL_KEY.format(id=final.id), LAST_IMAGE_KEY.format(name=self._name_of(final) or "")]
+                CANCEL_KEY.format(id=final.id), LAST_IMAGE_KEY.format(name=name or "")]
 
     def _name_of(self, final: BuildResult) -> str | None:
         """The spec name the build's image is under (target_for turned round), for its layers to be imported by the

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import threading
-
 from core.errors import NoSbom
 from core.reference import parse_reference
-from core.registry.client import RegistrySessions, registry_sessions
+from core.registry.client import ThreadRegistrySessions
 from core.registry.credentials import push_credentials
 from core.registry.referrers import find_sbom, platform_image
 from core.result import BuildResult
@@ -19,10 +17,9 @@ class Sboms:
     """The SBOMs of builds' images, with the push credentials (the images are where builds pushed them)."""
 
     def __init__(self, wiring: ClientWiring):
-        self._settings = wiring.settings
         self._builds = wiring.stores.builds
         self._credentials = push_credentials(wiring.settings)
-        self._local = threading.local()  # the API serves from a thread pool: a registry session per thread
+        self._registries = ThreadRegistrySessions(wiring.settings)  # the API serves from a thread pool
 
     def of_build(self, build_id: str, platform: str | None = None) -> bytes:
         """The CycloneDX JSON of the build's image (of `platform`'s image for a multi-platform build; without it,
@@ -31,17 +28,12 @@ class Sboms:
         if not record.succeeded or not record.digest:
             raise NoSbom(f"build {build_id} has no image: it is {record.phase.value}")
         image = parse_reference(record.image)
-        registry = self._sessions().client(image.registry, self._credentials)
+        registry = self._registries.get().client(image.registry, self._credentials)
         subject = platform_image(registry, image, record.digest, platform)
         found = find_sbom(registry, image, subject)
         if found is None:
             raise NoSbom(f"the image of build {build_id} ({image.name}@{subject}) has no SBOM{_why(record)}")
         return found
-
-    def _sessions(self) -> RegistrySessions:
-        if not hasattr(self._local, "sessions"):
-            self._local.sessions = registry_sessions(self._settings)
-        return self._local.sessions
 
 
 def _why(record: BuildResult) -> str:

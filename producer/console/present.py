@@ -4,14 +4,13 @@ filters."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from core.phases import REPORTED_STEPS, BuildPhase
-from core.sbom import REQUESTED_PROPERTY
+from core.sbom import REQUESTED_PROPERTY, library_components
 from core.schedule import Schedule
 from producer.overview import HourOfBuilds
 
@@ -123,12 +122,9 @@ class PackageTable:
 
 def package_table(document: bytes, contains: str) -> PackageTable:
     try:
-        parsed = json.loads(document)
+        components = library_components(document)
     except ValueError:
         return PackageTable([], 0, problem="the SBOM in the registry is not JSON")
-    listed = parsed.get("components") if isinstance(parsed, dict) else None
-    components = [c for c in listed if isinstance(c, dict) and c.get("type") == "library"] \
-        if isinstance(listed, list) else []
     rows = sorted((_row(c) for c in components), key=lambda row: (row.name, row.ecosystem))
     return PackageTable([row for row in rows if contains.lower() in row.name.lower()], len(rows))
 

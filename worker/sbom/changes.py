@@ -3,22 +3,20 @@ ecosystem and name (a Debian package of another architecture is another package)
 
 from __future__ import annotations
 
-import json
-
 from packageurl import PackageURL
 
 from core.result import PackageChange, PackageChanges, PackageVersion
+from core.sbom import library_components
 
 PackageKey = tuple[str, str, str]  # ecosystem, name, architecture (Debian's; "" elsewhere)
 
 
 def package_versions(sbom: bytes) -> dict[PackageKey, str]:
-    """Each library component's version, by its package URL's type, name and arch; those without one skipped."""
+    """Each library component's version, by its package URL's type, name and arch; those without one skipped
+    (ValueError if the document is not JSON)."""
     found: dict[PackageKey, str] = {}
-    document = json.loads(sbom)
-    components = document.get("components") if isinstance(document, dict) else None
-    for component in components if isinstance(components, list) else []:
-        key = _key(component.get("purl")) if isinstance(component, dict) else None
+    for component in library_components(sbom):
+        key = _key(component.get("purl"))
         if key is not None and isinstance(component.get("version"), str):
             found[key] = component["version"]
     return found

@@ -29,8 +29,8 @@ PYTHON_LIB_ROOTS = ("/usr/lib", "/usr/local/lib", "/opt/conda/lib", "/root/.loca
 PYTHON_VERSIONS = tuple(f"python3.{minor}" for minor in range(6, 15))
 PYTHON_PACKAGE_DIRS = ("site-packages", "dist-packages")
 CONDA_META_DIR = "/opt/conda/conda-meta"
-# Member names are relative to the directory asked for, its own name first: `dist-packages/pip-23.0.1.dist-info/…`
 READS_AT_ONCE = 5
+# Member names are relative to the directory asked for, its own name first: `dist-packages/pip-23.0.1.dist-info/…`
 _PYTHON_RECORD = re.compile(r"[^/]+/[^/]+(?:\.dist-info/METADATA|\.egg-info/PKG-INFO|\.egg-info)")
 _CONDA_RECORD = re.compile(r"[^/]+/[^/]+\.json")
 
