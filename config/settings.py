@@ -41,6 +41,9 @@ MAX_API_MAX_LOG_STREAMS = 10_000
 DEFAULT_AUTH_MAX_FAILURES = 10
 DEFAULT_AUTH_FAILURE_WINDOW_S = 60
 MAX_PIP_INDEX_URL_CHARS = 2048  # counted in the margin a RUN line keeps below the kernel's argument limit
+MAX_PACKAGE_CACHE_URL_CHARS = 2048
+# A package cache's URL goes into an apt or pip configuration line: nothing that could end the value or the line
+_CACHE_URL_RE = re.compile(r"https?://[^\s\"'\\;#]+")
 HARD_LIMIT_GRACE_S = 60  # the hard limit leaves the soft one time to stop the build and record why
 
 
@@ -93,6 +96,14 @@ class Settings(BaseSettings):
     )
     build_ca_bundle: Path | None = Field(None, validation_alias="IMAGEBUILDER_BUILD_CA_BUNDLE")
     pip_index_url: str = Field("", max_length=MAX_PIP_INDEX_URL_CHARS, validation_alias="IMAGEBUILDER_PIP_INDEX_URL")
+    # The shared package caches BuildKit builds go through (an apt caching proxy such as apt-cacher-ng, and the
+    # index URL of a PyPI caching mirror such as proxpi), as the engine's build containers reach them. They reach
+    # a build as build secrets, so neither the image nor its history holds them (a URL may carry credentials);
+    # one that does not answer is passed by, to the origin.
+    apt_proxy: SecretStr = Field(SecretStr(""), max_length=MAX_PACKAGE_CACHE_URL_CHARS,
+                                 validation_alias="IMAGEBUILDER_APT_PROXY")
+    pip_mirror: SecretStr = Field(SecretStr(""), max_length=MAX_PACKAGE_CACHE_URL_CHARS,
+                                  validation_alias="IMAGEBUILDER_PIP_MIRROR")
 
     result_expires_s: int = Field(
         DEFAULT_RESULT_EXPIRES_S, ge=DAY_S, validation_alias="IMAGEBUILDER_RESULT_EXPIRES_S"
@@ -206,6 +217,14 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         if parts.username or parts.password:
             raise ValueError("must not embed credentials: they would be baked into the image history")
+        return value
+
+    @field_validator("apt_proxy", "pip_mirror")
+    @classmethod
+    def _cache_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url and not (_CACHE_URL_RE.fullmatch(url) and urlsplit(url).hostname):
+            raise ValueError("must be an http(s) URL with a host, and no spaces, quotes, backslashes, ';' or '#'")
         return value
 
     @field_validator("redis_url")

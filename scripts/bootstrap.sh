@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(docker.io docker-registry redis-server busybox-static debootstrap apache2-utils ca-certificates iptables
-          docker-compose openssl chromium fonts-dejavu-core nginx qemu-user-static)
+          docker-compose openssl chromium fonts-dejavu-core nginx qemu-user-static apt-cacher-ng)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -16,9 +16,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # The tests run nginx as a binary with a config, pid and logs of their own (devstack/services.py, Nginx); the
   # package's own server, which its install starts on port 80 of every address, is wanted by nothing here. One the
   # install just started is stopped (not disabled); one that ran before is someone else's and left alone.
-  if [[ " ${missing[*]} " == *" nginx "* ]]; then
-    invoke-rc.d nginx stop >/dev/null 2>&1 || true  # refused where policy-rc.d kept it from starting at all
-  fi
+  # apt-cacher-ng likewise: the tests run their own (devstack/packagecaches.py); the package's, on port 3142, goes.
+  for service in nginx apt-cacher-ng; do
+    if [[ " ${missing[*]} " == *" $service "* ]]; then
+      invoke-rc.d "$service" stop >/dev/null 2>&1 || true  # refused where policy-rc.d kept it from starting at all
+    fi
+  done
 fi
 
 # Builds for other platforms run their RUN steps under qemu-user-static: its arm64 handler is registered with the

@@ -36,6 +36,15 @@ APT_CACHE_MOUNTS = (f"--mount=type=cache,id=imagebuilder-apt-archives,target={AP
                     f"--mount=type=cache,id=imagebuilder-apt-lists,target={APT_LISTS_CACHE},sharing=locked")
 APT_CACHE_OPTIONS = f" -o Dir::Cache::Archives={APT_ARCHIVES_CACHE} -o Dir::State::Lists={APT_LISTS_CACHE}"
 PIP_CACHE_DIR = "/root/.cache/pip"
+# The shared package caches reach a BuildKit build as secrets (worker/packagecache.py writes them): a file in /tmp
+# for the one RUN step, gone after it, in neither the image nor its history, nor in the step's cache key. A build
+# given none, or whose cache fails on the way, installs from the origin; so the RUN line is the same either way,
+# and layers are shared with workers that have no cache.
+APT_PROXY_SECRET = "imagebuilder-apt-proxy"
+APT_PROXY_FILE = f"/tmp/{APT_PROXY_SECRET}.conf"
+PIP_MIRROR_SECRET = "imagebuilder-pip-mirror"
+PIP_MIRROR_FILE = f"/tmp/{PIP_MIRROR_SECRET}.conf"
+FALLBACK_NOTICE = "imagebuilder: {tool} through the package cache failed; installing from the origin instead"
 CONDA_CACHE_DIR = "/var/cache/imagebuilder/conda"
 
 
@@ -81,14 +90,29 @@ def render_dockerfile(spec: ImageSpec, inputs: BuildInputs) -> str:
 
 def _apt_command(items: list[str], inputs: BuildInputs) -> str:
     options = f" -o Acquire::https::CAInfo={CA_IMAGE_PATH}" if inputs.ca_bundle else ""
-    prepare = ""
-    if inputs.buildkit:  # lists and archives come from, and stay in, the cache mounts
-        options += APT_CACHE_OPTIONS
-        prepare = f"{APT_CACHE_MOUNTS} mkdir -p {APT_ARCHIVES_CACHE}/partial {APT_LISTS_CACHE}/partial && "
-    return (
-        f"{prepare}apt-get{options} update && DEBIAN_FRONTEND=noninteractive apt-get{options} install -y "
-        f"--no-install-recommends {quoted_args(items)} && {APT_CLEANUP}"
-    )
+    install = "apt-get{o} update && DEBIAN_FRONTEND=noninteractive apt-get{o} install -y --no-install-recommends {p}"
+    if not inputs.buildkit:
+        return f"{install.format(o=options, p=quoted_args(items))} && {APT_CLEANUP}"
+    # lists and archives come from, and stay in, the cache mounts
+    options += APT_CACHE_OPTIONS + ' "$@"'
+    return (f"{APT_CACHE_MOUNTS} {_secret_mount(APT_PROXY_SECRET, APT_PROXY_FILE)} "
+            f"mkdir -p {APT_ARCHIVES_CACHE}/partial {APT_LISTS_CACHE}/partial && "
+            f"apt_install() {{ {install.format(o=options, p=quoted_args(items))}; }} && "
+            f"{_through_cache('apt', 'apt_install', f'-c {APT_PROXY_FILE}', APT_PROXY_FILE, '')} && {APT_CLEANUP}")
+
+
+def _secret_mount(secret: str, path: str) -> str:
+    return f"--mount=type=secret,id={secret},target={path}"
+
+
+def _through_cache(tool: str, install: str, through: str, config: str, origin: str) -> str:
+    """Shell: `install through` when the build was given the cache's configuration, and `install origin` when not
+    or when that failed (saying so in the build's log)."""
+    # printf fills the tool in, so that the notice is in the build's output only when printed, never in its RUN line
+    notice = f"printf {shlex.quote(FALLBACK_NOTICE.format(tool='%s') + chr(92) + 'n')} {tool}"
+    direct = f"{install} {origin}".rstrip()
+    return (f"if [ -s {config} ]; then {install} {through} || {{ {notice}; {direct}; }}; "
+            f"else {direct}; fi")
 
 
 def _conda_command(items: list[str], inputs: BuildInputs) -> str:
@@ -102,16 +126,29 @@ def _conda_command(items: list[str], inputs: BuildInputs) -> str:
 
 def _pip_command(items: list[str], inputs: BuildInputs) -> str:
     # PEP 668 bases (Debian's python3) refuse system installs unless told; older pips ignore the variable.
-    options = f" --cache-dir {PIP_CACHE_DIR}" if inputs.buildkit else " --no-cache-dir"
-    if inputs.ca_bundle:
-        options += f" --cert {CA_IMAGE_PATH}"
-    if inputs.pip_index_url:
-        options += f" --index-url {shlex.quote(inputs.pip_index_url)}" + _trusted_if_plain(inputs.pip_index_url)
-    mount = f"--mount=type=cache,id=imagebuilder-pip,target={PIP_CACHE_DIR} " if inputs.buildkit else ""
-    return (
-        f"{mount}PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 "
-        f"python3 -m pip install{options} {quoted_args(items)}"
-    )
+    environment = "PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1"
+    cert = f" --cert {CA_IMAGE_PATH}" if inputs.ca_bundle else ""
+    if not inputs.buildkit:
+        index = f" --index-url {shlex.quote(inputs.pip_index_url)}" + _trusted_if_plain(inputs.pip_index_url) \
+            if inputs.pip_index_url else ""
+        return f"{environment} python3 -m pip install --no-cache-dir{cert}{index} {quoted_args(items)}"
+    # the origin is named in the environment, as the cache's configuration file names the mirror: on the command
+    # line it would outrank that file
+    install = (f'env "$@" {environment} python3 -m pip install --cache-dir {PIP_CACHE_DIR}{cert} '
+               f"{quoted_args(items)}")
+    through = _through_cache("pip", "pip_install", f"PIP_CONFIG_FILE={PIP_MIRROR_FILE}", PIP_MIRROR_FILE,
+                             _origin_index(inputs.pip_index_url))
+    return (f"--mount=type=cache,id=imagebuilder-pip,target={PIP_CACHE_DIR} "
+            f"{_secret_mount(PIP_MIRROR_SECRET, PIP_MIRROR_FILE)} pip_install() {{ {install}; }} && {through}")
+
+
+def _origin_index(index_url: str) -> str:
+    """The pip index as environment assignments for `env`: the setting's, or none for PyPI."""
+    if not index_url:
+        return ""
+    parts = urlsplit(index_url)
+    trusted = f" PIP_TRUSTED_HOST={shlex.quote(parts.netloc)}" if parts.scheme == "http" else ""
+    return shlex.quote(f"PIP_INDEX_URL={index_url}") + trusted
 
 
 def _trusted_if_plain(index_url: str) -> str:

@@ -14,16 +14,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PROJECT, VERSION = "imagebuilder-probe", "1.0"
 MODULE = PROJECT.replace("-", "_")
-WHEEL_NAME = f"{MODULE}-{VERSION}-py3-none-any.whl"
+EXTRA_PROJECT = "imagebuilder-probe-extra"  # a second project, for a spec that adds one
 IMMUTABLE = "public, max-age=365000000, immutable"  # what files.pythonhosted.org sends for a file
 
 
-def probe_wheel() -> bytes:
+def module_of(project: str) -> str:
+    return project.replace("-", "_")
+
+
+def wheel_name(project: str) -> str:
+    return f"{module_of(project)}-{VERSION}-py3-none-any.whl"
+
+
+def probe_wheel(project: str = PROJECT) -> bytes:
     """A pure-Python wheel whose module says its version; RECORD holds the hashes pip checks."""
-    dist_info = f"{MODULE}-{VERSION}.dist-info"
+    module = module_of(project)
+    dist_info = f"{module}-{VERSION}.dist-info"
     files = {
-        f"{MODULE}/__init__.py": f'VERSION = "{VERSION}"\n'.encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {PROJECT}\nVersion: {VERSION}\n".encode(),
+        f"{module}/__init__.py": f'VERSION = "{VERSION}"\n'.encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {VERSION}\n".encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = "".join(f"{name},sha256={_digest(data)},{len(data)}\n" for name, data in files.items())
@@ -40,16 +49,16 @@ def _digest(data: bytes) -> str:
 
 
 class PackageIndex:
-    """Serves /<prefix>/simple/imagebuilder-probe/ and the wheel on `address` (a port of its own); `requests` counts
-    GETs by path. The prefix is new for each index: pip's HTTP cache, in the engine's BuildKit cache mount, outlives
+    """Serves /<prefix>/simple/<project>/ and its wheel for each of `projects` (imagebuilder-probe by default) on
+    `address` (a port of its own); `requests` counts GETs by path. The prefix is new for each index: pip's HTTP
+    cache, in the engine's BuildKit cache mount, outlives
     a test session, and an earlier session's index may have had this port (and another wheel, made at another
     time) under the same URL."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, projects: tuple[str, ...] = (PROJECT,)):
         self.requests: Counter[str] = Counter()
         self._prefix = f"/{secrets.token_hex(4)}"
-        wheel = probe_wheel()
-        self._server = ThreadingHTTPServer((address, 0), _handler(self.requests, wheel, self._prefix))
+        self._server = ThreadingHTTPServer((address, 0), _handler(self.requests, projects, self._prefix))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -59,7 +68,10 @@ class PackageIndex:
 
     @property
     def wheel_path(self) -> str:
-        return f"{self._prefix}/files/{WHEEL_NAME}"
+        return self.wheel_path_of(PROJECT)
+
+    def wheel_path_of(self, project: str) -> str:
+        return f"{self._prefix}/files/{wheel_name(project)}"
 
     def __enter__(self) -> PackageIndex:
         self._thread.start()
@@ -70,11 +82,15 @@ class PackageIndex:
         self._server.server_close()
 
 
-def _handler(requests: Counter, wheel: bytes, prefix: str) -> type[BaseHTTPRequestHandler]:
-    page = (f'<!DOCTYPE html><html><body><a href="{prefix}/files/{WHEEL_NAME}#sha256='
-            f'{hashlib.sha256(wheel).hexdigest()}">{WHEEL_NAME}</a></body></html>').encode()
-    routes = {f"{prefix}/simple/{PROJECT}/": (page, "text/html", "max-age=600"),
-              f"{prefix}/files/{WHEEL_NAME}": (wheel, "application/octet-stream", IMMUTABLE)}
+def _handler(requests: Counter, projects: tuple[str, ...], prefix: str) -> type[BaseHTTPRequestHandler]:
+    routes = {f"{prefix}/simple/": ("".join(f'<a href="{prefix}/simple/{p}/">{p}</a>' for p in projects).encode(),
+                                    "text/html", "max-age=600")}
+    for project in projects:
+        wheel, name = probe_wheel(project), wheel_name(project)
+        page = (f'<!DOCTYPE html><html><body><a href="{prefix}/files/{name}#sha256='
+                f'{hashlib.sha256(wheel).hexdigest()}">{name}</a></body></html>').encode()
+        routes[f"{prefix}/simple/{project}/"] = (page, "text/html", "max-age=600")
+        routes[f"{prefix}/files/{name}"] = (wheel, "application/octet-stream", IMMUTABLE)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)

@@ -26,11 +26,13 @@ from devstack.compose import (
 )
 from devstack.services import free_port
 from tests.integration.helpers import wait_for
+from tests.integration.test_buildkit import bridge_address
 
 pytestmark = pytest.mark.integration
 PROJECT = "imagebuilder-compose-test"
 TOKEN = "compose-test-token-0123456789"
-REDIS_PORT, REGISTRY_PORT, API_PORT = free_port(), free_port(), free_port()
+REDIS_PORT, REGISTRY_PORT, API_PORT, PIP_CACHE_PORT = free_port(), free_port(), free_port(), free_port()
+APT_CACHE_PORT = free_port()
 REGISTRY = f"localhost:{REGISTRY_PORT}"
 API = f"http://127.0.0.1:{API_PORT}"
 
@@ -42,7 +44,12 @@ def compose_env(stack):
     ports = {"IMAGEBUILDER_REDIS_PORT": str(REDIS_PORT), "IMAGEBUILDER_REGISTRY_PORT": str(REGISTRY_PORT),
              "IMAGEBUILDER_API_PORT": str(API_PORT), "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT": REGISTRY,
              "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX": f"{REGISTRY}/images"}
-    return {**os.environ, "IMAGEBUILDER_API_TOKENS": TOKEN, "BASE_IMAGE": PYTHON_BASE, **ports}
+    address = bridge_address()
+    caches = {"IMAGEBUILDER_CACHE_ADDRESS": address, "IMAGEBUILDER_APT_CACHE_PORT": str(APT_CACHE_PORT),
+              "IMAGEBUILDER_PIP_CACHE_PORT": str(PIP_CACHE_PORT),
+              "IMAGEBUILDER_APT_PROXY": f"http://{address}:{APT_CACHE_PORT}",
+              "IMAGEBUILDER_PIP_MIRROR": f"http://{address}:{PIP_CACHE_PORT}/index/"}
+    return {**os.environ, "IMAGEBUILDER_API_TOKENS": TOKEN, "BASE_IMAGE": PYTHON_BASE, **ports, **caches}
 
 
 def test_compose_file_parses(compose_env):
@@ -87,6 +94,11 @@ def test_the_stack_comes_up_scaled_and_builds_a_spec_end_to_end(compose_env, uni
         # And the workers built it with BuildKit, through the Docker client the image carries
         workers = compose(PROJECT, "logs", "--no-color", "worker", env=compose_env).stdout
         assert "builder: BuildKit through /usr/bin/docker (client 20.10" in workers, workers[-3000:]
+        # And through the stack's package caches, which answered: the workers named them, and none was passed by
+        assert f"package caches: apt http://{compose_env['IMAGEBUILDER_CACHE_ADDRESS']}:{APT_CACHE_PORT}" in workers
+        assert "does not answer" not in workers, workers[-3000:]
+        lines = httpx.get(f"{API}/builds/{build_id}/logs", headers=auth).text
+        assert "through the package cache failed" not in lines and "apt-get" in lines, lines[-3000:]
     finally:
         logs = compose(PROJECT, "logs", "--no-color", env=compose_env).stdout
         compose(PROJECT, "down", "-v", "--timeout", "5", env=compose_env)

@@ -179,7 +179,7 @@ def test_only_the_services_own_pods_and_kedas_reach_redis(example):
     assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
     components = {o["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
                   for o in example if o["kind"] in ("Deployment", "StatefulSet")}
-    assert components == {"api", "worker", "beat", "redis"}
+    assert components == {"api", "worker", "beat", "redis", "package-cache"}  # the caches: not among those let in
 
 
 def test_no_secret_value_is_in_a_configmap_or_a_command_line(example):
@@ -200,3 +200,34 @@ def test_the_ingress_streams_live_logs_and_the_api_trusts_its_forwarded_headers(
     (trusted,) = [e["value"] for e in api["env"] if e["name"] == "IMAGEBUILDER_TRUSTED_PROXIES"]
     proxies = Settings(_env_file=None, IMAGEBUILDER_TRUSTED_PROXIES=trusted).trusted_proxies
     assert proxies and not {"0.0.0.0/0", "::/0"} & set(proxies)
+
+
+def test_the_workers_go_through_package_caches_on_bounded_volumes_that_only_workers_reach(example):
+    # Given the settings and the package caches' objects
+    settings_map = named(example, "ConfigMap", "imagebuilder-settings")["data"]
+    # Then the workers are pointed at each cache's Service, by name and port
+    for setting, service in (("IMAGEBUILDER_APT_PROXY", "imagebuilder-apt-cache"),
+                             ("IMAGEBUILDER_PIP_MIRROR", "imagebuilder-pip-cache")):
+        port = named(example, "Service", service)["spec"]["ports"][0]["port"]
+        assert settings_map[setting].startswith(f"http://{service}:{port}/") or settings_map[setting] == \
+            f"http://{service}:{port}", settings_map[setting]
+    # And each cache keeps its files on a claim larger than the bound it is told to keep them under
+    bounds = {"imagebuilder-apt-cache": ("APT_CACHE_MAX", 20 << 30), "imagebuilder-pip-cache": ("PROXPI_CACHE_SIZE",
+                                                                                               10 << 30)}
+    for name, (variable, bound) in bounds.items():
+        (container,) = named(example, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        value = {env["name"]: env["value"] for env in container["env"]}[variable]
+        assert _bytes(value) == bound and container["image"].startswith(f"registry.example.com/platform/{name}:")
+        claim = named(example, "PersistentVolumeClaim", name)["spec"]["resources"]["requests"]["storage"]
+        assert _bytes(claim) > bound
+    # And only worker pods reach them
+    policy = named(example, "NetworkPolicy", "imagebuilder-package-cache")["spec"]
+    assert policy["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}}}]
+
+
+def _bytes(size: str) -> int:
+    units = {"G": 1 << 30, "Gi": 1 << 30, "M": 1 << 20, "Mi": 1 << 20}
+    for suffix in sorted(units, key=len, reverse=True):
+        if size.endswith(suffix):
+            return int(size.removesuffix(suffix)) * units[suffix]
+    return int(size)

@@ -13,6 +13,7 @@ from worker.builders.base import Builder, BuildJob
 from worker.builders.buildkit import BuildKitBuilder, find_buildkit_cli
 from worker.builders.classic import ClassicBuilder
 from worker.engine import engine_on_this_host, engine_platform
+from worker.packagecache import PackageCaches
 from worker.platforms import (
     describe,
     emulated_platforms,
@@ -31,16 +32,24 @@ def choose_builder(settings: Settings) -> Builder:
     classic builder its engine's own, BuildKit also those the engine's host emulates."""
     native = native_platform(engine_platform())
     if settings.builder == "classic":
+        _without_caches(settings)
         return _chosen(ClassicBuilder(_classic_platforms(settings, native)), native, "as IMAGEBUILDER_BUILDER says")
     try:
         cli = find_buildkit_cli(settings.docker_cli)
     except BuilderUnavailable as e:
         if settings.builder == "buildkit":
             raise ConfigurationError(f"IMAGEBUILDER_BUILDER=buildkit, but {e}") from None
+        _without_caches(settings)
         return _chosen(ClassicBuilder(_classic_platforms(settings, native)), native, f"because {e}", warn=True)
     platforms = served_platforms(settings.platforms, native, emulated_platforms(),
                                  sees_engine_host=engine_on_this_host())
-    return _chosen(BuildKitBuilder(cli, platforms), native, "")
+    return _chosen(BuildKitBuilder(cli, platforms, PackageCaches.of(settings)), native, "")
+
+
+def _without_caches(settings: Settings) -> None:
+    if PackageCaches.of(settings):
+        logger.warning("the package caches (IMAGEBUILDER_APT_PROXY, IMAGEBUILDER_PIP_MIRROR) are for BuildKit builds:"
+                       " the classic builder installs from the origin")
 
 
 def _classic_platforms(settings: Settings, native: Platform | None) -> frozenset[Platform]:

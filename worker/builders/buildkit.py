@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import BuilderUnavailable, ConfigurationError
@@ -28,6 +28,7 @@ from core.registry.credentials import RegistryCredentials
 from worker.builders.base import BuildJob
 from worker.dockerfile import REBUILD_ARG, build_context
 from worker.engine import Engine
+from worker.packagecache import PackageCaches
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +50,19 @@ _NOISE_RE = re.compile(r"#\d+ sha256:[0-9a-f]{64}$")
 class BuildKitBuilder:
     """Builds with the engine's BuildKit through a Docker client found at worker start. Inline cache metadata goes
     into every image, so that another host can reuse its layers (`--cache-from`); `--force` rebuilds every layer
-    (a build argument changes) but keeps the download caches."""
+    (a build argument changes) but keeps the download caches. The shared package caches that answer reach each
+    build as secrets."""
 
     cache_mounts = True
     imports_cache = True
 
-    def __init__(self, cli: DockerCli, platforms: frozenset[Platform]):
+    def __init__(self, cli: DockerCli, platforms: frozenset[Platform], caches: PackageCaches | None = None):
         self._cli = cli
         self._platforms = platforms
+        self._caches = caches or PackageCaches([])
 
     def __str__(self) -> str:
-        return f"BuildKit through {self._cli}"
+        return f"BuildKit through {self._cli}; package caches: {self._caches.describe()}"
 
     def platforms(self) -> frozenset[Platform]:
         return self._platforms
@@ -71,7 +74,7 @@ class BuildKitBuilder:
         build_args = {"BUILDKIT_INLINE_CACHE": "1"} | ({REBUILD_ARG: uuid.uuid4().hex} if job.force else {})
         run = BuildKitRun(self._cli, job.target, cache_from=job.cache_from, build_args=build_args,
                           platform=job.platform.value if job.platform else None)
-        process = BuildKitProcess(job.on_line, job.check)
+        process = BuildKitProcess(self._reading(job.on_line), job.check)
         engine.tracking(process)
         image_id = self._run(process, run, job)
         job.check()  # killed on cancel or timeout: say that, not what the killed client printed
@@ -82,8 +85,16 @@ class BuildKitBuilder:
                        f"the Docker client exited with status {run.returncode}")
         raise engine.failure(message, tail)
 
+    def _reading(self, on_line: Callable[[str], None]) -> Callable[[str], None]:
+        """`on_line`, the package caches reading along: a build that a cache failed has them ask it again."""
+        def read(line: str) -> None:
+            self._caches.notice(line)
+            on_line(line)
+        return read
+
     def _run(self, process: BuildKitProcess, run: BuildKitRun, job: BuildJob) -> str:
         with client_config(job.credentials) as config_dir:
+            run.secrets = self._caches.write_secrets(Path(config_dir))
             try:
                 return process.run(run, job.context, config_dir)
             except OSError as e:
@@ -187,6 +198,7 @@ class BuildKitRun:
     cache_from: list[str]
     build_args: dict[str, str]
     platform: str | None = None
+    secrets: dict[str, Path] = field(default_factory=dict)  # id -> file, of the package caches that answer
     returncode: int | None = None
     tail: collections.deque[str] | None = None
 
@@ -198,6 +210,8 @@ class BuildKitRun:
             args += ["--build-arg", f"{name}={value}"]
         for reference in self.cache_from:
             args += ["--cache-from", reference]
+        for secret_id, path in self.secrets.items():
+            args += ["--secret", f"id={secret_id},src={path}"]
         return [*args, "-"]
 
 
