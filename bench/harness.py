@@ -36,11 +36,14 @@ from worker.dockerfile import BuildInputs, build_context, render_dockerfile  # n
 
 class RawDocker:
     """The baseline: what an admin would type, `docker pull/build/push`, logged in to both registries (once, here).
-    The classic builder by default; with `buildkit`, the given client's BuildKit builds."""
+    The classic builder by default; with `buildkit`, the given client's BuildKit builds; on the engine at `host`, or
+    the default one."""
 
-    def __init__(self, stack: Stack, config_dir: Path, *, cli: str = "docker", buildkit: bool = False):
+    def __init__(self, stack: Stack, config_dir: Path, *, cli: str = "docker", buildkit: bool = False,
+                 host: str | None = None):
         self._cli = cli
-        self._env = {**os.environ, "DOCKER_CONFIG": str(config_dir), "DOCKER_BUILDKIT": "1" if buildkit else "0"}
+        self._env = {**os.environ, "DOCKER_CONFIG": str(config_dir), "DOCKER_BUILDKIT": "1" if buildkit else "0",
+                     **({"DOCKER_HOST": host} if host else {})}
         self.run("login", "-u", PULL_USER, "--password-stdin", stack.private_registry.host, stdin=PULL_PASSWORD)
         self.run("login", "-u", PUSH_USER, "--password-stdin", stack.push_registry.host, stdin=PUSH_PASSWORD)
 

@@ -4,10 +4,12 @@ served counted from its own log."""
 
 from __future__ import annotations
 
+import errno
 import random
 import re
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from devstack.services import Process, free_port, spawn, wait_until
 APT_CACHER_NG = "/usr/sbin/apt-cacher-ng"
 APT_CACHER_SUPPORT = "/usr/lib/apt-cacher-ng"
 APT_CACHER_PORTS = range(20000, 32000)  # apt-cacher-ng 3.7 cannot listen on a port above 32767
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # an origin behind this machine's TLS-intercepting proxy
 _TRANSFER_RE = re.compile(r"^\d+\|([IO])\|(\d+)\|[^|]*\|(.*)$", re.MULTILINE)
 
 
@@ -30,6 +33,7 @@ class AptCache:
     address: str
     port: int = 0  # 0: a free one it can use
     process: Process | None = None
+    wrap: Callable[[list[str]], list[str]] = list  # how to run it elsewhere (devstack.wan.CacheHost.wrap)
 
     @property
     def url(self) -> str:
@@ -42,7 +46,8 @@ class AptCache:
         for folder in ("conf", "cache", "log"):
             (self.workdir / folder).mkdir(parents=True, exist_ok=True)
         (self.workdir / "conf" / "acng.conf").write_text(self._config())
-        self.process = spawn([APT_CACHER_NG, "-c", str(self.workdir / "conf")], self.workdir / "apt-cacher-ng.out")
+        self.process = spawn(self.wrap([APT_CACHER_NG, "-c", str(self.workdir / "conf")]),
+                             self.workdir / "apt-cacher-ng.out")
         address = (self.address, self.port)
         wait_until(lambda: self.process.popen.poll() is not None or socket.create_connection(address, 2),
                    f"apt-cacher-ng on {self.url}")
@@ -77,7 +82,9 @@ def _free_low_port(address: str) -> int:
         with socket.socket() as probe:
             try:
                 probe.bind((address, port))
-            except OSError:
+            except OSError as e:
+                if e.errno == errno.EADDRNOTAVAIL:  # another host's address (the caches' own): all its ports are free
+                    return port
                 continue
             return port
     raise RuntimeError(f"no free port for apt-cacher-ng on {address}")
@@ -92,6 +99,7 @@ class PipMirror:
     origin: str
     port: int = field(default_factory=free_port)
     process: Process | None = None
+    wrap: Callable[[list[str]], list[str]] = list
 
     @property
     def url(self) -> str:
@@ -100,10 +108,12 @@ class PipMirror:
     def start(self) -> PipMirror:
         (self.workdir / "cache").mkdir(parents=True, exist_ok=True)
         # A file not fetched within PROXPI_DOWNLOAD_TIMEOUT would be fetched by the build from the origin too
-        env = {"PATH": "/usr/bin:/bin", "PROXPI_INDEX_URL": self.origin, "PROXPI_CACHE_SIZE": str(1 << 30),
-               "PROXPI_CACHE_DIR": str(self.workdir / "cache"), "PROXPI_DOWNLOAD_TIMEOUT": "10"}
-        self.process = spawn([sys.executable, "-m", "flask", "--app", "proxpi.server", "run", "--host", self.address,
-                              "--port", str(self.port), "--with-threads"], self.workdir / "proxpi.log", env=env)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PROXPI_INDEX_URL": self.origin,
+               "PROXPI_CACHE_SIZE": str(1 << 30), "PROXPI_CACHE_DIR": str(self.workdir / "cache"),
+               "PROXPI_DOWNLOAD_TIMEOUT": "10", "REQUESTS_CA_BUNDLE": HOST_CA_BUNDLE}
+        self.process = spawn(self.wrap([sys.executable, "-m", "flask", "--app", "proxpi.server", "run", "--host",
+                                        self.address, "--port", str(self.port), "--with-threads"]),
+                             self.workdir / "proxpi.log", env=env)
         wait_until(lambda: requests.get(f"http://{self.address}:{self.port}/health", timeout=2).ok,
                    f"proxpi on {self.url}")
         return self

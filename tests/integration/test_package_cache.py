@@ -1,5 +1,6 @@
-"""The shared package caches, for real: Debian's apt-cacher-ng and proxpi (in front of a counting package index) on
-the first engine's bridge, BuildKit workers on two engines going through them, what each cache fetched from its
+"""The shared package caches, for real: Debian's apt-cacher-ng and proxpi (in front of a counting package index) on a
+host of their own (devstack/wan.py: a network namespace), on a WAN-like link shaped with tc tbf, whose rate a timed
+download checks; BuildKit workers on two engines going through them, what each cache fetched from its
 origin and served counted from the caches' own logs and the origin; nothing of them left in an image; and caches
 that die mid-way or are down, which builds pass by to the origin."""
 
@@ -15,7 +16,9 @@ import docker
 import pytest
 
 from core.phases import BuildPhase
+from devstack.baseimage import DEBIAN_IMAGE
 from devstack.packagecaches import AptCache, PipMirror
+from devstack.wan import RATE_BITS_S, CacheHost, outward_address, served_blob, shaped, timed_download_rate
 from producer.client import BuildClient
 from tests.integration.conftest import start_worker
 from tests.integration.helpers import wait_for_line
@@ -26,7 +29,7 @@ from tests.integration.pip_index import (
     PackageIndex,
     module_of,
 )
-from tests.integration.test_buildkit import bridge_address, build_lines
+from tests.integration.test_buildkit import BRIDGE_NAME_OPTION, bridge_address, build_lines
 from tests.integration.test_builds import WAIT_S, pull_back, run_in
 from worker.dockerfile import FALLBACK_NOTICE
 
@@ -34,6 +37,7 @@ pytestmark = pytest.mark.integration
 PACKAGE_CACHE_DB = 22
 SHARED_APT = ["pv", "units"]  # installed by no other test: no engine's download cache holds them before this module
 ADDED_APT = "dos2unix"
+PROBE_BYTES = 16 << 20
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +47,45 @@ def origin():
 
 
 @pytest.fixture(scope="module")
-def caches(tmp_path_factory, origin):
-    """apt-cacher-ng and proxpi on the first engine's bridge, which both engines' build containers reach."""
-    address = bridge_address()
-    apt = AptCache(tmp_path_factory.mktemp("apt-cache"), address).start()
-    pip = PipMirror(tmp_path_factory.mktemp("pip-mirror"), address, origin.url + "/").start()
-    yield apt, pip
-    apt.stop()
-    pip.stop()
+def cache_host():
+    host = CacheHost().start()
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory, origin, cache_host, second_engine):
+    """apt-cacher-ng and proxpi on a host of their own, which both engines' build containers reach; meanwhile both
+    engines' build networks and the caches' own link are WAN-like (the caches' answers to builds are not shaped)."""
+    apt = AptCache(tmp_path_factory.mktemp("apt-cache"), cache_host.address, wrap=cache_host.wrap).start()
+    pip = PipMirror(tmp_path_factory.mktemp("pip-mirror"), cache_host.address, origin.url + "/",
+                    wrap=cache_host.wrap).start()
+    try:
+        with shaped([default_bridge(), second_engine.bridge], unshaped_from=cache_host.address):
+            yield apt, pip
+    finally:
+        apt.stop()
+        pip.stop()
+
+
+def default_bridge() -> str:
+    engine = docker.from_env()
+    try:
+        return (engine.networks.get("bridge").attrs["Options"] or {}).get(BRIDGE_NAME_OPTION, "docker0")
+    finally:
+        engine.close()
+
+
+def test_the_link_is_shaped_to_its_rate_and_the_caches_answer_at_lan_speed(caches, cache_host):
+    # Given the shaped link (the caches fixture), a 16 MiB file on an origin and on the caches' host
+    with served_blob(outward_address(), PROBE_BYTES) as origin_url, served_blob(
+            cache_host.address, PROBE_BYTES, cache_host.wrap) as lan_url:
+        # When a container on the first engine downloads each, timing it
+        wan = timed_download_rate(None, DEBIAN_IMAGE, origin_url, PROBE_BYTES)
+        lan = timed_download_rate(None, DEBIAN_IMAGE, lan_url, PROBE_BYTES)
+    # Then the origin's came at the link's rate, the caches' host's well above it
+    assert 0.7 * RATE_BITS_S < wan < 1.1 * RATE_BITS_S, wan
+    assert lan > 3 * RATE_BITS_S, lan
 
 
 @contextlib.contextmanager
