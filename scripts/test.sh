@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-exec .venv/bin/pytest "$@"
+exec .venv/bin/pytest --durations=15 "$@"
