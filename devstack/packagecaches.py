@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from devstack.services import Process, free_port, spawn, wait_until
+from devstack.services import Process, free_port, listening, spawn, wait_until
 
 APT_CACHER_NG = "/usr/sbin/apt-cacher-ng"
 APT_CACHER_SUPPORT = "/usr/lib/apt-cacher-ng"
@@ -48,8 +48,7 @@ class AptCache:
         (self.workdir / "conf" / "acng.conf").write_text(self._config())
         self.process = spawn(self.wrap([APT_CACHER_NG, "-c", str(self.workdir / "conf")]),
                              self.workdir / "apt-cacher-ng.out")
-        address = (self.address, self.port)
-        wait_until(lambda: self.process.popen.poll() is not None or socket.create_connection(address, 2),
+        wait_until(lambda: self.process.popen.poll() is not None or listening(self.port, self.address),
                    f"apt-cacher-ng on {self.url}")
         if self.process.popen.poll() is not None:
             raise RuntimeError(f"apt-cacher-ng exited: {self.process.log_path.read_text(errors='replace')}")

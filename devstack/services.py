@@ -331,7 +331,7 @@ class Nginx:
         # -e: the error log nginx opens before it has read the config (the package's is under /var/log/nginx)
         self.process = spawn([NGINX, "-p", str(self.workdir), "-c", str(config), "-e", str(self.workdir / "error.log")],
                              self.workdir / "nginx.log")
-        wait_until(lambda: self.process.popen.poll() is not None or _listening(self.port), f"nginx on {self.url}")
+        wait_until(lambda: self.process.popen.poll() is not None or listening(self.port), f"nginx on {self.url}")
         if self.process.popen.poll() is not None:
             raise RuntimeError(f"nginx exited:\n{(self.workdir / 'error.log').read_text(errors='replace')}")
         return self
@@ -376,6 +376,10 @@ http {{
             self.process.stop()
 
 
-def _listening(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=2):
-        return True
+def listening(port: int, address: str = "127.0.0.1") -> bool:
+    """Whether something accepts connections on `address`:`port`."""
+    try:
+        socket.create_connection((address, port), timeout=2).close()
+    except OSError:
+        return False
+    return True

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import random
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from devstack.services import listening
 
 RATE, BURST, LATENCY = "100mbit", "32kbit", "400ms"
 RATE_BITS_S = 100e6
@@ -131,7 +132,6 @@ def timed_download_rate(engine_host: str | None, image: str, url: str, size_byte
     return size_bytes * 8 / float(done.stdout.strip().splitlines()[-1])
 
 
-
 BLOB_SERVER = """import http.server, os, sys
 blob = os.urandom(int(sys.argv[1]))
 class Blob(http.server.BaseHTTPRequestHandler):
@@ -154,20 +154,12 @@ def served_blob(address: str, size_bytes: int, wrap: Callable[[list[str]], list[
     process = subprocess.Popen(wrap(["python3", "-c", BLOB_SERVER, str(size_bytes), address, str(port)]))
     try:
         deadline = time.monotonic() + 10
-        while not _listening(address, port) and time.monotonic() < deadline and process.poll() is None:
+        while not listening(port, address) and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.1)
         yield f"http://{address}:{port}/blob"
     finally:
         process.kill()
         process.wait()
-
-
-def _listening(address: str, port: int) -> bool:
-    try:
-        socket.create_connection((address, port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def outward_address() -> str:

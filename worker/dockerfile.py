@@ -146,15 +146,20 @@ def _origin_index(index_url: str) -> str:
     """The pip index as environment assignments for `env`: the setting's, or none for PyPI."""
     if not index_url:
         return ""
-    parts = urlsplit(index_url)
-    trusted = f" PIP_TRUSTED_HOST={shlex.quote(parts.netloc)}" if parts.scheme == "http" else ""
+    host = _plain_http_host(index_url)
+    trusted = f" PIP_TRUSTED_HOST={shlex.quote(host)}" if host else ""
     return shlex.quote(f"PIP_INDEX_URL={index_url}") + trusted
 
 
 def _trusted_if_plain(index_url: str) -> str:
-    """pip ignores an index over plain http (bar localhost) unless its host is named trusted."""
+    host = _plain_http_host(index_url)
+    return f" --trusted-host {shlex.quote(host)}" if host else ""
+
+
+def _plain_http_host(index_url: str) -> str:
+    """pip ignores an index over plain http (bar localhost) unless its host is named trusted: that host, or ''."""
     parts = urlsplit(index_url)
-    return f" --trusted-host {shlex.quote(parts.netloc)}" if parts.scheme == "http" else ""
+    return parts.netloc if parts.scheme == "http" else ""
 
 
 def _restorable_user(user: str) -> str:
