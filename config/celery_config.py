@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from config.redis_target import RedisTarget
 from config.settings import Settings
 from core.errors import SettingsError
 
@@ -20,6 +21,7 @@ SCHEDULE_PASS_TASK = "imagebuilder.schedule_pass"  # decide the due schedules (w
 PART_TASK_NAME = "imagebuilder.build_part"
 TASK_QUEUES = {BUILD_TASK_NAME: BUILD_QUEUE, BASES_PUSHED_TASK: CHECK_QUEUE, SCHEDULE_PASS_TASK: CHECK_QUEUE}
 SCHEDULE_PASS_ENTRY = "imagebuilder-schedule-pass"  # the one entry of celery-redbeat's schedule
+SENTINEL_TRANSPORT = "core.stores.broker:FailoverSentinelTransport"
 
 
 def check_delivery_settings(settings: Settings) -> None:
@@ -33,12 +35,26 @@ def check_delivery_settings(settings: Settings) -> None:
         )
 
 
+def _sentinel(target: RedisTarget) -> dict[str, Any]:
+    """kombu's Sentinel transport, made to ride out a failover (named, not imported: config sits below core)."""
+    return {"broker_transport": SENTINEL_TRANSPORT} if target.sentinel else {}
+
+
+def _tls(target: RedisTarget) -> dict[str, Any]:
+    """TLS for Sentinel's `sentinel://` URLs, which cannot say `rediss://` themselves."""
+    if not (target.sentinel and target.tls):
+        return {}
+    options = {k: v for k, v in target.tls_options().items() if k != "ssl"}
+    return {"broker_use_ssl": options or True, "redis_backend_use_ssl": options or True}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Broker, backend, serialisation, routing and delivery settings for producer and worker alike."""
-    visibility = {"visibility_timeout": settings.broker_visibility_timeout_s}
+    target = settings.redis_target
+    transport = {"visibility_timeout": settings.broker_visibility_timeout_s, **target.celery_transport_options()}
     return {
-        "broker_url": settings.redis_dsn,
-        "result_backend": settings.redis_dsn,
+        "broker_url": target.celery_url(),
+        "result_backend": target.celery_url(),
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -51,12 +67,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": visibility,
-        "result_backend_transport_options": visibility,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        **_sentinel(target),
+        **_tls(target),
         "result_backend_always_retry": True,
         "result_backend_max_retries": 30,
         "broker_connection_retry_on_startup": True,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A build running when the broker's connection drops (a Redis restart, a failover) goes on, and ends on the
+        # Redis that answers next: cancelled, it would wait in the broker's unacknowledged set for the visibility
+        # timeout. Its delivery, if the broker hands it out again, finds it ended and is ignored (worker/tasks.py).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         # On a cold shutdown (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT) running builds get this long to
         # finish; then they are stopped and, acknowledged late, go back to the queue for another worker.
         "worker_soft_shutdown_timeout": settings.soft_shutdown_s,

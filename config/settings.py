@@ -15,9 +15,12 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from config.redis_target import RedisTarget, parse_sentinels
 from core.errors import SettingsError
 from core.platforms import Platform
 
@@ -28,6 +31,9 @@ DEFAULT_LOG_RETENTION_S = 7 * DAY_S
 DEFAULT_LOG_MAX_LINES = 20_000
 DEFAULT_DOCKER_TIMEOUT_S = 300
 DEFAULT_REGISTRY_TIMEOUT_S = 30
+MAX_REDIS_WAIT_REPLICAS = 16
+MAX_REDIS_MASTER_NAME_CHARS = 100
+MAX_REDIS_WAIT_TIMEOUT_MS = 60_000
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_RETRY_BACKOFF_S = 5.0
 DEFAULT_RETRY_BACKOFF_MAX_S = 300.0
@@ -84,6 +90,19 @@ class Settings(BaseSettings):
     redis_url: SecretStr = Field(
         SecretStr("redis://localhost:6379/0"), validation_alias="IMAGEBUILDER_REDIS_URL"
     )
+    # With sentinels (host:port,...), they say which server is the master (IMAGEBUILDER_REDIS_URL then gives only
+    # the password, the database and TLS): config/redis_target.py.
+    redis_sentinels: Annotated[tuple[tuple[str, int], ...], NoDecode] = Field(
+        (), validation_alias="IMAGEBUILDER_REDIS_SENTINELS")
+    redis_master_name: str = Field("imagebuilder", min_length=1, max_length=MAX_REDIS_MASTER_NAME_CHARS,
+                                   pattern=r"^[A-Za-z0-9._-]+$", validation_alias="IMAGEBUILDER_REDIS_MASTER_NAME")
+    redis_sentinel_password: SecretStr = Field(SecretStr(""), validation_alias="IMAGEBUILDER_REDIS_SENTINEL_PASSWORD")
+    # An accepted build, a build's end and a schedule's claim wait until this many replicas hold them (Redis's
+    # WAIT), at most IMAGEBUILDER_REDIS_WAIT_TIMEOUT_MS; fewer answer 503, to be retried.
+    redis_wait_replicas: int = Field(0, ge=0, le=MAX_REDIS_WAIT_REPLICAS,
+                                     validation_alias="IMAGEBUILDER_REDIS_WAIT_REPLICAS")
+    redis_wait_timeout_ms: int = Field(1000, ge=1, le=MAX_REDIS_WAIT_TIMEOUT_MS,
+                                       validation_alias="IMAGEBUILDER_REDIS_WAIT_TIMEOUT_MS")
     pull_secrets_dir: Path = Field(
         Path("/etc/imagebuilder/pull-secrets"), validation_alias="IMAGEBUILDER_PULL_SECRETS_DIR"
     )
@@ -133,6 +152,8 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(DEFAULT_API_MAX_BODY_BYTES, ge=1024,
                                     validation_alias="IMAGEBUILDER_API_MAX_BODY_BYTES")
     api_public_docs: bool = Field(False, validation_alias="IMAGEBUILDER_API_PUBLIC_DOCS")
+    # How long a live log waits for Redis to answer again (a failover) before it ends with an `unavailable` event.
+    live_log_patience_s: float = Field(60.0, ge=0, le=3600, validation_alias="IMAGEBUILDER_LIVE_LOG_PATIENCE_S")
     api_max_log_streams: int = Field(DEFAULT_API_MAX_LOG_STREAMS, ge=1, le=MAX_API_MAX_LOG_STREAMS,
                                      validation_alias="IMAGEBUILDER_API_MAX_LOG_STREAMS")
     webhook_tokens: Annotated[list[WebhookToken], NoDecode] = Field(
@@ -234,6 +255,18 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinel_addresses(cls, value: object) -> object:
+        return parse_sentinels(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _sentinels_take_a_server_url(self) -> Settings:
+        if self.redis_sentinels and urlsplit(self.redis_dsn).scheme not in {"redis", "rediss"}:
+            raise ValueError("IMAGEBUILDER_REDIS_URL: with IMAGEBUILDER_REDIS_SENTINELS, must be a redis:// or "
+                             "rediss:// URL (its password, database and TLS are the master's)")
+        return self
+
     @property
     def feature_enabled(self) -> bool:
         return self.feature_custom_image.strip().lower() == "true"
@@ -251,17 +284,26 @@ class Settings(BaseSettings):
     def redis_dsn(self) -> str:
         return self.redis_url.get_secret_value()
 
+    @property
+    def redis_target(self) -> RedisTarget:
+        return RedisTarget(self.redis_dsn, self.redis_sentinels, self.redis_master_name,
+                           self.redis_sentinel_password.get_secret_value(), self.redis_wait_replicas,
+                           self.redis_wait_timeout_ms)
+
 
 def load_settings(**overrides: object) -> Settings:
     """Build Settings; errors name the variable and the rule, never the value that was given."""
     try:
         return Settings(**overrides)
     except ValidationError as e:
-        problems = [
-            f"{_variable_name(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-            for err in e.errors(include_input=False, include_url=False)
-        ]
+        problems = [_problem(err) for err in e.errors(include_input=False, include_url=False)]
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def _problem(error: ErrorDetails) -> str:
+    """`VARIABLE: rule`; a rule across several variables (a model check) names them itself."""
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{_variable_name(error['loc'])}: {message}" if error["loc"] else message
 
 
 def _variable_name(loc: tuple[object, ...]) -> str:

@@ -25,6 +25,10 @@ class StoreUnavailable(RetryableError):
     """Redis (the broker and the store of every build, spec and schedule) cannot be reached or refused a write."""
 
 
+class NotReplicated(StoreUnavailable):
+    """Fewer replicas than IMAGEBUILDER_REDIS_WAIT_REPLICAS confirmed a write in time: it may not survive a failover."""
+
+
 class DaemonUnavailable(RetryableError):
     """The Docker engine could not be reached or stopped answering."""
 

@@ -14,6 +14,7 @@ from core.phases import BuildPhase
 from core.reference import parse_reference
 from core.result import BuildResult
 from core.stores.builds import Begun, BuildState
+from core.stores.connection import Replicas
 from core.stores.ending import BuildEnds, Ended
 from core.stores.specs import SpecStore
 
@@ -24,10 +25,11 @@ class Lifecycle:
     """Moves build records through their phases; a stored spec's build is its history's without copies (the
     history keeps the build's record)."""
 
-    def __init__(self, state: BuildState, ends: BuildEnds, specs: SpecStore):
+    def __init__(self, state: BuildState, ends: BuildEnds, specs: SpecStore, replicas: Replicas):
         self._state = state
         self._ends = ends
         self._specs = specs
+        self._replicas = replicas
 
     def begin(self, running: BuildResult, fields: dict[str, Any], token: str, message: dict[str, Any]) -> Begun:
         """A delivery's beginning: the target's lock taken with `token` and the record Running, in one step; or
@@ -50,6 +52,8 @@ class Lifecycle:
                                unless_cancelled=unless_cancelled)
         if ended is None:
             return None
+        if not self._replicas.confirmed():  # the end stands: a failover now would deliver the build again
+            logger.warning("the end of build %s is not on a replica yet (IMAGEBUILDER_REDIS_WAIT_REPLICAS)", final.id)
         if ended.spec_name is not None:
             self._follow_up(ended)
         return ended.record

@@ -29,6 +29,7 @@ from core.errors import (
 EXIT_SUCCEEDED = 0
 EXIT_NOT_SUCCEEDED = 1  # the build ended otherwise, or the service could not be reached
 EXIT_INVALID = 2  # invalid input, settings or an unknown id: nothing was queued
+STORE_RETRY_AFTER_S = 5  # a failover's election takes a few seconds: asking again sooner finds no master
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Outcome:
     status: int
     exit_code: int
     what: str  # for the OpenAPI description of the status
+    retry_after_s: int | None = None  # for a Retry-After header: the same request may succeed then
 
 
 # The first row whose error class matches wins: subclasses come before their parents.
@@ -50,7 +52,8 @@ OUTCOMES: tuple[tuple[type[Exception], Outcome], ...] = (
     (InvalidRequest, Outcome(400, EXIT_INVALID, "the body is not what the route takes")),
     (SettingsError, Outcome(503, EXIT_INVALID, "the service's settings are invalid")),
     (ConfigurationError, Outcome(503, EXIT_INVALID, "the service is not configured to build")),
-    (StoreUnavailable, Outcome(503, EXIT_NOT_SUCCEEDED, "Redis cannot be reached")),
+    (StoreUnavailable, Outcome(503, EXIT_NOT_SUCCEEDED, "Redis cannot be reached, or no replica confirmed the write",
+                                         STORE_RETRY_AFTER_S)),
     (RegistryUnavailable, Outcome(502, EXIT_NOT_SUCCEEDED, "the image's registry cannot be reached")),
     (AuthFailed, Outcome(502, EXIT_NOT_SUCCEEDED, "the image's registry refused the service's credentials")),
     (UnreadableImage, Outcome(502, EXIT_NOT_SUCCEEDED, "the image's registry answered what is not an image")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from core.stored import StoredSpec, Trigger
 from core.stores.wiring import Stores
 from core.tagging import resolve_target
 
+logger = logging.getLogger(__name__)
+
 MAX_PUSHED_PER_TASK = 100  # tags one check task takes: the most one notification may name
 
 
@@ -36,11 +39,15 @@ class Submission:
 class Submitter:
     """Records a build Pending and enqueues it, or attaches to the target's queued or running build."""
 
-    def __init__(self, app: Celery, settings: Settings, stores: Stores):
+    def __init__(self, app: Celery, settings: Settings, stores: Stores, *, answering: bool = True):
+        """`answering`: its caller answers someone (the API, the client), who can be told to try again when no
+        replica confirms the build in time; the worker's own submissions (schedules, chains) go on, logging it."""
         self._app = app
+        self._answering = answering
         self._settings = settings
         self._builds = stores.builds
         self._specs = stores.specs
+        self._replicas = stores.replicas
 
     def submit(self, spec: ImageSpec, *, force: bool) -> BuildResult:
         return self._submission(spec, force=force).build
@@ -59,6 +66,12 @@ class Submitter:
     def _submission(self, spec: ImageSpec, *, force: bool,
                     before_queueing: Callable[[BuildResult], None] = lambda pending: None,
                     kept: bool = False) -> Submission:
+        submission = self._queued_or_attached(spec, force, before_queueing, kept)
+        self._confirm(submission.build)  # an attached build too: the submission that queued it may have been refused
+        return submission
+
+    def _queued_or_attached(self, spec: ImageSpec, force: bool, before_queueing: Callable[[BuildResult], None],
+                            kept: bool) -> Submission:
         target = resolve_target(spec, self._settings)
         pending = BuildResult(id=str(uuid.uuid4()), image=str(target), submitted_at=utcnow())
         message = {"spec": spec.to_wire(), "force": force}
@@ -72,6 +85,13 @@ class Submitter:
             self._builds.withdraw(pending)
             raise
         return Submission(pending, queued=True)
+
+    def _confirm(self, build: BuildResult) -> None:
+        """A build answered with its id survives a failover: a replica holds it (IMAGEBUILDER_REDIS_WAIT_REPLICAS)."""
+        if self._answering:
+            self._replicas.confirm()
+        elif not self._replicas.confirmed():
+            logger.warning("build %s is queued, not yet on a replica (IMAGEBUILDER_REDIS_WAIT_REPLICAS)", build.id)
 
 
 def send_pushed(app: Celery, pushed: list[str], trigger: Trigger) -> None:

@@ -80,6 +80,7 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     password: str | None = field(default=None, repr=False)
     tls: bool = False
+    extra_args: tuple[str, ...] = ()  # more redis-server options (a replica's `--replicaof`)
     process: Process | None = None
 
     def url(self, db: int = 0) -> str:
@@ -96,6 +97,7 @@ class RedisServer:
         if self.password:
             args += ["--requirepass", self.password]
         args += self._tls_args() if self.tls else ["--port", str(self.port)]
+        args += self.extra_args
         self.process = spawn(args, self.workdir / "redis.log")
         wait_until(lambda: redis.Redis.from_url(self.url()).ping(), f"redis-server on port {self.port}")
         return self

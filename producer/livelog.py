@@ -30,6 +30,10 @@ RETRY_AFTER_S = 5
 # After a read that found lines, a reader waits this long before the next: a fast log (apt prints hundreds of lines
 # a second) reaches each follower in at most 10 sends a second, not one per line, for 0.1 s more latency.
 BATCH_S = 0.1
+# A reader that cannot reach Redis tries again for IMAGEBUILDER_LIVE_LOG_PATIENCE_S (a failover takes seconds): its
+# followers see a pause, kept open by keep-alives, rather than the stream's end.
+READ_PATIENCE_S = 60.0
+READ_RETRY_S = 1.0
 MAX_SEND_BYTES = 64 << 10  # one send to one follower; a slow one holds at most this (and its socket's buffer)
 # nginx buffers a proxied answer unless told not to, which would hold a live log back until the build's end.
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -135,12 +139,14 @@ class LiveLogs:
     that all of its followers share, from its first line, until it ends or its last follower has gone."""
 
     def __init__(self, open_log: Callable[[], LiveBuildLog], *, most: int, max_lines: int,
-                 keepalive_s: float = KEEPALIVE_S, batch_s: float = BATCH_S):
+                 keepalive_s: float = KEEPALIVE_S, batch_s: float = BATCH_S,
+                 read_patience_s: float = READ_PATIENCE_S):
         self._open_log = open_log
         self._places = Places(most)
         self._max_lines = max_lines
         self._keepalive_s = keepalive_s
         self._batch_s = batch_s
+        self._read_patience_s = read_patience_s
         self._feeds: dict[str, BuildFeed] = {}
         self._checks: dict[str, asyncio.Future[bool]] = {}  # whether a build is known, one look-up at a time
         self._readers: set[asyncio.Task[None]] = set()  # the loop holds tasks only weakly
@@ -219,7 +225,7 @@ class LiveLogs:
         try:
             while feed.followers and feed.ending is None:
                 read_before = feed.total
-                after = await self._read_once(build_id, feed, after)
+                after = await self._read_patiently(build_id, feed, after)
                 if feed.total > read_before:
                     await asyncio.sleep(self._batch_s)
         except StoreUnavailable as error:
@@ -237,6 +243,17 @@ class LiveLogs:
         feed.end(ending)
         if self._feeds.get(build_id) is feed:
             del self._feeds[build_id]
+
+    async def _read_patiently(self, build_id: str, feed: BuildFeed, after: str) -> str:
+        """`_read_once`, tried again for `read_patience_s` while Redis is away."""
+        deadline = asyncio.get_running_loop().time() + self._read_patience_s
+        while True:
+            try:
+                return await self._read_once(build_id, feed, after)
+            except StoreUnavailable:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(min(READ_RETRY_S, self._read_patience_s))
 
     async def _read_once(self, build_id: str, feed: BuildFeed, after: str) -> str:
         """One read into the feed, waiting a while for news; the entry to read on after."""
@@ -297,8 +314,8 @@ class LiveLogResponse(StreamingResponse):
 def live_logs(settings: Settings) -> LiveLogs:
     """The API process's live logs, reading through an asyncio Redis client of their own."""
     most = settings.api_max_log_streams
-    return LiveLogs(lambda: live_build_log(settings.redis_dsn, most_readers=most), most=most,
-                    max_lines=settings.log_max_lines)
+    return LiveLogs(lambda: live_build_log(settings.redis_target, most_readers=most), most=most,
+                    max_lines=settings.log_max_lines, read_patience_s=settings.live_log_patience_s)
 
 
 def _quiet(chunk: LogChunk) -> bool:

@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(docker.io docker-registry redis-server busybox-static debootstrap apache2-utils ca-certificates iptables
-          docker-compose openssl chromium fonts-dejavu-core nginx qemu-user-static apt-cacher-ng)
+          docker-compose openssl chromium fonts-dejavu-core nginx qemu-user-static apt-cacher-ng
+          redis-sentinel)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -17,7 +18,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # package's own server, which its install starts on port 80 of every address, is wanted by nothing here. One the
   # install just started is stopped (not disabled); one that ran before is someone else's and left alone.
   # apt-cacher-ng likewise: the tests run their own (devstack/packagecaches.py); the package's, on port 3142, goes.
-  for service in nginx apt-cacher-ng; do
+  # So does redis-sentinel's, on 26379: the failover tests start their own sentinels (devstack/sentinel.py).
+  for service in nginx apt-cacher-ng redis-sentinel; do
     if [[ " ${missing[*]} " == *" $service "* ]]; then
       invoke-rc.d "$service" stop >/dev/null 2>&1 || true  # refused where policy-rc.d kept it from starting at all
     fi

@@ -108,7 +108,7 @@ class BaseWatch:
         self._specs = stores.specs
         self._builds = stores.builds
         self._triggers = stores.triggers
-        self._submitter = Submitter(app, settings, stores)
+        self._submitter = Submitter(app, settings, stores, answering=False)
         # Bases to check again (RECHECK_AFTER_S), normalised: those of specs whose build was already running,
         # which may have pulled the base before this push (a build of a target never runs twice at once), and
         # those whose check met a registry that was away.

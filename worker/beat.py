@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from config.celery_config import CHECK_QUEUE, SCHEDULE_PASS_ENTRY, SCHEDULE_PASS_TASK
 from config.settings import Settings
 from core.app import ImageBuilderCelery, create_app
+from core.stores.beatschedule import PatientRedBeatScheduler
 
 BEAT_LOCK_TIMEOUT_S = 30  # the lock outlives a few loop intervals, so a live beat never loses it
 BEAT_MAX_LOOP_INTERVAL_S = 5
@@ -16,8 +17,8 @@ BEAT_MAX_LOOP_INTERVAL_S = 5
 def create_beat_app(settings: Settings) -> ImageBuilderCelery:
     app = create_app(settings)
     app.conf.update(
-        beat_scheduler="redbeat.RedBeatScheduler",
-        redbeat_redis_url=settings.redis_dsn,
+        beat_scheduler=f"{PatientRedBeatScheduler.__module__}:{PatientRedBeatScheduler.__name__}",
+        **settings.redis_target.redbeat_options(),
         redbeat_key_prefix="imagebuilder:redbeat",
         redbeat_lock_timeout=BEAT_LOCK_TIMEOUT_S,
         beat_max_loop_interval=BEAT_MAX_LOOP_INTERVAL_S,

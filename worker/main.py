@@ -43,7 +43,10 @@ def run_worker(settings: Settings, extra_args: Sequence[str] = ()) -> None:
     naming = [] if any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in extra_args) else [
         "--hostname", f"builder-{uuid.uuid4().hex[:8]}@%h"]
     queues = [*WORKER_QUEUES, *platform_queues(app.wiring.builder)]
-    app.worker_main(["worker", "--queues", ",".join(queues), "--loglevel", "INFO", *naming, *extra_args])
+    # Workers need not know each other (a cancel is a Redis key, not a revoke): without gossip and mingle, a worker
+    # back from a lost broker connection consumes at once, with nothing else to restart.
+    app.worker_main(["worker", "--queues", ",".join(queues), "--loglevel", "INFO", "--without-gossip",
+                     "--without-mingle", *naming, *extra_args])
 
 
 def platform_queues(builder: Builder) -> list[str]:

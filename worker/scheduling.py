@@ -32,7 +32,7 @@ class SchedulingPass:
         self._settings = settings
         self._registries = registries
         self._specs, self._schedules = stores.specs, stores.schedules
-        self._submitter = Submitter(app, settings, stores)
+        self._submitter = Submitter(app, settings, stores, answering=False)
         self._builds = stores.builds
         self._digests = BaseDigests(settings, self._registries, self._builds)  # one HEAD per base and secret per pass
 
@@ -74,13 +74,15 @@ class SchedulingPass:
             return "spec-gone"
         stored, last = found
         if schedule.policy is Policy.ALWAYS:
-            return self._build(stored, Trigger.SCHEDULE)
+            return self._build(stored, Trigger.SCHEDULE, schedule)
         if not self._digests.changed(stored, last):
             return UNCHANGED
-        return self._build(stored, Trigger.BASE_CHANGED)
+        return self._build(stored, Trigger.BASE_CHANGED, schedule)
 
-    def _build(self, stored: StoredSpec, trigger: Trigger) -> str:
+    def _build(self, stored: StoredSpec, trigger: Trigger, schedule: Schedule) -> str:
         build = self._submitter.submit_stored(stored, trigger, force=True)  # attaches if it is building now
         self._schedules.checked([(stored.spec.name, True)])
-        logger.info("schedule of %s: %s build %s", stored.spec.name, trigger.value, build.id)
+        # the next due time this pass's claim set: two passes that fired one due time would log the same one
+        logger.info("schedule of %s: %s build %s, next due %s", stored.spec.name, trigger.value, build.id,
+                    schedule.next_due.isoformat() if schedule.next_due else "none")
         return trigger.value

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio
 
+from config.redis_target import RedisTarget
 from core.result import BuildResult
 from core.stores.builds import RECORD_KEY
 from core.stores.connection import async_redis_client
@@ -120,7 +121,7 @@ def _chunk(entries: list[tuple[str, dict[str, str]]], after: str) -> LogChunk:
     return LogChunk(lines, after)
 
 
-def live_build_log(redis_url: str, *, most_readers: int) -> LiveBuildLog:
+def live_build_log(target: RedisTarget, *, most_readers: int) -> LiveBuildLog:
     """A LiveBuildLog on an asyncio client of its own: each followed build's reader holds a connection for its
     blocking reads, so the pool has room for `most_readers` of them and a few short reads more."""
-    return LiveBuildLog(async_redis_client(redis_url, max_connections=most_readers + LIVE_SHORT_READS))
+    return LiveBuildLog(async_redis_client(target, max_connections=most_readers + LIVE_SHORT_READS))

@@ -4,6 +4,7 @@ does); each due time is claimed by exactly one scheduling pass."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime, timezone
 
@@ -11,6 +12,9 @@ import redis
 
 from core.errors import NeverMatches, UnknownSpec
 from core.schedule import Schedule
+from core.stores.connection import Replicas
+
+logger = logging.getLogger(__name__)
 
 SCHEDULE_KEY = "imagebuilder:schedule:{name}"  # JSON Schedule
 DUE_KEY = "imagebuilder:schedules:due"  # sorted set: spec name -> next due time (epoch s), enabled ones only
@@ -87,8 +91,9 @@ return redis.call('ZREM', KEYS[1], ARGV[1])
 class ScheduleStore:
     """Schedules in Redis, and the atomic claim of due ones."""
 
-    def __init__(self, client: redis.Redis, *, disable_after: int):
+    def __init__(self, client: redis.Redis, replicas: Replicas, *, disable_after: int):
         self._redis = client
+        self._replicas = replicas
         self._disable_after = disable_after
         self._scripts = {name: client.register_script(text) for name, text in (
             ("change", _CHANGE), ("fail", _FAIL), ("claim", _CLAIM), ("drop_stale", _DROP_STALE))}
@@ -167,8 +172,11 @@ class ScheduleStore:
             self._scripts["claim"](keys=[DUE_KEY, SCHEDULE_KEY.format(name=schedule.name)],
                                    args=[schedule.name, repr(due_at), schedule.next_due.timestamp(),
                                          json.dumps(fields)], client=pipe)
-        claimed = pipe.execute()[len(stale):]
-        return [schedule for (schedule, _), won in zip(moves, claimed) if won]
+        claimed = [schedule for (schedule, _), won in zip(moves, pipe.execute()[len(stale):]) if won]
+        if claimed and not self._replicas.confirmed():  # claimed all the same: this pass fires them
+            logger.warning("the claim of %d due schedules is not on a replica yet (IMAGEBUILDER_REDIS_WAIT_REPLICAS)",
+                           len(claimed))
+        return claimed
 
     def _next_due(self, schedule: Schedule, now_at: datetime) -> datetime | None:
         try:

@@ -9,7 +9,7 @@ import redis
 from config.settings import Settings
 from core.lifecycle import Lifecycle
 from core.stores.builds import BuildState
-from core.stores.connection import redis_client
+from core.stores.connection import Replicas, redis_client
 from core.stores.ending import BuildEnds
 from core.stores.logs import BuildLog
 from core.stores.metrics import Metrics
@@ -33,6 +33,7 @@ class Stores:
     metrics: Metrics
     lifecycle: Lifecycle
     parts: PlatformParts
+    replicas: Replicas
 
     def close(self) -> None:
         self.redis.close()
@@ -48,7 +49,9 @@ def stores_on(client: redis.Redis, settings: Settings) -> Stores:
     builds = BuildState(client, expires_s=settings.result_expires_s)
     log = BuildLog(client, max_lines=settings.log_max_lines, retention_s=settings.log_retention_s)
     specs = SpecStore(client, builds, log)
-    schedules = ScheduleStore(client, disable_after=settings.schedule_disable_after)
+    replicas = Replicas(client, settings.redis_target)
+    schedules = ScheduleStore(client, replicas, disable_after=settings.schedule_disable_after)
     ends = BuildEnds(client, settings)
     return Stores(client, builds, log, specs, schedules, TriggerStore(client), Metrics(client),
-                  Lifecycle(builds, ends, specs), PlatformParts(client, expires_s=settings.result_expires_s))
+                  Lifecycle(builds, ends, specs, replicas), PlatformParts(client, expires_s=settings.result_expires_s),
+                  replicas)

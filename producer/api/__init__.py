@@ -34,7 +34,7 @@ def create_api(settings: Settings) -> FastAPI:
     """The app for `imagebuilder api`; refuses to start without IMAGEBUILDER_API_TOKENS, or with a token too short
     to withstand guessing."""
     tokens, hook_tokens = checked_tokens(settings)
-    async_redis = async_redis_client(settings.redis_dsn, max_connections=EDGE_REDIS_CONNECTIONS)
+    async_redis = async_redis_client(settings.redis_target, max_connections=EDGE_REDIS_CONNECTIONS)
     sessions = Sessions(tokens, settings.ui_session_s, SessionStore(async_redis, max_age_s=settings.ui_session_s))
     throttle = Throttle(async_redis, most=settings.auth_max_failures, window_s=settings.auth_failure_window_s)
     # No redirect that adds a slash: Starlette would build its location from the Host header (wrong behind a proxy)

@@ -56,7 +56,11 @@ async def answer_error(request: Request, error: Exception) -> Response:
     """The status the outcome table gives the error. A bug's details stay out of the answer; Starlette logs its
     traceback, for the catch-all handler re-raises after answering."""
     detail = str(error) if isinstance(error, ImageBuilderError) else "internal error"
-    return _error(request, outcome_of(error).status, detail)
+    outcome = outcome_of(error)
+    response = _error(request, outcome.status, detail)
+    if outcome.retry_after_s:
+        response.headers["Retry-After"] = str(outcome.retry_after_s)
+    return response
 
 
 async def answer_invalid_request(request: Request, error: RequestValidationError) -> Response:

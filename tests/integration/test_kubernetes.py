@@ -60,7 +60,7 @@ def service_containers(objects: list[dict]) -> list[dict]:
     return [c for pod in pods for c in pod["containers"] if c["image"] == SERVICE_IMAGE]
 
 
-@pytest.mark.parametrize("folder", ["base", "overlays/example"])
+@pytest.mark.parametrize("folder", ["base", "overlays/example", "overlays/sentinel"])
 def test_every_object_is_valid_kubernetes_with_no_unknown_field(folder):
     # Given the base and the example overlay, rendered by kustomize
     objects = kustomize(DEPLOY / folder)
@@ -88,10 +88,12 @@ def test_the_keda_objects_are_valid_against_kedas_crd_schemas(example):
     assert keda_errors(keda) == [None, None, None]
 
 
-def test_every_variable_a_manifest_gives_the_service_is_a_setting_it_reads(example):
+@pytest.mark.parametrize("overlay", ["example", "sentinel"])
+def test_every_variable_a_manifest_gives_the_service_is_a_setting_it_reads(overlay):
     # Given the names of every variable set on the service's containers, directly or from the settings ConfigMap
-    settings_map = named(example, "ConfigMap", "imagebuilder-settings")["data"]
-    given = {env["name"] for c in service_containers(example) for env in c.get("env", [])} | set(settings_map)
+    objects = kustomize(DEPLOY / "overlays" / overlay)
+    settings_map = named(objects, "ConfigMap", "imagebuilder-settings")["data"]
+    given = {env["name"] for c in service_containers(objects) for env in c.get("env", [])} | set(settings_map)
     # Then each is a Settings variable, or one the Docker client reads
     read = {field.validation_alias for field in Settings.model_fields.values()} | DOCKER_CLIENT_VARIABLES
     assert given - read == set()
@@ -231,3 +233,58 @@ def _bytes(size: str) -> int:
         if size.endswith(suffix):
             return int(size.removesuffix(suffix)) * units[suffix]
     return int(size)
+
+
+@pytest.fixture(scope="module")
+def sentinel() -> list[dict]:
+    return kustomize(DEPLOY / "overlays" / "sentinel")
+
+
+def test_the_sentinel_overlay_runs_three_redis_pods_each_with_a_sentinel_and_no_single_redis(sentinel):
+    # Given the sentinel overlay
+    redis = named(sentinel, "StatefulSet", "imagebuilder-redis-ha")["spec"]
+    # Then three pods run a Redis and a sentinel each, started by scripts that put passwords in files, not arguments
+    assert redis["replicas"] == 3 and redis["serviceName"] == "imagebuilder-redis-ha"
+    containers = redis["template"]["spec"]["containers"]
+    assert [(c["name"], c["command"]) for c in containers] == [("redis", ["sh", "/scripts/redis.sh"]),
+                                                                ("sentinel", ["sh", "/scripts/sentinel.sh"])]
+    scripts = named(sentinel, "ConfigMap", "imagebuilder-redis-scripts")["data"]
+    assert "sentinel monitor imagebuilder $master 6379 2" in scripts["sentinel.sh"]
+    assert "replicaof $master 6379" in scripts["redis.sh"] and "> /conf/redis.conf" in scripts["redis.sh"]
+    # and the one-pod Redis and its Service are gone
+    assert [o["metadata"]["name"] for o in sentinel if o["metadata"]["name"] == "imagebuilder-redis"
+            and o["kind"] in ("StatefulSet", "Service")] == []
+    assert keda_errors([o for o in sentinel if o["apiVersion"] == KEDA_API]) == [None, None, None]
+
+
+def test_every_component_and_keda_find_the_master_through_the_same_three_sentinels(sentinel):
+    # Given the pods' addresses under their headless Service, in the overlay's namespace
+    namespace = named(sentinel, "ConfigMap", "imagebuilder-settings")["metadata"]["namespace"]
+    pods = [f"imagebuilder-redis-ha-{n}.imagebuilder-redis-ha.{namespace}:26379" for n in range(3)]
+    settings_map = named(sentinel, "ConfigMap", "imagebuilder-settings")["data"]
+    # Then the settings name them, the master and one replica to confirm each accepted build, and they are valid
+    settings = Settings(_env_file=None, **settings_map)
+    assert settings.redis_target.sentinels == tuple((pod.rsplit(":")[0], 26379) for pod in pods)
+    assert (settings.redis_master_name, settings.redis_wait_replicas) == ("imagebuilder", 1)
+    # and every service container has the sentinels' password from the Secret
+    for container in service_containers(sentinel):
+        given = {env["name"]: env for env in container["env"]}
+        assert given["IMAGEBUILDER_REDIS_SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "imagebuilder-redis", "key": "sentinel-password"}
+    # and KEDA reads the queues from the same master through the same sentinels, with both passwords
+    for scaled in (o for o in sentinel if o["kind"] == "ScaledObject"):
+        assert {(t["type"], t["metadata"]["addresses"], t["metadata"]["sentinelMaster"])
+                for t in scaled["spec"]["triggers"]} == {("redis-sentinel", ",".join(pods), "imagebuilder")}
+    auth = named(sentinel, "TriggerAuthentication", "imagebuilder-redis")["spec"]["secretTargetRef"]
+    assert {ref["parameter"] for ref in auth} == {"password", "sentinelPassword"}
+
+
+def test_the_sentinel_ports_are_open_to_the_services_pods_and_the_redis_pods_to_each_other(sentinel):
+    policy = named(sentinel, "NetworkPolicy", "imagebuilder-redis")["spec"]
+    service_rule, peers = policy["ingress"]
+    assert {p["port"] for p in service_rule["ports"]} == {6379, 26379}
+    assert peers["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "imagebuilder-redis"}}}]
+    assert {p["port"] for p in peers["ports"]} == {6379, 26379}
+    texts = [json.dumps(c.get("command", [])) + json.dumps(c.get("args", []))
+             for o in sentinel if o["kind"] == "StatefulSet" for c in o["spec"]["template"]["spec"]["containers"]]
+    assert not [t for t in texts if "CHANGE-ME" in t or "PASSWORD" in t]

@@ -219,14 +219,15 @@ def test_redis_going_away_ends_a_live_log_cleanly(stack, tmp_path):
     # Given an API on a Redis of its own, and a follower of a running build there
     redis_server = RedisServer(tmp_path / "redis").start()
     url_of_redis = redis_server.url()
-    process, url = start_api(stack, "live-logs-redis-away", IMAGEBUILDER_REDIS_URL=url_of_redis)
+    process, url = start_api(stack, "live-logs-redis-away", IMAGEBUILDER_REDIS_URL=url_of_redis,
+                             IMAGEBUILDER_LIVE_LOG_PATIENCE_S="1")
     own = open_stores(stack.settings(IMAGEBUILDER_REDIS_URL=url_of_redis))
     try:
         build = running_build(own)
         with following(url, build.id) as answer:
             chunks = answer.iter_raw()
             assert next(chunks) == b"data: ==> pushing\n\n"
-            # When Redis stops
+            # When Redis stops, for longer than the live log waits for it (IMAGEBUILDER_LIVE_LOG_PATIENCE_S)
             redis_server.stop()
             # Then the stream ends, properly framed, with an event saying why
             rest = b"".join(chunks)

@@ -22,6 +22,7 @@ from core.schedule import Schedule
 from core.spec import parse_spec
 from core.stored import Trigger
 from core.stores.builds import HEARTBEATS_KEY, INFLIGHT_KEY, LOCK_KEY, RECORD_KEY
+from core.stores.connection import Replicas
 from core.stores.logs import LOG_END_FIELD, LOG_KEY
 from core.stores.schedules import DUE_KEY, ScheduleStore
 from core.stores.specs import ENTRY_KEY, HISTORY_KEY, SpecStore
@@ -93,8 +94,8 @@ def ended(build: BuildResult, *, failed: bool) -> BuildResult:
 
 @pytest.mark.parametrize("failed", [True, False])
 def test_a_build_end_and_a_pass_claiming_its_schedule_in_any_order_fire_it_once(stack, conn, unique, failed):
-    passes = ScheduleStore(conn, disable_after=DISABLE_AFTER)
     settings = stack.settings(STORES_DB).model_copy(update={"schedule_disable_after": DISABLE_AFTER})
+    passes = ScheduleStore(conn, Replicas(conn, settings.redis_target), disable_after=DISABLE_AFTER)
     points = range(1, 6)
     due = due_schedules(passes, [f"{unique}-{point}" for point in points])
     # For every point before, between and after the build end's Redis commands (the schedule is told in the one

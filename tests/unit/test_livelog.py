@@ -189,13 +189,31 @@ def test_redis_going_away_ends_the_stream_with_an_unavailable_event():
         # Given a follower that has had the first line
         log = MemoryLog()
         log.lines = ["a"]
-        following = asyncio.create_task(Client().follow(live(log)))
+        following = asyncio.create_task(Client().follow(live(log, read_patience_s=QUICK_S)))
         await asyncio.sleep(QUICK_S * 2)
-        # When Redis goes away, Then the stream ends with the reason, not an error
+        # When Redis goes away for longer than the reader's patience, Then the stream ends with the reason
         log.failing = True
         return await asyncio.wait_for(following, 5)
 
     assert run_apart(scenario()).startswith(b"data: a\n\nevent: unavailable\ndata: cannot reach Redis")
+
+
+def test_redis_away_for_less_than_the_readers_patience_is_a_pause_in_the_stream_not_its_end():
+    async def scenario():
+        # Given a follower that has had the first line
+        log = MemoryLog()
+        log.lines = ["a"]
+        following = asyncio.create_task(Client().follow(live(log, read_patience_s=2.0)))
+        await asyncio.sleep(QUICK_S * 2)
+        # When Redis goes away (a failover) and comes back within the reader's patience with more lines and the end
+        log.failing = True
+        await asyncio.sleep(0.5)
+        log.lines, log.failing = ["a", "b"], False
+        log.end = "Succeeded"
+        return await asyncio.wait_for(following, 5)
+
+    # Then the same stream goes on to the end
+    assert run_apart(scenario()) == b"data: a\n\ndata: b\n\n" + END
 
 
 class StuckClient(Client):
@@ -216,7 +234,7 @@ def test_after_redis_came_back_a_new_follower_gets_a_fresh_reader_not_the_old_en
         # Given a follower stuck on a slow connection, still attached when Redis goes away and its feed ends
         log = MemoryLog()
         log.lines = ["a"]
-        logs = live(log)
+        logs = live(log, read_patience_s=QUICK_S)
         stuck = StuckClient()
         lingering = asyncio.create_task(stuck.follow(logs))
         await asyncio.sleep(QUICK_S * 2)

@@ -4,6 +4,8 @@
 
 const ANSI = /\x1b\[[0-?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]/g;
 const PROGRESS_EVERY_MS = 2000;
+const FOLLOW_AGAIN_MS = 3000;
+const FOLLOW_ATTEMPTS = 10;  // half a minute of a live log that cannot be followed, then it says so
 
 function confirmBeforeSubmit() {
   for (const form of document.querySelectorAll("form[data-confirm]")) {
@@ -51,9 +53,20 @@ function followLog() {
     window.setTimeout(() => window.location.reload(), 800);
   });
   source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) state.textContent = "The live log stopped; reload to see more.";
+    if (source.readyState === EventSource.CLOSED) followAgain(state);
   };
-  refreshProgress();
+}
+
+let followAttempts = 0;
+
+function followAgain(state) {
+  // The API answered an error (Redis away, say: a failover takes seconds): follow again from the first line.
+  if (++followAttempts > FOLLOW_ATTEMPTS) {
+    state.textContent = "The live log stopped; reload to see more.";
+    return;
+  }
+  state.textContent = "The live log was interrupted; following it again…";
+  window.setTimeout(followLog, FOLLOW_AGAIN_MS);
 }
 
 function refreshProgress() {
@@ -79,4 +92,5 @@ document.addEventListener("DOMContentLoaded", () => {
   confirmBeforeSubmit();
   copyButtons();
   followLog();
+  refreshProgress();
 });
