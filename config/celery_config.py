@@ -21,7 +21,6 @@ SCHEDULE_PASS_TASK = "imagebuilder.schedule_pass"  # decide the due schedules (w
 PART_TASK_NAME = "imagebuilder.build_part"
 TASK_QUEUES = {BUILD_TASK_NAME: BUILD_QUEUE, BASES_PUSHED_TASK: CHECK_QUEUE, SCHEDULE_PASS_TASK: CHECK_QUEUE}
 SCHEDULE_PASS_ENTRY = "imagebuilder-schedule-pass"  # the one entry of celery-redbeat's schedule
-SENTINEL_TRANSPORT = "core.stores.broker:FailoverSentinelTransport"
 
 
 def check_delivery_settings(settings: Settings) -> None:
@@ -33,11 +32,6 @@ def check_delivery_settings(settings: Settings) -> None:
             f"{settings.hard_time_limit_s - settings.build_timeout_s} s), or Redis would hand running builds "
             "to a second worker"
         )
-
-
-def _sentinel(target: RedisTarget) -> dict[str, Any]:
-    """kombu's Sentinel transport, made to ride out a failover (named, not imported: config sits below core)."""
-    return {"broker_transport": SENTINEL_TRANSPORT} if target.sentinel else {}
 
 
 def _tls(target: RedisTarget) -> dict[str, Any]:
@@ -69,7 +63,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,
-        **_sentinel(target),
         **_tls(target),
         "result_backend_always_retry": True,
         "result_backend_max_retries": 30,

@@ -6,6 +6,7 @@ from celery import Celery
 
 from config.celery_config import celery_config
 from config.settings import Settings
+from core.stores import broker  # noqa: F401 - the `sentinel://` scheme names its transport from here on
 
 
 class ImageBuilderCelery(Celery):

@@ -19,6 +19,7 @@ SENTINELS = 3
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 10_000
 FAILOVER_WITHIN_S = 30
+TILT_S = 30  # Sentinel's TILT period
 
 
 @dataclass
@@ -57,6 +58,9 @@ class Sentinel:
     def master_port_now(self) -> int | None:
         address = self.client().sentinel_get_master_addr_by_name(MASTER_NAME)
         return int(address[1]) if address else None
+
+    def tilted(self) -> bool:
+        return bool(int(self.client().info("sentinel")["sentinel_tilt"]))
 
     def stop(self) -> None:
         if self.process:
@@ -112,7 +116,11 @@ class SentinelRedis:
         return next(server for server in self.servers if server.port == port)
 
     def kill_master(self) -> RedisServer:
-        """SIGKILL the master, as a machine crash would; the server that was it."""
+        """SIGKILL the master, as a machine crash would; the server that was it. Not while a sentinel is in TILT
+        mode (entered when its timer stalls for two seconds, a loaded machine's hiccup): for its 30 s it would not
+        notice, and then find the replicas away from the master too long to promote one (DOWN_AFTER_MS * 10)."""
+        wait_until(lambda: not any(s.tilted() for s in self.sentinels), "the sentinels out of TILT mode",
+                   TILT_S + FAILOVER_WITHIN_S)
         master = self.master()
         master.process.kill()
         return master
@@ -123,7 +131,10 @@ class SentinelRedis:
         return self.master()
 
     def rejoin(self, old: RedisServer) -> None:
-        """Restart a killed master (its AOF as it was): the sentinels make it a replica of the new one."""
+        """Restart a killed master (its AOF as it was) as a replica of the new one, as a supervisor that asks the
+        sentinels first does (deploy/kubernetes/overlays/sentinel's start script): the sentinels would make it one
+        too, after their next look at it, up to ten seconds later."""
+        old.extra_args = ("--masterauth", self.password, "--replicaof", "127.0.0.1", str(self.master().port))
         old.start()
         wait_until(lambda: self._replicas_of(self.master()) == self.replicas, "the old master to rejoin as a replica",
                    FAILOVER_WITHIN_S)

@@ -3,12 +3,18 @@ flight. When the connection drops, Celery collects the transport and then closes
 that still holds unacknowledged deliveries asks for a pool on the collected transport, and kombu's AttributeError
 there ends the worker. Here that is the connection error it is, which Celery's reconnection passes by; such a
 delivery stays in the broker's unacknowledged set, and if it is handed out again after the visibility timeout,
-it finds its build ended and is ignored (worker/tasks.py)."""
+it finds its build ended and is ignored (worker/tasks.py).
+
+kombu finds a transport by its URL's scheme, also each time it moves on to the next sentinel's URL, so the
+`sentinel` scheme itself names this transport once this module is imported (core/app.py does)."""
 
 from __future__ import annotations
 
 import redis
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.redis import SentinelChannel, SentinelTransport
+
+SENTINEL_SCHEME = "sentinel"
 
 
 class FailoverSentinelChannel(SentinelChannel):
@@ -20,3 +26,6 @@ class FailoverSentinelChannel(SentinelChannel):
 
 class FailoverSentinelTransport(SentinelTransport):
     Channel = FailoverSentinelChannel
+
+
+TRANSPORT_ALIASES[SENTINEL_SCHEME] = f"{__name__}:{FailoverSentinelTransport.__name__}"

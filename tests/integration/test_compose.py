@@ -13,9 +13,12 @@ import time
 import docker
 import httpx
 import pytest
+import redis
 import yaml
 
+from config.settings import Settings
 from core.reference import parse_reference
+from core.stores.connection import redis_client
 from devstack.baseimage import push
 from devstack.compose import (
     PYTHON_BASE,
@@ -116,4 +119,53 @@ def _workers_seen() -> int:
         return httpx.get(f"{API}/healthz", timeout=2).json()["workers"]
     except (httpx.HTTPError, ValueError):
         time.sleep(1)
+        return 0
+
+
+SENTINEL_PORTS = [free_port() for _ in range(3)]
+
+
+def test_the_sentinel_profile_fails_over_to_the_replica_and_takes_the_old_master_back(compose_env):
+    # Given the sentinel profile's Redis: the master, its replica and three sentinels, quick to call a master down
+    prepare_images(docker.from_env())
+    env = {**compose_env, "COMPOSE_PROFILES": "sentinel", "IMAGEBUILDER_SENTINEL_DOWN_AFTER_MS": "1000",
+           **{f"IMAGEBUILDER_SENTINEL_PORT_{n}": str(port) for n, port in enumerate(SENTINEL_PORTS, 1)}}
+    services = ["redis", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"]
+    compose(PROJECT, "down", "-v", "--timeout", "5", env=env)
+    try:
+        up = compose(PROJECT, "up", "-d", *services, env=env)
+        assert up.returncode == 0, up.stderr[-3000:]
+        # and a client named as the worker's settings name it (the sentinels' ports published on the host)
+        settings = Settings(_env_file=None, IMAGEBUILDER_REDIS_URL="redis://localhost/0",
+                            IMAGEBUILDER_REDIS_SENTINELS=",".join(f"127.0.0.1:{p}" for p in SENTINEL_PORTS))
+        client = redis_client(settings, patient=True)
+        wait_for(lambda: _replicas(client) == 1 and all(_sees_the_group(port) for port in SENTINEL_PORTS),
+                 "the replica in sync, and each sentinel knowing it and the other two", 60)
+        client.set("before", "1")
+        assert client.wait(1, 5000) == 1
+        old = client.execute_command("ROLE")[0:1]
+        # When the master's container is killed
+        assert compose(PROJECT, "kill", "redis", env=env).returncode == 0
+        # Then the same client writes on the promoted replica without being told, and finds what was there
+        client.set("after", "1")
+        assert client.get("before") == "1" and old == ["master"]
+        # And the old master, started again, rejoins as a replica of the new one
+        assert compose(PROJECT, "start", "redis", env=env).returncode == 0
+        wait_for(lambda: _replicas(client) == 1, "the old master back as a replica", 60)
+    finally:
+        compose(PROJECT, "down", "-v", "--timeout", "5", env=env)
+
+
+def _sees_the_group(port: int) -> bool:
+    try:
+        view = redis.Redis(port=port, socket_timeout=2).sentinel_master("imagebuilder")
+    except redis.RedisError:
+        return False
+    return int(view["num-other-sentinels"]) == 2 and int(view["num-slaves"]) == 1
+
+
+def _replicas(client) -> int:
+    try:
+        return int(client.info("replication")["connected_slaves"])
+    except Exception:
         return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from core.errors import StoreUnavailable
 from core.phases import BuildPhase
@@ -21,12 +22,12 @@ from devstack.sentinel import SentinelRedis
 from devstack.stack import WorkerProcess, start_api, start_beat, start_worker
 from producer.client import BuildClient
 from tests.integration.conftest import AUTH
-from tests.integration.helpers import wait_for
+from tests.integration.test_console import BUILD_WAIT_MS, sign_in
 from tests.integration.test_delivery import slow_spec
 
 pytestmark = pytest.mark.integration
 
-LOAD_S = 30  # submissions go on this long, the master killed a third of the way in
+LOAD_S = 24  # submissions go on this long, the master killed a third of the way in
 SUBMIT_EVERY_S = 0.25  # per side: the API and the client
 TARGETS = 16  # distinct images among the submissions: most submissions find theirs built, or being built
 SCHEDULE_EVERY_S = 3
@@ -189,7 +190,8 @@ def test_a_failover_under_load_keeps_every_accepted_build_and_ends_each_once(sta
     assert len(client.specs.history(scheduled)) == len(builds) + 1  # and the one build its apply made
 
 
-def test_a_live_log_followed_across_a_failover_goes_on_to_the_builds_end(stack, group, service, client, unique):
+def test_a_live_log_and_the_console_go_on_across_a_failover_to_the_builds_end(stack, group, env, service, client,
+                                                                             browser, unique):
     # Given a build running long enough (apt over the network), its live log followed through the API
     build_id = client.submit(slow_spec(stack, f"{unique}-followed"), force=True).id
     lines: list[str] = []
@@ -201,16 +203,28 @@ def test_a_live_log_followed_across_a_failover_goes_on_to_the_builds_end(stack, 
 
     follower = threading.Thread(target=follow)
     follower.start()
-    wait_for(lambda: client.status(build_id).phase is BuildPhase.RUNNING, "the build to start", 60)
-    # When the master is killed while the build runs
-    old = group.kill_master()
-    group.wait_for_new_master(old)
-    group.rejoin(old)
-    follower.join(END_WITHIN_S)
-    # Then the same stream went on through the failover and ended with the build's phase, not cut short
-    assert "event: unavailable" not in lines
-    assert lines[lines.index("event: end") + 1] == "data: Succeeded", lines[-20:]
-    assert client.wait(build_id, timeout_s=END_WITHIN_S).phase is BuildPhase.SUCCEEDED
+    # and open in the console of an API whose live logs end at once when Redis does not answer
+    api, url = start_api(stack, "failover-console", **env, IMAGEBUILDER_LIVE_LOG_PATIENCE_S="0")
+    context = browser.new_context(base_url=url)
+    try:
+        page = context.new_page()
+        sign_in(page, f"/ui/builds/{build_id}")
+        expect(page.locator("#log span").first).to_be_visible(timeout=BUILD_WAIT_MS)
+        # When the master is killed while the build runs
+        old = group.kill_master()
+        group.wait_for_new_master(old)
+        group.rejoin(old)
+        follower.join(END_WITHIN_S)
+        # Then the API's stream went on through the failover and ended with the build's phase, not cut short
+        assert "event: unavailable" not in lines
+        assert lines[lines.index("event: end") + 1] == "data: Succeeded", lines[-20:]
+        # And the console, whose stream was cut, followed the log again by itself to the build's end
+        expect(page.locator("#phase")).to_have_text("Succeeded", timeout=BUILD_WAIT_MS)
+        follows = api.log_path.read_text().count(f"GET /builds/{build_id}/logs?follow=true")
+        assert follows >= 2, follows
+    finally:
+        context.close()
+        api.stop()
 
 
 def test_no_log_of_the_failover_holds_a_password(group, service):

@@ -1,10 +1,12 @@
 """Where Redis is, as each client takes it: one server, or the master Redis Sentinel names (config/redis_target.py)."""
 
 import pytest
+from kombu import Connection
 
-from config.celery_config import SENTINEL_TRANSPORT, celery_config
+from config.celery_config import celery_config
 from config.settings import load_settings
 from core.errors import SettingsError
+from core.stores.broker import FailoverSentinelTransport
 from worker.beat import create_beat_app
 
 SENTINELS = "10.0.0.1:26379, [fd00::2]:26380,sentinel-3:26381"
@@ -24,7 +26,7 @@ def test_a_plain_url_is_used_as_it_is_by_every_client():
     config = celery_config(settings)
     assert not target.sentinel
     assert config["broker_url"] == config["result_backend"] == "redis://:pw@redis.local:6380/2"
-    assert set(config["broker_transport_options"]) == {"visibility_timeout"} and "broker_transport" not in config
+    assert set(config["broker_transport_options"]) == {"visibility_timeout"}
     assert target.redbeat_options() == {"redbeat_redis_url": "redis://:pw@redis.local:6380/2"}
 
 
@@ -42,7 +44,6 @@ def test_sentinels_name_the_master_for_the_broker_the_backend_and_redbeat():
     assert options["master_name"] == "builds-master"
     assert options["sentinel_kwargs"]["password"] == SENTINEL_PASSWORD
     assert config["result_backend_transport_options"] == options
-    assert config["broker_transport"] == SENTINEL_TRANSPORT
     # And redis-py clients and redbeat take the same sentinels, master, database and passwords
     assert target.server_options() == {"db": 3, "password": PASSWORD}
     beat = create_beat_app(settings).conf
@@ -80,3 +81,14 @@ def test_a_bad_redis_setting_is_named_with_its_rule(variables, says):
     with pytest.raises(SettingsError) as raised:
         load_settings(_env_file=None, **variables)
     assert says in str(raised.value)
+
+
+def test_every_sentinel_url_kombu_moves_on_to_takes_the_transport_that_rides_out_a_failover():
+    # Given the broker's connection with its three sentinel:// URLs, as the app makes it
+    connection = create_beat_app(sentinel_settings()).connection_for_read()
+    # When kombu moves on to the next sentinel's URL, as it does when one does not answer
+    first = type(connection.transport)
+    connection.switch(connection.alt[1])
+    # Then the transport is still the one made to ride out a failover (core/stores/broker.py)
+    assert first is type(connection.transport) is FailoverSentinelTransport
+    assert isinstance(connection, Connection)
