@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(DEFAULT_API_MAX_BODY_BYTES, ge=1024,
                                     validation_alias="IMAGEBUILDER_API_MAX_BODY_BYTES")
     api_public_docs: bool = Field(False, validation_alias="IMAGEBUILDER_API_PUBLIC_DOCS")
+    # A build Pending this long whose message the broker holds neither queued nor delivered (lost in a failover) is
+    # sent again by a worker's reaper, which looks this often.
+    requeue_undelivered_after_s: int = Field(60, ge=1, le=DAY_S,
+                                             validation_alias="IMAGEBUILDER_REQUEUE_UNDELIVERED_AFTER_S")
     # How long a live log waits for Redis to answer again (a failover) before it ends with an `unavailable` event.
     live_log_patience_s: float = Field(60.0, ge=0, le=3600, validation_alias="IMAGEBUILDER_LIVE_LOG_PATIENCE_S")
     api_max_log_streams: int = Field(DEFAULT_API_MAX_LOG_STREAMS, ge=1, le=MAX_API_MAX_LOG_STREAMS,

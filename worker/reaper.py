@@ -1,11 +1,14 @@
-"""The reaper: every worker looks for builds whose heartbeat stopped (their worker died) and redelivers them.
+"""The reaper: every worker looks for builds whose heartbeat stopped (their worker died) and redelivers them; and,
+less often, for Pending builds whose message the broker lost, and sends them again.
 
 Redis would redeliver such a build only after the visibility timeout, which must outlast the longest build;
-the heartbeat lets a surviving worker take it over within seconds instead."""
+the heartbeat lets a surviving worker take it over within seconds instead. A message lost in a failover (popped by
+a worker from a master that died before its replica saw the worker note the delivery) Redis never redelivers."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import bootsteps
 from prometheus_client import start_http_server
@@ -32,6 +35,19 @@ def reap_once(app, state: BuildState) -> list[str]:
     return redelivered
 
 
+def requeue_undelivered(app, state: BuildState, older_than_s: float) -> list[str]:
+    """Send again every build Pending for over `older_than_s` whose message the broker lost; the ids sent."""
+    sent = []
+    for build_id in state.claim_undelivered((BUILD_QUEUE,), older_than_s=older_than_s):
+        message = state.message(build_id)
+        if message is None:
+            continue
+        app.send_task(BUILD_TASK_NAME, kwargs=message, task_id=build_id, queue=BUILD_QUEUE)
+        logger.warning("build %s was neither queued nor delivered (the broker lost it): sent again", build_id)
+        sent.append(build_id)
+    return sent
+
+
 class Reaper(bootsteps.StartStopStep):
     """A worker bootstep in the worker's main process: each round says the worker is alive and runs
     `reap_once`; with IMAGEBUILDER_METRICS_PORT it also serves the Prometheus endpoint.
@@ -44,6 +60,7 @@ class Reaper(bootsteps.StartStopStep):
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)
         self._timer_entry = None
+        self._undelivered_checked_at = float("-inf")
 
     def start(self, worker) -> None:
         settings, wiring = worker.app.settings, worker.app.wiring
@@ -52,7 +69,7 @@ class Reaper(bootsteps.StartStopStep):
             start_http_server(settings.metrics_port, registry=metrics_registry(wiring.stores().redis))
         # Not the patient stores: a round must not hold up the event loop for long while Redis is away.
         stores = wiring.stores(patient=False)
-        round_args = (worker.app, worker.hostname, stores.builds, stores.metrics)
+        round_args = (worker.app, worker.hostname, stores.builds, stores.metrics, settings.requeue_undelivered_after_s)
         self._round(*round_args)
         self._timer_entry = worker.timer.call_repeatedly(REAP_INTERVAL_S, self._round, round_args)
 
@@ -60,10 +77,12 @@ class Reaper(bootsteps.StartStopStep):
         if self._timer_entry is not None:
             self._timer_entry.cancel()
 
-    @staticmethod
-    def _round(app, hostname: str, state: BuildState, metrics: Metrics) -> None:
+    def _round(self, app, hostname: str, state: BuildState, metrics: Metrics, undelivered_after_s: float) -> None:
         try:
             metrics.worker_alive(hostname)
             reap_once(app, state)
+            if time.monotonic() - self._undelivered_checked_at >= undelivered_after_s:
+                self._undelivered_checked_at = time.monotonic()
+                requeue_undelivered(app, state, undelivered_after_s)
         except Exception:
             logger.warning("reaper round failed; trying again", exc_info=True)

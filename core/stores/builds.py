@@ -26,6 +26,8 @@ LOCK_KEY = "imagebuilder:lock:{target}"  # held by the one delivery building a t
 HEARTBEATS_KEY = "imagebuilder:heartbeats"  # sorted set: build id -> when its heartbeat expires (epoch s)
 LAST_IMAGE_KEY = "imagebuilder:last-image:{name}"  # the image the last successful build under a name is at
 RECENT_KEY = "imagebuilder:recent"  # sorted set: build id -> when it was submitted (epoch s), the newest kept
+REQUEUED_KEY = "imagebuilder:requeued:{id}"  # a build sent again after the broker lost its message, for a while
+BROKER_UNACKED_KEY = "unacked"  # kombu's: the messages delivered to a worker and not yet acknowledged
 RECENT_BUILDS_KEPT = 1000
 HEARTBEAT_TTL_S = 15
 LAST_IMAGE_TTL_S = 90 * 24 * 3600  # a name not built for this long has no layers worth importing left
@@ -121,6 +123,15 @@ if not is_final(before) then redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) end
 return before
 """
 
+# The ids of the builds submitted before ARGV[1] (of those RECENT_KEY keeps) that are still Pending.
+_PENDING_BEFORE = LUA_PHASES + """
+local pending = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
+  if phase_of(id) == ARGV[2] then table.insert(pending, id) end
+end
+return pending
+"""
+
 _DELETE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -172,7 +183,7 @@ class BuildState:
             ("submit", _SUBMIT), ("begin", _BEGIN), ("advance", _ADVANCE),
             ("note_base_digest", _NOTE_BASE_DIGEST),
             ("cancel", _CANCEL), ("delete_if_equal", _DELETE_IF_EQUAL), ("keep_alive", _KEEP_ALIVE),
-            ("let_go", _LET_GO))}
+            ("let_go", _LET_GO), ("pending_before", _PENDING_BEFORE))}
 
     # -- the record ----------------------------------------------------------------------------------------
     def find(self, build_id: str) -> BuildResult | None:
@@ -284,6 +295,28 @@ class BuildState:
     def let_go(self, target: str, token: str, build_id: str) -> None:
         """Stop the heartbeat and free the lock if this delivery still holds it (one round trip)."""
         self._scripts["let_go"](keys=[LOCK_KEY.format(target=target), HEARTBEATS_KEY], args=[token, build_id])
+
+    def claim_undelivered(self, queues: tuple[str, ...], *, older_than_s: float) -> list[str]:
+        """Builds Pending for over `older_than_s` whose message the broker holds neither in a queue nor as delivered
+        to a worker: lost (a failover between a worker's pop of it and its note of the delivery, two commands to
+        Redis, loses it). Each is returned to one caller, once in `older_than_s`."""
+        pending = self._scripts["pending_before"](keys=[RECENT_KEY],
+                                                  args=[time.time() - older_than_s, BuildPhase.PENDING.value])
+        if not pending:
+            return []
+        held = self._broker_messages(queues)
+        return [i for i in pending if i not in held and self._claim_requeue(i, older_than_s)]
+
+    def _broker_messages(self, queues: tuple[str, ...]) -> str:
+        """Every message the broker holds for `queues` or as delivered, as one text (an id in it is in one)."""
+        pipe = self._redis.pipeline(transaction=True)
+        for queue in queues:
+            pipe.lrange(queue, 0, -1)
+        pipe.hvals(BROKER_UNACKED_KEY)
+        return "\n".join(message for messages in pipe.execute() for message in messages)
+
+    def _claim_requeue(self, build_id: str, for_s: float) -> bool:
+        return bool(self._redis.set(REQUEUED_KEY.format(id=build_id), "1", nx=True, ex=max(1, int(for_s))))
 
     def claim_dead(self) -> list[str]:
         """Builds whose heartbeat expired; each is returned to exactly one caller (ZREM decides)."""

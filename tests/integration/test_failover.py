@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from playwright.sync_api import expect
 
 from core.errors import StoreUnavailable
@@ -225,6 +226,31 @@ def test_a_live_log_and_the_console_go_on_across_a_failover_to_the_builds_end(st
     finally:
         context.close()
         api.stop()
+
+
+LOST_DB = 1  # no worker until the test starts one
+
+
+def test_a_build_whose_message_a_failover_lost_is_sent_again_and_built_once(stack, group, unique):
+    # Given two builds accepted while no worker serves their database, one of them Pending with its message gone
+    # from the broker (as a failover between a worker's pop of it and its note of the delivery leaves it)
+    env = {**group.env(LOST_DB), **REPLICATED, "IMAGEBUILDER_REQUEUE_UNDELIVERED_AFTER_S": "2"}
+    with BuildClient(stack.settings(LOST_DB, **env)) as lost_client:
+        lost, kept = (lost_client.submit(spec(stack, f"{unique}-{n}", n)).id for n in (1, 2))
+        broker = redis.Redis(port=group.master().port, password=group.password, db=LOST_DB, decode_responses=True)
+        (message,) = [m for m in broker.lrange("builds", 0, -1) if lost in m]
+        assert broker.lrem("builds", 1, message) == 1
+        time.sleep(2)
+        # When a worker starts on that database
+        worker = start_worker(stack, "failover-lost", LOST_DB, **env)
+        try:
+            results = [lost_client.wait(build_id, timeout_s=END_WITHIN_S) for build_id in (lost, kept)]
+        finally:
+            worker.process.stop()
+    # Then its reaper sent the lost one again, only that one, and both were built
+    assert [r.phase for r in results] == [BuildPhase.SUCCEEDED] * 2
+    sent_again = re.findall(r"build (\S+) was neither queued nor delivered", worker.log_text)
+    assert sent_again == [lost]
 
 
 def test_no_log_of_the_failover_holds_a_password(group, service):
