@@ -119,11 +119,14 @@ class SentinelRedis:
         """SIGKILL the master, as a machine crash would; the server that was it. Not while a sentinel is in TILT
         mode (entered when its timer stalls for two seconds, a loaded machine's hiccup): for its 30 s it would not
         notice, and then find the replicas away from the master too long to promote one (DOWN_AFTER_MS * 10)."""
-        wait_until(lambda: not any(s.tilted() for s in self.sentinels), "the sentinels out of TILT mode",
-                   TILT_S + FAILOVER_WITHIN_S)
+        self.wait_out_tilt()
         master = self.master()
         master.process.kill()
         return master
+
+    def wait_out_tilt(self) -> None:
+        wait_until(lambda: not any(s.tilted() for s in self.sentinels), "the sentinels out of TILT mode",
+                   TILT_S + FAILOVER_WITHIN_S)
 
     def wait_for_new_master(self, old: RedisServer) -> RedisServer:
         wait_until(lambda: all(s.master_port_now() not in (None, old.port) for s in self.sentinels),

@@ -10,7 +10,9 @@ from contextlib import contextmanager
 import kombu.exceptions
 import redis
 import redis.asyncio
+import redis.asyncio.connection
 import redis.asyncio.sentinel
+import redis.connection
 import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
@@ -43,7 +45,8 @@ def redis_client(settings: Settings, *, patient: bool = False) -> redis.Redis:
         return redis.Redis.from_url(target.url, **options)
     sentinels = redis.sentinel.Sentinel(target.sentinels, sentinel_kwargs=target.sentinel_options(),
                                         **target.server_options())
-    return sentinels.master_for(target.master_name, **options)
+    connection = RediscoveringSSLConnection if target.tls else RediscoveringConnection
+    return sentinels.master_for(target.master_name, connection_class=connection, **options)
 
 
 def async_redis_client(target: RedisTarget, *, max_connections: int) -> redis.asyncio.Redis:
@@ -57,7 +60,37 @@ def async_redis_client(target: RedisTarget, *, max_connections: int) -> redis.as
         return redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(target.url, **options))
     sentinels = redis.asyncio.sentinel.Sentinel(target.sentinels, sentinel_kwargs=target.sentinel_options(),
                                                 **target.server_options())
-    return sentinels.master_for(target.master_name, connection_pool_class=BlockingSentinelPool, **options)
+    connection = AsyncRediscoveringSSLConnection if target.tls else AsyncRediscoveringConnection
+    return sentinels.master_for(target.master_name, connection_pool_class=BlockingSentinelPool,
+                                connection_class=connection, **options)
+
+
+class RediscoveringConnection(redis.sentinel.SentinelManagedConnection):
+    """redis-py's connection to the master Sentinel names, asking the sentinels again on every reconnection. Its own
+    reconnects when a command is sent through a base-class path that its `connect` does not see, so a retried
+    command went back to the server it had before, a demoted master say, until the retries ran out."""
+
+    def send_packed_command(self, command, check_health=True):
+        if not self._sock:
+            self.connect()
+        return super().send_packed_command(command, check_health)
+
+
+class RediscoveringSSLConnection(RediscoveringConnection, redis.connection.SSLConnection):
+    pass
+
+
+class AsyncRediscoveringConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """The same, for asyncio."""
+
+    async def send_packed_command(self, command, check_health=True):
+        if not self.is_connected:
+            await self.connect()
+        return await super().send_packed_command(command, check_health)
+
+
+class AsyncRediscoveringSSLConnection(AsyncRediscoveringConnection, redis.asyncio.connection.SSLConnection):
+    pass
 
 
 class BlockingSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool):

@@ -19,6 +19,7 @@ from playwright.sync_api import expect
 
 from core.errors import StoreUnavailable
 from core.phases import BuildPhase
+from core.stores.connection import redis_client
 from devstack.sentinel import SentinelRedis
 from devstack.stack import WorkerProcess, start_api, start_beat, start_worker
 from producer.client import BuildClient
@@ -226,6 +227,29 @@ def test_a_live_log_and_the_console_go_on_across_a_failover_to_the_builds_end(st
     finally:
         context.close()
         api.stop()
+
+
+# A script that keeps the master busy for a few seconds, then writes: a kill lands while it runs
+BUSY_THEN_WRITE = "local i = 0 while i < 3e8 do i = i + 1 end redis.call('SET', KEYS[1], '1') return 1"
+
+
+def test_a_command_cut_by_a_failover_is_retried_on_the_new_master_not_the_old_one(stack, group):
+    # Given a client through the sentinels running a script on the master
+    client = redis_client(stack.settings(LOST_DB, **group.env(LOST_DB)), patient=True)
+    group.wait_out_tilt()  # so that the kill below lands while the script runs
+    answers: list[object] = []
+    running = threading.Thread(target=lambda: answers.append(client.eval(BUSY_THEN_WRITE, 1, "written")))
+    running.start()
+    time.sleep(0.3)
+    # When the master is killed while it runs, a replica promoted, and the old master back as a replica of it
+    old = group.kill_master()
+    group.wait_for_new_master(old)
+    group.rejoin(old)
+    # Then the script, retried, ran on the new master and wrote there (redis-py alone sends each retry back to the
+    # old master's address: refused, then read-only, until the retries run out a minute later)
+    running.join(END_WITHIN_S)
+    assert answers == [1]
+    assert client.get("written") == "1"
 
 
 LOST_DB = 1  # no worker until the test starts one
