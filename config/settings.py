@@ -32,6 +32,7 @@ DEFAULT_LOG_MAX_LINES = 20_000
 DEFAULT_DOCKER_TIMEOUT_S = 300
 DEFAULT_REGISTRY_TIMEOUT_S = 30
 MAX_REDIS_WAIT_REPLICAS = 16
+DEFAULT_LIVE_LOG_PATIENCE_S = 60.0  # a failover with Sentinel's default down-after (30 s) and its election
 MAX_REDIS_MASTER_NAME_CHARS = 100
 MAX_REDIS_WAIT_TIMEOUT_MS = 10_000  # under the clients' socket timeout (config/redis_target.py)
 DEFAULT_MAX_ATTEMPTS = 5
@@ -157,7 +158,8 @@ class Settings(BaseSettings):
     requeue_undelivered_after_s: int = Field(60, ge=1, le=DAY_S,
                                              validation_alias="IMAGEBUILDER_REQUEUE_UNDELIVERED_AFTER_S")
     # How long a live log waits for Redis to answer again (a failover) before it ends with an `unavailable` event.
-    live_log_patience_s: float = Field(60.0, ge=0, le=3600, validation_alias="IMAGEBUILDER_LIVE_LOG_PATIENCE_S")
+    live_log_patience_s: float = Field(DEFAULT_LIVE_LOG_PATIENCE_S, ge=0, le=3600,
+                                       validation_alias="IMAGEBUILDER_LIVE_LOG_PATIENCE_S")
     api_max_log_streams: int = Field(DEFAULT_API_MAX_LOG_STREAMS, ge=1, le=MAX_API_MAX_LOG_STREAMS,
                                      validation_alias="IMAGEBUILDER_API_MAX_LOG_STREAMS")
     webhook_tokens: Annotated[list[WebhookToken], NoDecode] = Field(

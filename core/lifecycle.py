@@ -52,8 +52,7 @@ class Lifecycle:
                                unless_cancelled=unless_cancelled)
         if ended is None:
             return None
-        if not self._replicas.confirmed():  # the end stands: a failover now would deliver the build again
-            logger.warning("the end of build %s is not on a replica yet (IMAGEBUILDER_REDIS_WAIT_REPLICAS)", final.id)
+        self._replicas.confirm_or_log(f"the end of build {final.id}")  # lost, it would be delivered again
         if ended.spec_name is not None:
             self._follow_up(ended)
         return ended.record

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +20,6 @@ from core.spec import ImageSpec
 from core.stored import StoredSpec, Trigger
 from core.stores.wiring import Stores
 from core.tagging import resolve_target
-
-logger = logging.getLogger(__name__)
 
 MAX_PUSHED_PER_TASK = 100  # tags one check task takes: the most one notification may name
 
@@ -90,8 +87,8 @@ class Submitter:
         """A build answered with its id survives a failover: a replica holds it (IMAGEBUILDER_REDIS_WAIT_REPLICAS)."""
         if self._answering:
             self._replicas.confirm()
-        elif not self._replicas.confirmed():
-            logger.warning("build %s is queued, not yet on a replica (IMAGEBUILDER_REDIS_WAIT_REPLICAS)", build.id)
+        else:
+            self._replicas.confirm_or_log(f"queued build {build.id}")
 
 
 def send_pushed(app: Celery, pushed: list[str], trigger: Trigger) -> None:

@@ -22,6 +22,13 @@ FAILOVER_WITHIN_S = 30
 TILT_S = 30  # Sentinel's TILT period
 
 
+def knows_the_group(sentinel: redis.Redis, replicas: int) -> bool:
+    """Whether a sentinel knows the other sentinels and `replicas` replicas of MASTER_NAME: only then can a quorum
+    of them fail the master over."""
+    view = sentinel.sentinel_master(MASTER_NAME)
+    return int(view["num-other-sentinels"]) == SENTINELS - 1 and int(view["num-slaves"]) == replicas
+
+
 @dataclass
 class Sentinel:
     """One `redis-sentinel` watching MASTER_NAME; its config file is its own (Sentinel rewrites it)."""
@@ -100,9 +107,7 @@ class SentinelRedis:
                    and value.get("state") == "online")
 
     def _sentinels_see_each_other(self) -> bool:
-        views = [s.client().sentinel_master(MASTER_NAME) for s in self.sentinels]
-        return all(int(v["num-other-sentinels"]) == SENTINELS - 1 and int(v["num-slaves"]) == self.replicas
-                   for v in views)
+        return all(knows_the_group(s.client(), self.replicas) for s in self.sentinels)
 
     def env(self, db: int = 0) -> dict[str, str]:
         """The service's settings that name this group."""

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from config.settings import Settings
+from config.settings import DEFAULT_LIVE_LOG_PATIENCE_S, Settings
 from core.errors import StoreUnavailable
 from core.stores.builds import unknown_build
 from core.stores.connection import store_errors
@@ -32,7 +32,6 @@ RETRY_AFTER_S = 5
 BATCH_S = 0.1
 # A reader that cannot reach Redis tries again for IMAGEBUILDER_LIVE_LOG_PATIENCE_S (a failover takes seconds): its
 # followers see a pause, kept open by keep-alives, rather than the stream's end.
-READ_PATIENCE_S = 60.0
 READ_RETRY_S = 1.0
 MAX_SEND_BYTES = 64 << 10  # one send to one follower; a slow one holds at most this (and its socket's buffer)
 # nginx buffers a proxied answer unless told not to, which would hold a live log back until the build's end.
@@ -140,7 +139,7 @@ class LiveLogs:
 
     def __init__(self, open_log: Callable[[], LiveBuildLog], *, most: int, max_lines: int,
                  keepalive_s: float = KEEPALIVE_S, batch_s: float = BATCH_S,
-                 read_patience_s: float = READ_PATIENCE_S):
+                 read_patience_s: float = DEFAULT_LIVE_LOG_PATIENCE_S):
         self._open_log = open_log
         self._places = Places(most)
         self._max_lines = max_lines

@@ -26,12 +26,10 @@ def reap_once(app, state: BuildState) -> list[str]:
     """Redeliver every build whose heartbeat expired and that has not ended; the ids redelivered."""
     redelivered = []
     for build_id in state.claim_dead():
-        record, message = state.find(build_id), state.message(build_id)
-        if record is None or record.phase.is_final or message is None:
-            continue
-        app.send_task(BUILD_TASK_NAME, kwargs=message, task_id=build_id, queue=BUILD_QUEUE)
-        logger.warning("build %s lost its worker (no heartbeat): redelivered", build_id)
-        redelivered.append(build_id)
+        record = state.find(build_id)
+        if record is not None and not record.phase.is_final and _send_again(app, state, build_id):
+            logger.warning("build %s lost its worker (no heartbeat): redelivered", build_id)
+            redelivered.append(build_id)
     return redelivered
 
 
@@ -39,13 +37,18 @@ def requeue_undelivered(app, state: BuildState, older_than_s: float) -> list[str
     """Send again every build Pending for over `older_than_s` whose message the broker lost; the ids sent."""
     sent = []
     for build_id in state.claim_undelivered((BUILD_QUEUE,), older_than_s=older_than_s):
-        message = state.message(build_id)
-        if message is None:
-            continue
-        app.send_task(BUILD_TASK_NAME, kwargs=message, task_id=build_id, queue=BUILD_QUEUE)
-        logger.warning("build %s was neither queued nor delivered (the broker lost it): sent again", build_id)
-        sent.append(build_id)
+        if _send_again(app, state, build_id):
+            logger.warning("build %s was neither queued nor delivered (the broker lost it): sent again", build_id)
+            sent.append(build_id)
     return sent
+
+
+def _send_again(app, state: BuildState, build_id: str) -> bool:
+    """Queue the build's stored message again, under its own id; False when it has none (any more)."""
+    message = state.message(build_id)
+    if message is not None:
+        app.send_task(BUILD_TASK_NAME, kwargs=message, task_id=build_id, queue=BUILD_QUEUE)
+    return message is not None
 
 
 class Reaper(bootsteps.StartStopStep):

@@ -4,6 +4,7 @@ become the domain's StoreUnavailable."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,6 +26,8 @@ from config.redis_target import (
 )
 from config.settings import Settings
 from core.errors import NotReplicated, StoreUnavailable
+
+logger = logging.getLogger(__name__)
 
 REDIS_RETRIES = 3
 REDIS_PATIENT_RETRIES = 35  # about a minute with the backoff below
@@ -117,9 +120,11 @@ class Replicas:
             raise NotReplicated(f"Redis: {confirmed} of IMAGEBUILDER_REDIS_WAIT_REPLICAS={self._wanted} replicas "
                                 f"confirmed the write within {self._timeout_ms} ms; try again")
 
-    def confirmed(self) -> bool:
-        """For a write that stands whatever the replicas say (a build's end): whether enough of them hold it."""
-        return self._confirmed() >= self._wanted
+    def confirm_or_log(self, what: str) -> None:
+        """For a write that stands whatever the replicas say (a build's end, a claim): a warning naming `what` when
+        fewer replicas hold it in time, for a failover now would lose it."""
+        if self._confirmed() < self._wanted:
+            logger.warning("%s is not on a replica yet (IMAGEBUILDER_REDIS_WAIT_REPLICAS)", what)
 
     def _confirmed(self) -> int:
         if not self._wanted:

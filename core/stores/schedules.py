@@ -4,7 +4,6 @@ does); each due time is claimed by exactly one scheduling pass."""
 from __future__ import annotations
 
 import json
-import logging
 import time
 from datetime import datetime, timezone
 
@@ -13,8 +12,6 @@ import redis
 from core.errors import NeverMatches, UnknownSpec
 from core.schedule import Schedule
 from core.stores.connection import Replicas
-
-logger = logging.getLogger(__name__)
 
 SCHEDULE_KEY = "imagebuilder:schedule:{name}"  # JSON Schedule
 DUE_KEY = "imagebuilder:schedules:due"  # sorted set: spec name -> next due time (epoch s), enabled ones only
@@ -173,9 +170,8 @@ class ScheduleStore:
                                    args=[schedule.name, repr(due_at), schedule.next_due.timestamp(),
                                          json.dumps(fields)], client=pipe)
         claimed = [schedule for (schedule, _), won in zip(moves, pipe.execute()[len(stale):]) if won]
-        if claimed and not self._replicas.confirmed():  # claimed all the same: this pass fires them
-            logger.warning("the claim of %d due schedules is not on a replica yet (IMAGEBUILDER_REDIS_WAIT_REPLICAS)",
-                           len(claimed))
+        if claimed:  # claimed all the same: this pass fires them
+            self._replicas.confirm_or_log(f"the claim of {len(claimed)} due schedules")
         return claimed
 
     def _next_due(self, schedule: Schedule, now_at: datetime) -> datetime | None:
