@@ -72,6 +72,15 @@ def checks_done(worker) -> int:
     return len(re.findall(r"imagebuilder\.bases_pushed\[[^\]]+\] succeeded", worker.log_text))
 
 
+def check_outcome(worker, since: int) -> str | None:
+    """What the first base check the worker finished after log offset `since` found, as it logs it."""
+    found = CHECK_OUTCOME.search(worker.log_text, since)
+    return found and found.group(1)
+
+
+CHECK_OUTCOME = re.compile(r"imagebuilder\.bases_pushed(?:\[[^\]]+\] succeeded in [0-9.]+s)?: (\{[^}]*\})")
+
+
 def built_on_notifying_base(stack, client, hooks, unique, name=None) -> tuple[str, str]:
     """A stored spec on a base in the notifying registry, built once; the base's repository and digest."""
     repository = f"{hooks[3].host}/hooks-{unique}/base"
@@ -159,12 +168,15 @@ def test_a_push_while_the_specs_build_runs_is_checked_again_after_it(stack, hook
     wait_for(lambda: hooks_client.status(build.id).step is BuildStep.BUILDING, "the build to be past its pull", 60)
     # When v2 is pushed and its registry's notification arrives while that build runs
     second = push_base(stack, repository, "2", DEBIAN_IMAGE)
+    checked_before = len(worker.log_text)
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {HOOK_TOKEN}"}) as http:
         answer = http.post("/hooks/registry", json={"events": [{
             "action": "push", "target": {"repository": f"hooks-{unique}/debian", "tag": "1"},
             "request": {"host": stack.private_registry.host}}]})
     assert answer.status_code == 202
-    wait_for(lambda: "'running-already': 1" in worker.log_text, "the check to find the build running", 30)
+    wait_for(lambda: check_outcome(worker, checked_before), "the check's outcome", 30)
+    status = hooks_client.status(build.id)
+    assert check_outcome(worker, checked_before) == "{'running-already': 1}", (status, worker.log_text[-3000:])
     # Then that build ends on v1, and a base-pushed rebuild follows it, on v2
     assert hooks_client.wait(build.id, timeout_s=WAIT_S).base_digest == first
     wait_for(lambda: on_push(hooks_client, unique), "the rebuild after it", 60)
