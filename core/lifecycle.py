@@ -15,7 +15,7 @@ from core.reference import parse_reference
 from core.result import BuildResult
 from core.stores.builds import Begun, BuildState
 from core.stores.connection import Replicas
-from core.stores.ending import BuildEnds, Ended
+from core.stores.ending import BuildEnds, Ended, TaskResult
 from core.stores.specs import SpecStore
 
 logger = logging.getLogger(__name__)
@@ -41,15 +41,16 @@ class Lifecycle:
         return self._state.advance(result)
 
     def end(self, final: BuildResult, *, expected: BuildPhase | None = None, last_line: str | None = None,
-            lock_token: str = "", fields: dict[str, Any] | None = None, unless_cancelled: bool = False
-            ) -> BuildResult | None:
+            lock_token: str = "", fields: dict[str, Any] | None = None, unless_cancelled: bool = False,
+            task_result: TaskResult | None = None) -> BuildResult | None:
         """End the build, once: the final record as written for the caller that ended it, None if it had ended
         already (or was not in the `expected` phase); a delivery's lock on the target (`lock_token`) goes in the
         same step. Only that caller writes `last_line`, so nothing follows the log's end marker. With `fields`,
         those are written on the stored record, `final` standing in where none is stored; `unless_cancelled`
-        raises BuildCancelled, writing nothing, for a build whose cancel was asked for."""
+        raises BuildCancelled, writing nothing, for a build whose cancel was asked for; a success with
+        `task_result` writes Celery's result of the build's task in the same step."""
         ended = self._ends.end(final, expected=expected, last_line=last_line, lock_token=lock_token, fields=fields,
-                               unless_cancelled=unless_cancelled)
+                               unless_cancelled=unless_cancelled, task_result=task_result)
         if ended is None:
             return None
         self._replicas.confirm_or_log(f"the end of build {final.id}")  # lost, it would be delivered again

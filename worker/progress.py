@@ -13,6 +13,7 @@ from core.lifecycle import Lifecycle
 from core.phases import BuildPhase, BuildStep
 from core.result import BuildResult, PlatformPart, utcnow
 from core.stores.builds import BuildState
+from core.stores.ending import TaskResult
 from core.stores.logs import BuildLog
 from core.stores.metrics import Metrics
 
@@ -24,7 +25,10 @@ class Progress:
     """The worker's writer of one build's record; a raw message with no record yet gets one at its beginning."""
 
     def __init__(self, build_id: str, state: BuildState, lifecycle: Lifecycle, log: BuildLog, on_state: StateSink,
-                 metrics: Metrics | None = None, worker: str | None = None):
+                 metrics: Metrics | None = None, worker: str | None = None,
+                 success: Callable[[], TaskResult | None] = lambda: None):
+        """`on_state` mirrors a step as a Celery state; `success` lays out Celery's result of a success, which the
+        end writes."""
         self._id = build_id
         self._state = state
         self._lifecycle = lifecycle
@@ -32,6 +36,7 @@ class Progress:
         self._on_state = on_state
         self._metrics = metrics
         self._worker = worker
+        self._success = success
         self._delivered_at = utcnow()
         self._step_started: tuple[BuildStep, float] | None = None
         self._result: BuildResult | None = None
@@ -94,7 +99,8 @@ class Progress:
                   "finished_at": utcnow(), "worker": self._worker, "step": None, "error": None}
         stand_in = BuildResult(id=self._id, image=image, submitted_at=self._delivered_at, **fields)
         final = self._lifecycle.end(stand_in, fields=stand_in.model_dump(mode="json", include=set(fields)),
-                                    expected=BuildPhase.PENDING, last_line=last_line, unless_cancelled=True)
+                                    expected=BuildPhase.PENDING, last_line=last_line, unless_cancelled=True,
+                                    task_result=self._success())
         if final is not None:
             self._result, self.ended = final, True
         return final
@@ -113,7 +119,8 @@ class Progress:
     def _finish(self, phase: BuildPhase, last_line: str | None, **fields: Any) -> BuildResult:
         self._end_step()
         final = self.result.model_copy(update={"phase": phase, "finished_at": utcnow(), **fields})
-        written = self._lifecycle.end(final, last_line=last_line, lock_token=self.lock_token)
+        task_result = self._success() if phase is BuildPhase.SUCCEEDED else None
+        written = self._lifecycle.end(final, last_line=last_line, lock_token=self.lock_token, task_result=task_result)
         self._result, self.ended = written or final, True
         return self._result
 

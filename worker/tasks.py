@@ -46,18 +46,24 @@ from worker.pipeline import Pipeline, Run
 from worker.platformbuild import PlatformBuild
 from worker.progress import Progress
 from worker.scheduling import SchedulingPass
+from worker.taskresult import success_of
 from worker.watch import BuildWatch, backoff_s
 from worker.wiring import ProcessWiring
 
 logger = logging.getLogger(__name__)
 REGISTRY_ERRORS = (RegistryUnavailable, AuthFailed, BaseImageNotFound, PushFailed)
+RETURN_VALUE_LOGGED_CHARS = 120  # of a build task's return value in the worker's "succeeded" line
 
 
 def register_tasks(app: ImageBuilderCelery, wiring: ProcessWiring) -> Task:
     """Register `imagebuilder.build`, `imagebuilder.schedule_pass` and `imagebuilder.bases_pushed` on `app`, bound
     to its Settings and to the process's wiring."""
 
-    @app.task(name=BUILD_TASK_NAME, bind=True, queue=BUILD_QUEUE, max_retries=None, throws=(BuildFailed,))
+    # A success's Celery result is written by the build's end (worker/taskresult.py), in the same step as the record;
+    # failures and retries Celery stores itself. The return value, the final record, is then only logged: its start
+    # (the id and phase) says enough there.
+    @app.task(name=BUILD_TASK_NAME, bind=True, queue=BUILD_QUEUE, max_retries=None, throws=(BuildFailed,),
+              ignore_result=True, store_errors_even_if_ignored=True, resultrepr_maxsize=RETURN_VALUE_LOGGED_CHARS)
     def build(self: Task, spec: Any = None, force: Any = False) -> dict[str, Any]:
         return Delivery(self, wiring).run(spec, force)
 
@@ -121,7 +127,7 @@ class Delivery:
         self._progress = Progress(
             self._id, stores.builds, stores.lifecycle, stores.log,
             on_state=lambda state, meta: task.update_state(state=state, meta=meta),
-            metrics=stores.metrics, worker=task.request.hostname,
+            metrics=stores.metrics, worker=task.request.hostname, success=lambda: success_of(task),
         )
 
     def run(self, spec: Any, force: Any) -> dict[str, Any]:

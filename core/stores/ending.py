@@ -1,7 +1,7 @@
 """A build's end, in one atomic step: the final record, the in-flight id and the heartbeat let go, the counters
-of ended builds, a stored spec's history pruned and its schedule told, and the log's last line and end marker (which
-carries the final record), all in one Lua script, so no reader ever sees half an end. Decided once: only the caller
-whose script ended the build is told so."""
+of ended builds, a stored spec's history pruned and its schedule told, the log's last line and end marker (which
+carries the final record), and for a worker's success Celery's own result of the task, all in one Lua script, so no
+reader ever sees half an end. Decided once: only the caller whose script ended the build is told so."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from core.stores.builds import (
     LUA_PUT_RECORD,
     RECORD_KEY,
 )
-from core.stores.logs import LOG_END_FIELD, LOG_KEY, LOG_RESULT_FIELD
+from core.stores.logs import LOG_END_FIELD, LOG_KEY, LOG_LINE_FIELD, LOG_RESULT_FIELD
 from core.stores.metrics import (
     DURATIONS_KEPT,
     DURATIONS_KEY,
@@ -49,16 +49,23 @@ from core.tagging import builder_of
 # record whole; it stands in where none is stored), '1' to refuse a build whose cancel was asked for, and for a
 # scheduled build's schedule: the error to count ('' for a success), and the failures in a row that disable it; the
 # succeeded and the failed builds a stored spec's history keeps; the image to keep as the name's last ('' none) and
-# for how long. A stored spec's history and schedule are named in
-# the script, from the build's history mark.
+# for how long; and with the result key, Celery's encoded result up to the task's return value and after it, and
+# its expiry ('0' none). A stored spec's history and schedule are named in the script, from the build's history mark.
 # Returns 0 when the build had ended already (or was not in the expected phase), -1 when refused for a cancel; else
 # its history entry ('' none) and the final record as written.
-_END = LUA_PHASES + LUA_PUT_RECORD + LUA_IS_SCHEDULED + LUA_SCHEDULED_BUILD_ENDED + LUA_PRUNE_HISTORY + """
+# Fewest commands: only a begun build has a heartbeat; the hour's counts get their expiry with their first count;
+# durations are trimmed once they are twice the kept ones (readers read those); the last line rides in the end
+# marker's entry.
+_END = LUA_PHASES + LUA_PUT_RECORD + LUA_IS_SCHEDULED + LUA_SCHEDULED_BUILD_ENDED + LUA_PRUNE_HISTORY + f"""
+local PENDING, SUCCEEDED, LINE = '{BuildPhase.PENDING.value}', '{BuildPhase.SUCCEEDED.value}', '{LOG_LINE_FIELD}'
+""" + """
 local raw = redis.call('GET', KEYS[1])
 local record = ARGV[1]
+local began = true
 if raw then
   local stored = cjson.decode(raw)
   if is_final(stored['phase']) or (ARGV[4] ~= '' and stored['phase'] ~= ARGV[4]) then return 0 end
+  began = stored['phase'] ~= PENDING
   if ARGV[16] ~= '' then
     for field, value in pairs(cjson.decode(ARGV[16])) do stored[field] = value end
     record = cjson.encode(stored)
@@ -66,19 +73,26 @@ if raw then
 end
 if ARGV[17] == '1' and redis.call('EXISTS', KEYS[10]) == 1 then return -1 end
 put_record(KEYS[1], record, raw, ARGV[2])
+if KEYS[12] and ARGV[5] == SUCCEEDED then
+  local result = ARGV[24] .. record .. ARGV[25]
+  if ARGV[26] == '0' then redis.call('SET', KEYS[12], result)
+  else redis.call('SET', KEYS[12], result, 'EX', ARGV[26]) end
+  redis.call('PUBLISH', KEYS[12], result)
+end
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
-redis.call('ZREM', KEYS[3], ARGV[3])
+if began then redis.call('ZREM', KEYS[3], ARGV[3]) end
 if ARGV[15] ~= '' and redis.call('GET', KEYS[9]) == ARGV[15] then redis.call('DEL', KEYS[9]) end
 redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
-redis.call('HINCRBY', KEYS[6], ARGV[5], 1)
-redis.call('EXPIRE', KEYS[6], ARGV[6])
-if ARGV[7] ~= '' then
-  redis.call('LPUSH', KEYS[7], ARGV[7])
+if redis.call('HINCRBY', KEYS[6], ARGV[5], 1) == 1 then redis.call('EXPIRE', KEYS[6], ARGV[6]) end
+if ARGV[7] ~= '' and redis.call('LPUSH', KEYS[7], ARGV[7]) > 2 * tonumber(ARGV[8]) then
   redis.call('LTRIM', KEYS[7], 0, tonumber(ARGV[8]) - 1)
 end
-if ARGV[5] == 'Succeeded' and ARGV[22] ~= '' then redis.call('SET', KEYS[11], ARGV[22], 'EX', ARGV[23]) end
-if ARGV[10] == '1' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', 'line', ARGV[9]) end
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', ARGV[13], ARGV[5], ARGV[14], record)
+if ARGV[5] == SUCCEEDED and ARGV[22] ~= '' then redis.call('SET', KEYS[11], ARGV[22], 'EX', ARGV[23]) end
+if ARGV[10] == '1' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', LINE, ARGV[9], ARGV[13], ARGV[5], ARGV[14], record)
+else
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', ARGV[13], ARGV[5], ARGV[14], record)
+end
 redis.call('EXPIRE', KEYS[4], ARGV[12])
 local entry = redis.call('GET', KEYS[8])
 if entry then
@@ -90,6 +104,18 @@ if entry then
 end
 return {entry or '', record}
 """
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """Celery's result of a build's task as its result backend writes it, the final record being the task's return
+    value: `before` + record + `after` under `key`, published on it too, by the end itself. A waiter on Celery's
+    result learns of the end in the same step as every other reader, and the worker makes no round trip for it."""
+
+    key: str
+    before: str
+    after: str
+    expires_s: int | None
 
 
 @dataclass(frozen=True)
@@ -109,21 +135,23 @@ class BuildEnds:
         self._settings = settings
 
     def end(self, final: BuildResult, *, expected: BuildPhase | None = None, last_line: str | None = None,
-            lock_token: str = "", fields: dict[str, Any] | None = None, unless_cancelled: bool = False
-            ) -> Ended | None:
+            lock_token: str = "", fields: dict[str, Any] | None = None, unless_cancelled: bool = False,
+            task_result: TaskResult | None = None) -> Ended | None:
         """End the build with `final` unless it has ended already (or is not in the `expected` phase), letting go
         of the target's lock if `lock_token` holds it: what the one caller that ended it learns, None for everyone
         else. Only that caller's `last_line` is written, so nothing follows the end marker.
 
         With `fields`, those are written on the stored record (which nobody else can change meanwhile), `final`
         standing in only where none is stored. `unless_cancelled` refuses a build whose cancel was asked for
-        (BuildCancelled), for an ender that must not pass one by."""
+        (BuildCancelled), for an ender that must not pass one by. A success with `task_result` writes Celery's
+        result of the build's task too."""
         name = self._name_of(final)
         args = [*self._args(final, expected, last_line), lock_token, json.dumps(fields) if fields else "",
                 "1" if unless_cancelled else "", _why_not_succeeded(final), self._settings.schedule_disable_after,
                 self._settings.history_keep_succeeded, self._settings.history_keep_failed,
-                final.image if name else "", LAST_IMAGE_TTL_S]
-        found = self._end(keys=self._keys(final, name), args=args)
+                final.image if name else "", LAST_IMAGE_TTL_S, *_result_args(task_result)]
+        keys = self._keys(final, name) + ([task_result.key] if task_result else [])
+        found = self._end(keys=keys, args=args)
         if found == -1:
             raise BuildCancelled("cancelled before it started")
         return _ended(*found) if found else None
@@ -150,6 +178,12 @@ class BuildEnds:
                 final.phase.value, (HOURS_SHOWN + 1) * 3600, _duration_line(final), DURATIONS_KEPT, last_line or "",
                 "1" if last_line is not None else "", settings.log_max_lines, settings.log_retention_s, LOG_END_FIELD,
                 LOG_RESULT_FIELD]
+
+
+def _result_args(task_result: TaskResult | None) -> list:
+    if task_result is None:
+        return []
+    return [task_result.before, task_result.after, task_result.expires_s or 0]
 
 
 def _duration_line(final: BuildResult) -> str:

@@ -15,7 +15,8 @@ from core.result import BuildResult
 from core.stores.builds import RECORD_KEY
 from core.stores.connection import async_redis_client
 
-LOG_KEY = "imagebuilder:log:{id}"  # stream: {line} entries, then one {end: final phase}
+LOG_KEY = "imagebuilder:log:{id}"  # stream: {line} entries, then one {end: final phase} (with the last line, if any)
+LOG_LINE_FIELD = "line"
 LOG_END_FIELD = "end"  # the end marker's: the final phase
 LOG_RESULT_FIELD = "result"  # the end marker's too: the final record, so a waiter needs no other read
 FOLLOW_BLOCK_MS = 1000
@@ -33,7 +34,7 @@ class BuildLog:
         self._retention_s = retention_s
 
     def append(self, build_id: str, line: str) -> None:
-        self._add(build_id, {"line": line})
+        self._add(build_id, {LOG_LINE_FIELD: line})
 
     def _add(self, build_id: str, fields: dict[str, str]) -> None:
         pipe = self._redis.pipeline(transaction=False)
@@ -66,9 +67,10 @@ class BuildLog:
             entries = self._read(key, last_id, block=follow)
             for entry_id, fields in entries:
                 last_id = entry_id
+                if _has_line(fields):
+                    yield fields.get(LOG_LINE_FIELD, "")
                 if LOG_END_FIELD in fields:
                     return
-                yield fields.get("line", "")
             if not follow or (not entries and is_over()):
                 return
 
@@ -115,10 +117,16 @@ def _chunk(entries: list[tuple[str, dict[str, str]]], after: str) -> LogChunk:
     lines = []
     for entry_id, fields in entries:
         after = entry_id
+        if _has_line(fields):
+            lines.append(fields.get(LOG_LINE_FIELD, ""))
         if LOG_END_FIELD in fields:
             return LogChunk(lines, after, fields[LOG_END_FIELD])
-        lines.append(fields.get("line", ""))
     return LogChunk(lines, after)
+
+
+def _has_line(fields: dict[str, str]) -> bool:
+    """Every entry is a line but the end marker, which carries the build's last line when it has one."""
+    return LOG_LINE_FIELD in fields or LOG_END_FIELD not in fields
 
 
 def live_build_log(target: RedisTarget, *, most_readers: int) -> LiveBuildLog:

@@ -54,7 +54,7 @@ class Metrics:
 
     def durations_since(self, since: float) -> list[float]:
         """How long each of the newest runs that ended after `since` took, in seconds."""
-        pairs = (entry.split(" ") for entry in self._redis.lrange(DURATIONS_KEY, 0, -1))
+        pairs = (entry.split(" ") for entry in self._redis.lrange(DURATIONS_KEY, 0, DURATIONS_KEPT - 1))
         return [float(duration) for ended_at, duration in pairs if float(ended_at) >= since]
 
     def workers(self) -> list[tuple[str, float]]:

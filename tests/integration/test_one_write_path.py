@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 import pytest
 import redis
+from celery.result import AsyncResult
 
 from config.settings import Settings
+from core.app import create_app
 from core.errors import BuildCancelled, InvalidSpec
 from core.imagechain import ImageChains
 from core.phases import BuildPhase
@@ -28,6 +30,7 @@ from core.stores.schedules import DUE_KEY, ScheduleStore
 from core.stores.specs import ENTRY_KEY, HISTORY_KEY, SpecStore
 from core.stores.wiring import Stores, stores_on
 from worker.progress import Progress
+from worker.taskresult import success_of
 
 pytestmark = pytest.mark.integration
 STORES_DB = 30
@@ -272,6 +275,8 @@ def test_a_skip_keeps_the_submissions_record_and_refuses_a_cancelled_or_begun_bu
     assert final == stored and stored.skipped and stored.digest == DIGEST and stored.worker == "w1@host"
     assert stored.submitted_at == pending.submitted_at and stored.started_at <= stored.finished_at
     assert conn.get(INFLIGHT_KEY.format(target=pending.image)) is None
+    # And its log reads the skip's line, which the end marker carries, and ends
+    assert list(stores.log.lines(pending.id, follow=True)) == ["there already: nothing to build"]
     # Given a queued build whose cancel was asked for, when a worker would skip it, then it is refused, unchanged
     pending, progress = queued("cancelled")
     stores.builds.request_cancel(pending.id)
@@ -284,6 +289,39 @@ def test_a_skip_keeps_the_submissions_record_and_refuses_a_cancelled_or_begun_bu
     assert Progress(build.id, stores.builds, stores.lifecycle, stores.log, on_state=lambda *_: None).skip(
         build.image, DIGEST, "there already") is None
     assert stores.builds.get(build.id) == build
+
+
+def test_a_workers_success_writes_celerys_result_of_the_task_with_the_end(stack, conn, unique):
+    # Given a queued build, a Celery app on its Redis whose build task is running it, and a subscriber to the
+    # task's result channel
+    settings = stack.settings(STORES_DB)
+    stores, app = stores_on(conn, settings), create_app(settings)
+
+    @app.task(name=f"test.build-{unique}", bind=True, ignore_result=True)
+    def task(self) -> None:
+        return None
+
+    pending = BuildResult(id=str(uuid.uuid4()), image=f"127.0.0.1:5000/{unique}/celery:1", submitted_at=utcnow())
+    stores.builds.submit(pending, {"spec": {}, "force": False})
+    task.push_request(id=pending.id, hostname="w1@host")
+    key = task.backend.get_key_for_task(pending.id).decode()
+    subscriber = conn.pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(key)
+    # When the worker skips it, laying out Celery's result as the task does
+    progress = Progress(pending.id, stores.builds, stores.lifecycle, stores.log, on_state=lambda *_: None,
+                        worker="w1@host", success=lambda: success_of(task))
+    final = progress.skip(pending.image, DIGEST, "there already")
+    # Then Celery reads SUCCESS with the final record as the task's return value, expiring as Celery's results do
+    result = AsyncResult(pending.id, app=app)
+    assert result.state == "SUCCESS" and result.result == final.model_dump(mode="json") == stores.builds.get(
+        pending.id).model_dump(mode="json")
+    assert result.date_done is not None and 0 < conn.ttl(key) <= settings.result_expires_s
+    # And the subscriber was told the same, as Celery's own backend publishes it
+    published = [m["data"] for m in (subscriber.get_message(timeout=0.5) for _ in range(10)) if m]
+    assert published and task.backend.decode(published[0]) == task.backend.get_task_meta(pending.id)
+    task.pop_request()
+    subscriber.close()
+    app.close()
 
 
 def test_whoever_sees_a_stored_specs_build_end_sees_its_history_pruned(stack, conn, unique):

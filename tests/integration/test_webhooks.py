@@ -78,7 +78,8 @@ def check_outcome(worker, since: int) -> str | None:
     return found and found.group(1)
 
 
-CHECK_OUTCOME = re.compile(r"imagebuilder\.bases_pushed(?:\[[^\]]+\] succeeded in [0-9.]+s)?: (\{[^}]*\})")
+CHECK_OUTCOME = re.compile(  # the task's own line, or Celery's line of its success
+    r"imagebuilder\.bases_pushed(?:\[[^\]]+\] succeeded in [0-9.]+s)?: (\{[^}]*\})")
 
 
 def built_on_notifying_base(stack, client, hooks, unique, name=None) -> tuple[str, str]:
