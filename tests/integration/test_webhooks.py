@@ -175,7 +175,8 @@ def test_a_push_while_the_specs_build_runs_is_checked_again_after_it(stack, hook
             "action": "push", "target": {"repository": f"hooks-{unique}/debian", "tag": "1"},
             "request": {"host": stack.private_registry.host}}]})
     assert answer.status_code == 202
-    wait_for(lambda: check_outcome(worker, checked_before), "the check's outcome", 60)  # its outcome is asserted, not its speed
+    # (a minute: what is asserted is the check's outcome, not how soon it comes)
+    wait_for(lambda: check_outcome(worker, checked_before), "the check's outcome", 60)
     status = hooks_client.status(build.id)
     assert check_outcome(worker, checked_before) == "{'running-already': 1}", (status, worker.log_text[-3000:])
     # Then that build ends on v1, and a base-pushed rebuild follows it, on v2
