@@ -4,6 +4,8 @@ passwords, as the failover tests and bench.failover run it."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +130,19 @@ class SentinelRedis:
         master = self.master()
         master.process.kill()
         return master
+
+    @contextmanager
+    def noticing_after(self, down_after_ms: int) -> Iterator[None]:
+        """For a while, the sentinels call the master down (and so fail over) only after `down_after_ms`."""
+        self._down_after(down_after_ms)
+        try:
+            yield
+        finally:
+            self._down_after(DOWN_AFTER_MS)
+
+    def _down_after(self, milliseconds: int) -> None:
+        for sentinel in self.sentinels:
+            sentinel.client().execute_command("SENTINEL", "SET", MASTER_NAME, "down-after-milliseconds", milliseconds)
 
     def wait_out_tilt(self) -> None:
         wait_until(lambda: not any(s.tilted() for s in self.sentinels), "the sentinels out of TILT mode",
