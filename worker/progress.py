@@ -119,8 +119,8 @@ class Progress:
     def _finish(self, phase: BuildPhase, last_line: str | None, **fields: Any) -> BuildResult:
         self._end_step()
         final = self.result.model_copy(update={"phase": phase, "finished_at": utcnow(), **fields})
-        task_result = self._success() if phase is BuildPhase.SUCCEEDED else None
-        written = self._lifecycle.end(final, last_line=last_line, lock_token=self.lock_token, task_result=task_result)
+        written = self._lifecycle.end(final, last_line=last_line, lock_token=self.lock_token,
+                                      task_result=self._success())  # written by the end only for a success
         self._result, self.ended = written or final, True
         return self._result
 

@@ -88,11 +88,9 @@ if ARGV[7] ~= '' and redis.call('LPUSH', KEYS[7], ARGV[7]) > 2 * tonumber(ARGV[8
   redis.call('LTRIM', KEYS[7], 0, tonumber(ARGV[8]) - 1)
 end
 if ARGV[5] == SUCCEEDED and ARGV[22] ~= '' then redis.call('SET', KEYS[11], ARGV[22], 'EX', ARGV[23]) end
-if ARGV[10] == '1' then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', LINE, ARGV[9], ARGV[13], ARGV[5], ARGV[14], record)
-else
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', ARGV[13], ARGV[5], ARGV[14], record)
-end
+local marker = {ARGV[13], ARGV[5], ARGV[14], record}
+if ARGV[10] == '1' then marker = {LINE, ARGV[9], unpack(marker)} end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', unpack(marker))
 redis.call('EXPIRE', KEYS[4], ARGV[12])
 local entry = redis.call('GET', KEYS[8])
 if entry then
